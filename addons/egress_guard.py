@@ -1,0 +1,341 @@
+"""egress-sidecar's mitmproxy addon: every request is scanned, then enforced.
+
+Thin glue: it turns a flow into a scan request, awaits a verdict from the configured
+backend, applies what `sidecar.enforce` says, and queues the response body for
+classification. Detection, policy and HTTP to the scan API live in `sidecar/`.
+
+Load it with `egress-sidecar run`, or with `mitmdump -s addons/egress_guard.py` after
+`pip install egress-sidecar` (options: `mitmdump -s ... --set egress_fail_mode=open`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import ctx, http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.exceptions import OptionsError
+
+from sidecar.admin import AdminServer
+from sidecar.approvals import ApprovalCapacityExceeded, ApprovalWaiter
+from sidecar.backends.base import ScanBackend
+from sidecar.backends.errors import ScanError
+from sidecar.backends import BackendConfigError, backend_name, create_backend
+from sidecar.bodies import BodyTooLarge, BodyUndecodable, body_for_scan, decode_body
+from sidecar.decision_log import log_decision
+from sidecar.enforce import (
+    APPROVAL_CAPACITY,
+    BODY_TOO_LARGE,
+    BODY_UNDECODABLE,
+    FAIL_CLOSED,
+    SIDECAR_CREDENTIAL,
+    Enforcement,
+    approval_result,
+    fail_open,
+    from_verdict,
+    local_block,
+)
+from sidecar.metrics import SidecarMetrics
+from sidecar.response_scan import ResponseScanJob, ResponseScanQueue
+from sidecar.settings import (
+    FailMode,
+    IntervenCredentials,
+    SettingsError,
+    SidecarSettings,
+    load_credentials,
+    load_settings,
+)
+from sidecar.verdict import Decision, ScanRequest
+
+logger = logging.getLogger("egress_sidecar")
+
+METADATA_KEY = "egress_sidecar"
+SHUTDOWN_GRACE = 5.0
+
+# Settings the addon exposes as mitmproxy options (`egress_<name>`). The rest map onto
+# mitmproxy's own options (listen_host/port, confdir, mode, ssl_verify_upstream_trusted_ca).
+ADDON_SETTINGS = (
+    "backend",
+    "admin",
+    "fail_mode",
+    "scan_timeout",
+    "scan_retries",
+    "approval_timeout",
+    "approval_poll_interval",
+    "max_pending_approvals",
+    "max_body_bytes",
+    "response_queue_size",
+    "response_workers",
+    "runtime_type",
+)
+
+# Never sent to the scan API: hop-by-hop headers and the agent's proxy credentials.
+_NOT_SCANNED_HEADERS = frozenset(
+    {"proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "trailer"}
+)
+
+
+def option_values(settings: SidecarSettings) -> dict[str, Any]:
+    """The mitmproxy option values that carry `settings` into the addon."""
+    dumped = settings.model_dump(mode="json", include=set(ADDON_SETTINGS))
+    return {f"egress_{k}": "" if v is None else v for k, v in dumped.items()}
+
+
+class EgressGuard:
+    """Scans each request with the configured backend and enforces the verdict."""
+
+    def __init__(self, credentials: IntervenCredentials | None = None) -> None:
+        self._credentials = credentials
+        self.settings: SidecarSettings | None = None
+        self.metrics = SidecarMetrics()
+        self.backend: ScanBackend | None = None
+        self.approvals: ApprovalWaiter | None = None
+        self.responses: ResponseScanQueue | None = None
+        self.admin: AdminServer | None = None
+        self._own_secret: bytes | None = None
+
+    def load(self, loader: Loader) -> None:
+        try:
+            defaults = option_values(load_settings())
+        except SettingsError as e:
+            raise OptionsError(f"egress-sidecar: {e}") from None
+        fields = SidecarSettings.model_fields
+        for name in ADDON_SETTINGS:
+            value = defaults[f"egress_{name}"]
+            loader.add_option(
+                f"egress_{name}", type(value), value, fields[name].description or name
+            )
+
+    def configure(self, updated: set[str]) -> None:
+        if not any(name.startswith("egress_") for name in updated) and self.settings:
+            return
+        values = {name: getattr(ctx.options, f"egress_{name}") for name in ADDON_SETTINGS}
+        values["admin"] = values["admin"] or "off"
+        values["backend"] = values["backend"] or None
+        try:
+            self.settings = load_settings(**values)
+            if self._credentials is None:
+                self._credentials = load_credentials()
+        except SettingsError as e:
+            raise OptionsError(f"egress-sidecar: {e}") from None
+        try:
+            backend_name(self.settings, self._credentials)
+        except BackendConfigError as e:
+            raise OptionsError(f"egress-sidecar: {e}") from None
+        if ctx.options.stream_large_bodies:
+            raise OptionsError(
+                "egress-sidecar: stream_large_bodies must be unset: "
+                "streamed request bodies would be forwarded before they are scanned"
+            )
+
+    async def running(self) -> None:
+        settings, credentials = self.settings, self._credentials
+        assert settings is not None and credentials is not None
+        self.backend = create_backend(settings, credentials)
+        if credentials.api_key is not None:
+            self._own_secret = credentials.api_key.get_secret_value().encode()
+        self.approvals = ApprovalWaiter(
+            self.backend,
+            self.metrics,
+            settings.approval_timeout,
+            settings.approval_poll_interval,
+            settings.max_pending_approvals,
+        )
+        self.responses = ResponseScanQueue(
+            self.backend, self.metrics, settings.response_queue_size, settings.response_workers
+        )
+        self.responses.start()
+        if settings.admin is not None:
+            self.admin = AdminServer(self.metrics, self.readiness)
+            try:
+                self.admin.start(settings.admin)
+            except OSError as e:
+                logger.error("egress-sidecar: admin server cannot listen on %s: %s",
+                             settings.admin, e.strerror)
+
+    async def done(self) -> None:
+        if self.responses is not None:
+            await self.responses.close(SHUTDOWN_GRACE)
+        if self.backend is not None:
+            await self.backend.aclose()
+        if self.admin is not None:
+            await self.admin.stop()
+
+    def readiness(self) -> str | None:
+        """None when the proxy listens, the CA exists and the backend is up."""
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if proxyserver is None or not proxyserver.listen_addrs():
+            return "proxy not listening"
+        if not _ca_cert_exists():
+            return "CA certificate missing"
+        if self.backend is None:
+            return "backend not started"
+        return None
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.error is not None or not flow.live:
+            return
+        started = time.monotonic()
+        enforcement, scan_seconds = await self._judge(flow)
+        self._apply(flow, enforcement)
+        self._record(flow, enforcement, scan_seconds, time.monotonic() - started)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        enforcement = flow.metadata.get(METADATA_KEY)
+        if not isinstance(enforcement, Enforcement) or not enforcement.forward:
+            return
+        assert flow.response is not None
+        flow.response.headers.update(enforcement.headers())
+        raw = flow.response.raw_content
+        if enforcement.from_backend and raw is not None and self.responses is not None:
+            self.responses.submit(
+                ResponseScanJob(
+                    trace_id=enforcement.trace_id,
+                    raw_body=raw,
+                    content_encoding=flow.response.headers.get("content-encoding", ""),
+                    content_type=flow.response.headers.get("content-type", ""),
+                    status=flow.response.status_code,
+                )
+            )
+
+    async def _judge(self, flow: http.HTTPFlow) -> tuple[Enforcement, float | None]:
+        settings, backend = self.settings, self.backend
+        assert settings is not None and backend is not None
+        req = flow.request
+        try:
+            content = decode_body(
+                req.raw_content or b"",
+                req.headers.get("content-encoding", ""),
+                settings.max_body_bytes,
+            )
+        except BodyTooLarge:
+            message = f"Request body is larger than the scan limit ({settings.max_body_bytes} B)."
+            return local_block(BODY_TOO_LARGE, message, 413), None
+        except BodyUndecodable as e:
+            return local_block(BODY_UNDECODABLE, f"Request body cannot be scanned: {e}", 400), None
+        if self._carries_own_secret(req, content):
+            message = "Request carries the sidecar's own scan API credential."
+            return local_block(SIDECAR_CREDENTIAL, message, 403), None
+
+        scan_request = ScanRequest(
+            method=req.method,
+            url=req.url,
+            headers=_scan_headers(req.headers),
+            body=body_for_scan(content, req.headers.get("content-type", "")),
+            agent_id=self._credentials.agent_id if self._credentials else None,
+            agent_name=self._credentials.agent_name if self._credentials else None,
+            runtime_type=settings.runtime_type,
+        )
+        started = time.monotonic()
+        try:
+            verdict = await backend.scan(scan_request)
+        except ScanError as e:
+            scan_seconds = time.monotonic() - started
+            self.metrics.scan_errors.labels(e.kind).inc()
+            return self._without_verdict(e), scan_seconds
+        scan_seconds = time.monotonic() - started
+        self.metrics.scan_duration.labels(backend.name).observe(scan_seconds)
+
+        enforcement = from_verdict(verdict)
+        if verdict.decision is Decision.REQUIRE_APPROVAL:
+            assert verdict.approval_id is not None
+            enforcement = await self._hold(flow, verdict.approval_id, enforcement)
+        return enforcement, scan_seconds
+
+    def _without_verdict(self, error: ScanError) -> Enforcement:
+        assert self.settings is not None
+        if self.settings.fail_mode is FailMode.OPEN:
+            self.metrics.fail_open_forwards.labels(error.kind).inc()
+            logger.warning("fail-open forward: no verdict (%s)", error.kind)
+            return fail_open(error.kind)
+        self.metrics.fail_closed_blocks.labels(error.kind).inc()
+        message = f"Blocked by egress-sidecar: no scan verdict ({error.kind}); fail mode is closed."
+        return local_block(FAIL_CLOSED, message, 503, error_kind=error.kind)
+
+    async def _hold(self, flow: http.HTTPFlow, approval_id: str, pending: Enforcement) -> Enforcement:
+        assert self.approvals is not None
+        try:
+            outcome = await self.approvals.wait(
+                approval_id, still_wanted=lambda: flow.client_conn.connected and flow.live
+            )
+        except ApprovalCapacityExceeded:
+            block = local_block(
+                APPROVAL_CAPACITY, "Blocked by egress-sidecar: too many requests held.", 503
+            )
+            block.trace_id, block.tool, block.operation = pending.trace_id, pending.tool, pending.operation
+            return block
+        return approval_result(pending, outcome.value)
+
+    def _apply(self, flow: http.HTTPFlow, enforcement: Enforcement) -> None:
+        flow.metadata[METADATA_KEY] = enforcement
+        if enforcement.forward:
+            if enforcement.replacement_body is not None:
+                # `.content` re-encodes for Content-Encoding and fixes Content-Length.
+                flow.request.content = enforcement.replacement_body
+            return
+        if enforcement.approval == "abandoned":
+            flow.kill()
+            return
+        flow.response = http.Response.make(
+            enforcement.status,
+            enforcement.block_body(),
+            {"Content-Type": "application/json", **enforcement.headers()},
+        )
+
+    def _record(
+        self,
+        flow: http.HTTPFlow,
+        enforcement: Enforcement,
+        scan_seconds: float | None,
+        total_seconds: float,
+    ) -> None:
+        tool = self.metrics.tool_label(enforcement.tool)
+        self.metrics.requests.labels(enforcement.decision.value, tool).inc()
+        log_decision(
+            {
+                "trace_id": enforcement.trace_id,
+                "decision": enforcement.decision.value,
+                "forwarded": enforcement.forward,
+                "status": None if enforcement.forward else enforcement.status,
+                "reasons": enforcement.reasons,
+                "tool": enforcement.tool,
+                "operation": enforcement.operation,
+                "policy": enforcement.policy_name,
+                "approval": enforcement.approval,
+                "error": enforcement.error_kind,
+                "method": flow.request.method,
+                "scheme": flow.request.scheme,
+                "host": flow.request.host,
+                "port": flow.request.port,
+                "client": flow.client_conn.peername[0] if flow.client_conn.peername else None,
+                "scan_ms": None if scan_seconds is None else round(scan_seconds * 1000, 2),
+                "total_ms": round(total_seconds * 1000, 2),
+            }
+        )
+
+    def _carries_own_secret(self, req: http.Request, content: bytes) -> bool:
+        secret = self._own_secret
+        if not secret:
+            return False
+        if secret in content or secret in req.url.encode():
+            return True
+        return any(secret in value.encode() for value in req.headers.values())
+
+
+def _scan_headers(headers: http.Headers) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in headers:
+        if name.lower() in _NOT_SCANNED_HEADERS:
+            continue
+        out[name] = ", ".join(headers.get_all(name))
+    return out
+
+
+def _ca_cert_exists() -> bool:
+    return (Path(ctx.options.confdir).expanduser() / "mitmproxy-ca-cert.pem").is_file()
+
+
+addons = [EgressGuard()]

@@ -1,0 +1,163 @@
+"""HTTP plumbing shared by remote backends: one client, typed errors, one retry policy.
+
+Retry policy, stated once: connection errors, timeouts of a single attempt and 5xx are
+retried up to `retries` times with full-jitter exponential backoff; 429 is retried
+after `Retry-After` when the server gives it (full jitter otherwise); 4xx other than
+429 is never retried. No retry starts if it would end past the call's deadline, and
+the whole call, retries included, is bounded by that deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+
+from sidecar.backends.errors import (
+    MalformedVerdict,
+    ScanAuthError,
+    ScanRateLimited,
+    ScanRejected,
+    ScanServerError,
+    ScanTimeout,
+    ScanUnavailable,
+)
+
+T = TypeVar("T")
+
+BACKOFF_INITIAL = 0.1
+BACKOFF_MAX = 2.0
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def raise_for_status(response: httpx.Response, what: str) -> None:
+    """Turn a non-2xx answer into the typed error the fail mode switches on."""
+    status = response.status_code
+    if status < 300:
+        return
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        raise ScanRateLimited(f"{what}: HTTP 429", retry_after=retry_after)
+    if status in (401, 403):
+        raise ScanAuthError(f"{what}: HTTP {status} (check INTERVEN_API_KEY)", status)
+    if status >= 500:
+        raise ScanServerError(f"{what}: HTTP {status}", status)
+    raise ScanRejected(f"{what}: HTTP {status}", status)
+
+
+class _RetryAfterOrFullJitter:
+    """Wait as long as a 429's Retry-After says, else full-jitter exponential backoff."""
+
+    def __init__(self) -> None:
+        self._jitter = wait_random_exponential(multiplier=BACKOFF_INITIAL, max=BACKOFF_MAX)
+
+    def __call__(self, state: RetryCallState) -> float:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, ScanRateLimited) and error.retry_after is not None:
+            return error.retry_after
+        return float(self._jitter(state))
+
+
+RETRYABLE = (ScanUnavailable, ScanTimeout, ScanServerError, ScanRateLimited)
+
+
+class RetryingHttpClient:
+    """One `httpx.AsyncClient` per backend, with the retry policy and typed errors."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        timeout: float,
+        retries: int,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        self.timeout = timeout
+        self.retries = retries
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            # Never read HTTPS_PROXY: our own calls must not loop through the sidecar.
+            trust_env=False,
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        json: Any = None,
+        deadline: float | None = None,
+    ) -> Any:
+        """Send with retries within `deadline` seconds; return the decoded JSON body."""
+        budget = self.timeout if deadline is None else deadline
+
+        async def attempt() -> Any:
+            response = await self._send(method, path, what, json)
+            raise_for_status(response, what)
+            try:
+                return response.json()
+            except ValueError:
+                raise MalformedVerdict(f"{what}: answer is not JSON") from None
+
+        return await self._with_retries(attempt, budget, what)
+
+    async def _send(self, method: str, path: str, what: str, json: Any) -> httpx.Response:
+        try:
+            return await self._client.request(method, path, json=json)
+        except httpx.TimeoutException:
+            raise ScanTimeout(f"{what}: timed out") from None
+        except httpx.TransportError as e:
+            raise ScanUnavailable(f"{what}: {type(e).__name__}") from None
+
+    async def _with_retries(
+        self, attempt: Callable[[], Awaitable[T]], budget: float, what: str
+    ) -> T:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(RETRYABLE),
+            wait=_RetryAfterOrFullJitter(),
+            stop=stop_after_attempt(self.retries + 1) | stop_before_delay(budget),
+            reraise=True,
+        )
+        try:
+            async with asyncio.timeout(budget):
+                return await retrying(attempt)
+        except TimeoutError:
+            raise ScanTimeout(f"{what}: no answer within {budget:g}s") from None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

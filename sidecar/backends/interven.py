@@ -1,0 +1,71 @@
+"""The remote scan API (`interven`), as documented in its API and SDK references."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import ValidationError
+
+from sidecar import __version__
+from sidecar.backends.errors import MalformedVerdict
+from sidecar.backends.http import RetryingHttpClient
+from sidecar.settings import IntervenCredentials
+from sidecar.verdict import ApprovalState, ScanRequest, ScanVerdict
+
+
+class IntervenBackend:
+    """Scan API client: `POST /v1/scan`, `POST /v1/scan/response`, approval status."""
+
+    name = "interven"
+
+    def __init__(
+        self,
+        credentials: IntervenCredentials,
+        timeout: float,
+        retries: int,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if credentials.api_key is None:
+            raise ValueError("INTERVEN_API_KEY is not set")
+        self._http = RetryingHttpClient(
+            base_url=str(credentials.gateway_url).rstrip("/"),
+            headers={
+                "Authorization": f"Bearer {credentials.api_key.get_secret_value()}",
+                "User-Agent": f"egress-sidecar/{__version__}",
+            },
+            timeout=timeout,
+            retries=retries,
+            transport=transport,
+        )
+
+    async def scan(self, request: ScanRequest) -> ScanVerdict:
+        payload = request.model_dump(exclude_none=True)
+        data = await self._http.request_json("POST", "/v1/scan", "scan", json=payload)
+        try:
+            return ScanVerdict.model_validate(data)
+        except ValidationError as e:
+            raise MalformedVerdict(f"scan: {_first_problem(e)}") from None
+
+    async def scan_response(self, trace_id: str, body: Any, status: int) -> None:
+        payload = {"trace_id": trace_id, "response_body": body, "response_status": status}
+        await self._http.request_json("POST", "/v1/scan/response", "scan_response", json=payload)
+
+    async def approval_status(self, approval_id: str) -> ApprovalState:
+        path = f"/v1/approvals/{quote(approval_id, safe='')}/status"
+        data = await self._http.request_json("GET", path, "approval_status")
+        try:
+            return ApprovalState.model_validate(data)
+        except ValidationError as e:
+            raise MalformedVerdict(f"approval_status: {_first_problem(e)}") from None
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _first_problem(error: ValidationError) -> str:
+    """Field and message only: pydantic's default text would echo the input values."""
+    item = error.errors()[0]
+    where = ".".join(str(p) for p in item["loc"]) or "verdict"
+    return f"{where}: {item['msg']}"

@@ -1,0 +1,147 @@
+"""What a verdict (or the lack of one) does to a request, without touching mitmproxy.
+
+The addon asks these functions what to do and applies the answer to the flow: forward
+unchanged, forward a replacement body, or answer the agent locally (never contacting
+the upstream). Every answer carries the `X-Interven-*` headers agents already read.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidecar.verdict import Decision, ScanVerdict
+
+HEADER_DECISION = "X-Interven-Decision"
+HEADER_TRACE = "X-Interven-Trace-Id"
+HEADER_REASONS = "X-Interven-Reasons"
+HEADER_APPROVAL = "X-Interven-Approval"
+
+# Reason codes the sidecar itself adds (the backend's own codes pass through unchanged).
+FAIL_OPEN = "FAIL_OPEN"
+FAIL_CLOSED = "FAIL_CLOSED"
+BODY_TOO_LARGE = "BODY_TOO_LARGE"
+BODY_UNDECODABLE = "BODY_UNDECODABLE"
+SIDECAR_CREDENTIAL = "SIDECAR_CREDENTIAL"
+APPROVAL_CAPACITY = "APPROVAL_CAPACITY"
+
+
+@dataclass(slots=True)
+class Enforcement:
+    """The outcome for one request: what the agent sees and what the log records."""
+
+    decision: Decision
+    trace_id: str
+    reasons: list[str]
+    forward: bool
+    replacement_body: bytes | None = None
+    status: int = 200
+    message: str = ""
+    tool: str = "unknown"
+    operation: str = "unknown"
+    policy_name: str | None = None
+    approval: str | None = None
+    from_backend: bool = True
+    error_kind: str | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+    def headers(self) -> dict[str, str]:
+        h = {HEADER_DECISION: self.decision.value, HEADER_TRACE: self.trace_id}
+        if self.reasons:
+            h[HEADER_REASONS] = ",".join(self.reasons)
+        if self.approval:
+            h[HEADER_APPROVAL] = self.approval
+        return h
+
+    def block_body(self) -> bytes:
+        """The JSON the agent gets when the request was not forwarded."""
+        doc: dict[str, Any] = {
+            "decision": self.decision.value,
+            "reason_codes": self.reasons,
+            "trace_id": self.trace_id,
+            "message": self.message,
+        }
+        if self.policy_name:
+            doc["policy_name"] = self.policy_name
+        if self.approval:
+            doc["approval"] = self.approval
+        doc.update(self.extra_body)
+        return json.dumps(doc).encode()
+
+
+def local_trace_id() -> str:
+    """A trace id for outcomes decided without a backend verdict."""
+    return str(uuid.uuid4())
+
+
+def from_verdict(verdict: ScanVerdict) -> Enforcement:
+    """ALLOW forwards, DENY blocks, SANITIZE forwards the redacted body.
+
+    REQUIRE_APPROVAL comes back as a block; the caller holds the request and turns it
+    into a forward with `approved()` when a human approves.
+    """
+    e = Enforcement(
+        decision=verdict.decision,
+        trace_id=verdict.trace_id,
+        reasons=list(verdict.reason_codes),
+        forward=verdict.decision in (Decision.ALLOW, Decision.SANITIZE),
+        tool=verdict.tool_name,
+        operation=verdict.operation,
+        policy_name=verdict.policy_name,
+    )
+    if verdict.decision is Decision.SANITIZE:
+        e.replacement_body = sanitized_content(verdict.sanitized_body)
+    elif verdict.decision is Decision.DENY:
+        e.status = 403
+        e.message = "Blocked by egress-sidecar: the scan verdict was DENY."
+    return e
+
+
+def approval_result(pending: Enforcement, outcome: str) -> Enforcement:
+    """Turn a held request into a forward (approved) or a 403 (anything else)."""
+    pending.approval = outcome
+    if outcome == "approved":
+        pending.forward = True
+        return pending
+    pending.forward = False
+    pending.status = 403
+    pending.reasons = [*pending.reasons, f"APPROVAL_{outcome.upper()}"]
+    pending.message = f"Blocked by egress-sidecar: approval {outcome}."
+    return pending
+
+
+def sanitized_content(body: Any) -> bytes:
+    """JSON objects and arrays as JSON text, strings as they are."""
+    if isinstance(body, str):
+        return body.encode()
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def local_block(
+    reason: str, message: str, status: int, error_kind: str | None = None
+) -> Enforcement:
+    """A refusal decided by the sidecar itself (fail closed, body too large, ...)."""
+    return Enforcement(
+        decision=Decision.DENY,
+        trace_id=local_trace_id(),
+        reasons=[reason] + ([f"SCAN_{error_kind.upper()}"] if error_kind else []),
+        forward=False,
+        status=status,
+        message=message,
+        from_backend=False,
+        error_kind=error_kind,
+    )
+
+
+def fail_open(error_kind: str) -> Enforcement:
+    """A forward without a verdict: explicit, logged and counted by the caller."""
+    return Enforcement(
+        decision=Decision.ALLOW,
+        trace_id=local_trace_id(),
+        reasons=[FAIL_OPEN, f"SCAN_{error_kind.upper()}"],
+        forward=True,
+        from_backend=False,
+        error_kind=error_kind,
+    )

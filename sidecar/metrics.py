@@ -1,0 +1,100 @@
+"""Every metric the sidecar exports, defined in one place.
+
+Each sidecar owns its own registry, so several can run in one process (tests, bench).
+Label values are bounded: decisions and error kinds are fixed sets, and tool names are
+normalised and capped so a hostile or buggy backend cannot explode cardinality.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "egress_sidecar"
+MAX_TOOL_LABELS = 64
+_TOOL_CHARS = re.compile(r"[^a-z0-9_]+")
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+APPROVAL_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class SidecarMetrics:
+    """The sidecar's Prometheus metrics, in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "Requests judged, by the decision enforced and the tool detected.",
+            ["decision", "tool"],
+            registry=r,
+        )
+        self.scan_duration = Histogram(
+            f"{PREFIX}_scan_duration_seconds",
+            "Time to obtain a verdict, retries included.",
+            ["backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.scan_errors = Counter(
+            f"{PREFIX}_scan_errors",
+            "Scans that produced no verdict, by kind of error.",
+            ["kind"],
+            registry=r,
+        )
+        self.fail_open_forwards = Counter(
+            f"{PREFIX}_fail_open_forwards",
+            "Requests forwarded without a verdict because fail mode is open.",
+            ["kind"],
+            registry=r,
+        )
+        self.fail_closed_blocks = Counter(
+            f"{PREFIX}_fail_closed_blocks",
+            "Requests refused because no verdict could be had and fail mode is closed.",
+            ["kind"],
+            registry=r,
+        )
+        self.approvals_pending = Gauge(
+            f"{PREFIX}_approvals_pending",
+            "Requests currently held waiting for a human decision.",
+            registry=r,
+        )
+        self.approval_wait = Histogram(
+            f"{PREFIX}_approval_wait_seconds",
+            "How long held requests waited, by outcome.",
+            ["outcome"],
+            buckets=APPROVAL_BUCKETS,
+            registry=r,
+        )
+        self.response_queue_depth = Gauge(
+            f"{PREFIX}_response_scan_queue_depth",
+            "Response bodies waiting to be posted for classification.",
+            registry=r,
+        )
+        self.response_posted = Counter(
+            f"{PREFIX}_response_scans_posted",
+            "Response bodies posted for classification.",
+            registry=r,
+        )
+        self.response_dropped = Counter(
+            f"{PREFIX}_response_scans_dropped",
+            "Response bodies not posted, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self._tools: set[str] = set()
+        self._tools_lock = threading.Lock()
+
+    def tool_label(self, tool_name: str) -> str:
+        """A bounded label for a tool name: [a-z0-9_], 32 chars, at most 64 distinct."""
+        label = _TOOL_CHARS.sub("_", tool_name.lower()).strip("_")[:32] or "unknown"
+        with self._tools_lock:
+            if label in self._tools:
+                return label
+            if len(self._tools) >= MAX_TOOL_LABELS:
+                return "other"
+            self._tools.add(label)
+            return label

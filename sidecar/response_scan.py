@@ -1,0 +1,104 @@
+"""Posting upstream response bodies for classification, off the agent's path.
+
+The agent's response is never delayed: jobs go into a bounded queue and a few workers
+post them (`scan_response`, with the backend's retry policy). A full queue or a failed
+post drops the job and counts it; nothing else is lost silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from sidecar.backends.base import ScanBackend
+from sidecar.backends.errors import ScanError
+from sidecar.bodies import BodyUndecodable, body_for_scan, decode_body
+from sidecar.metrics import SidecarMetrics
+from sidecar.settings import SCAN_API_MAX_BODY_BYTES
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseScanJob:
+    trace_id: str
+    raw_body: bytes
+    content_encoding: str
+    content_type: str
+    status: int
+
+
+class ResponseScanQueue:
+    """A bounded queue of response bodies and the workers that post them."""
+
+    def __init__(
+        self,
+        backend: ScanBackend,
+        metrics: SidecarMetrics,
+        maxsize: int,
+        workers: int,
+        max_body_bytes: int = SCAN_API_MAX_BODY_BYTES,
+    ) -> None:
+        self._backend = backend
+        self._metrics = metrics
+        self._queue: asyncio.Queue[ResponseScanJob] = asyncio.Queue(maxsize)
+        self._worker_count = workers
+        self._max_body_bytes = max_body_bytes
+        self._workers: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"response-scan-{i}")
+            for i in range(self._worker_count)
+        ]
+
+    def submit(self, job: ResponseScanJob) -> bool:
+        """Queue a job without waiting; a full queue drops it (counted)."""
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self._metrics.response_dropped.labels("queue_full").inc()
+            return False
+        self._metrics.response_queue_depth.set(self._queue.qsize())
+        return True
+
+    async def close(self, grace: float) -> None:
+        """Post what is queued within `grace` seconds, then stop; leftovers are counted."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._queue.join()
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        left = self._queue.qsize()
+        if left:
+            self._metrics.response_dropped.labels("shutdown").inc(left)
+        self._metrics.response_queue_depth.set(0)
+
+    async def _work(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                await self._post(job)
+            finally:
+                self._queue.task_done()
+                self._metrics.response_queue_depth.set(self._queue.qsize())
+
+    async def _post(self, job: ResponseScanJob) -> None:
+        try:
+            content = decode_body(
+                job.raw_body, job.content_encoding, self._max_body_bytes, truncate=True
+            )
+        except BodyUndecodable:
+            self._metrics.response_dropped.labels("undecodable").inc()
+            return
+        body = body_for_scan(content, job.content_type)
+        try:
+            await self._backend.scan_response(job.trace_id, body, job.status)
+        except ScanError as e:
+            self._metrics.response_dropped.labels(e.kind).inc()
+            logger.warning("response scan for %s not posted (%s)", job.trace_id, e.kind)
+            return
+        self._metrics.response_posted.inc()

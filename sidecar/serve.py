@@ -1,0 +1,97 @@
+"""Running mitmproxy in-process with the egress addon: what `egress-sidecar run` does.
+
+This is the one place in `sidecar/` that imports the addon (dependency direction is
+otherwise addons → sidecar).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mitmproxy import ctx
+from mitmproxy.options import Options
+from mitmproxy.tools.dump import DumpMaster
+
+from addons.egress_guard import EgressGuard, option_values
+from sidecar.ca import CaFiles
+from sidecar.settings import HostPort, IntervenCredentials, SidecarSettings
+
+ADDRESS_FILE = "proxy-address"
+
+
+@dataclass(frozen=True)
+class ReadyInfo:
+    """Where the running sidecar can be reached."""
+
+    proxy: HostPort
+    admin: HostPort | None
+    ca: CaFiles
+    guard: EgressGuard
+
+
+def mitmproxy_options(settings: SidecarSettings) -> Options:
+    """mitmproxy's own options for our settings; request bodies are never streamed."""
+    opts = Options(
+        listen_host=settings.listen.host,
+        listen_port=settings.listen.port,
+        confdir=str(settings.confdir),
+    )
+    extra: dict[str, Any] = {}
+    if settings.upstream_proxy is not None:
+        extra["mode"] = [f"upstream:{settings.upstream_proxy}"]
+    if settings.upstream_ca is not None:
+        extra["ssl_verify_upstream_trusted_ca"] = str(settings.upstream_ca)
+    opts.update(**extra)
+    return opts
+
+
+class _ReadyNotifier:
+    """Runs last at startup: the proxy is listening and the guard is running."""
+
+    def __init__(self, guard: EgressGuard, ca: CaFiles, on_ready: Callable[[ReadyInfo], None]):
+        self._guard = guard
+        self._ca = ca
+        self._on_ready = on_ready
+
+    def running(self) -> None:
+        addrs = ctx.master.addons.get("proxyserver").listen_addrs()
+        host, port = addrs[0][0], addrs[0][1]
+        admin = self._guard.admin.address if self._guard.admin else None
+        self._on_ready(ReadyInfo(HostPort(host=host, port=port), admin, self._ca, self._guard))
+
+
+def build_master(
+    settings: SidecarSettings,
+    credentials: IntervenCredentials,
+    ca: CaFiles,
+    on_ready: Callable[[ReadyInfo], None],
+) -> DumpMaster:
+    """A DumpMaster with the guard loaded and its options set (must run on a loop)."""
+    master = DumpMaster(mitmproxy_options(settings), with_termlog=False, with_dumper=False)
+    guard = EgressGuard(credentials=credentials)
+    master.addons.add(guard, _ReadyNotifier(guard, ca, on_ready))
+    # Addon options exist only once the addon is added.
+    master.options.update(**option_values(settings))
+    return master
+
+
+async def serve(
+    settings: SidecarSettings,
+    credentials: IntervenCredentials,
+    ca: CaFiles,
+    on_ready: Callable[[ReadyInfo], None],
+) -> None:
+    """Run until SIGINT/SIGTERM (or `master.shutdown()`)."""
+    master = build_master(settings, credentials, ca, on_ready)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, master.shutdown)
+    try:
+        await master.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

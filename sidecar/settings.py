@@ -1,0 +1,204 @@
+"""Every knob of the sidecar, its environment name and its default, in one place.
+
+`SidecarSettings` reads `SIDECAR_<NAME>`; `IntervenCredentials` reads the scan API's
+own variables exactly as its SDK does (`INTERVEN_API_KEY`, ...). CLI flags are passed
+as init values, so they override the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_GATEWAY_URL = "https://api.intervensecurity.com"
+SCAN_API_MAX_BODY_BYTES = 256 * 1024
+
+
+class FailMode(StrEnum):
+    """What happens to a request when no verdict can be had."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+
+
+class HostPort(BaseModel):
+    """A `HOST:PORT` listen address; IPv6 hosts are written `[::1]:8080`."""
+
+    model_config = {"frozen": True}
+
+    host: str
+    port: int = Field(ge=0, le=65535)
+
+    @classmethod
+    def parse(cls, value: object) -> HostPort:
+        if isinstance(value, HostPort):
+            return value
+        if not isinstance(value, str):
+            raise ValueError("expected HOST:PORT")
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"expected HOST:PORT, got {value!r}")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host:
+            raise ValueError(f"missing host in {value!r}")
+        return cls(host=host, port=int(port))
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def _existing_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError(f"no such file: {value}")
+    return value
+
+
+class SidecarSettings(BaseSettings):
+    """The sidecar's configuration; each field is also `SIDECAR_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SIDECAR_", extra="forbid", validate_default=True, frozen=True
+    )
+
+    listen: HostPort = Field(
+        default=HostPort(host="127.0.0.1", port=8080),
+        description="Proxy listen address; port 0 picks a free port.",
+    )
+    admin: HostPort | None = Field(
+        default=HostPort(host="127.0.0.1", port=9090),
+        description="Admin server (/metrics /healthz /readyz); empty disables it.",
+    )
+    confdir: Path = Field(
+        default=Path("~/.egress-sidecar"),
+        description="CA material and state. Created 0700.",
+    )
+    backend: Literal["interven"] | None = Field(
+        default=None,
+        description="Scan backend. Defaults to `interven` when INTERVEN_API_KEY is set.",
+    )
+    upstream_ca: Path | None = Field(
+        default=None, description="Extra CA bundle to trust for upstream servers."
+    )
+    upstream_proxy: AnyHttpUrl | None = Field(
+        default=None, description="Chain outbound traffic through this HTTP proxy."
+    )
+    fail_mode: FailMode = Field(
+        default=FailMode.CLOSED, description="closed: block when no verdict; open: forward."
+    )
+    scan_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds one scan may take, retries included."
+    )
+    scan_retries: int = Field(default=2, ge=0, le=10, description="Retries on 5xx/connection.")
+    approval_timeout: float = Field(
+        default=60.0, gt=0, le=86400, description="Seconds a request is held for approval."
+    )
+    approval_poll_interval: float = Field(
+        default=2.0, gt=0, le=60, description="Seconds between approval status polls."
+    )
+    max_pending_approvals: int = Field(
+        default=100, ge=1, le=10000, description="Held requests at once; more are refused."
+    )
+    max_body_bytes: int = Field(
+        default=SCAN_API_MAX_BODY_BYTES,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest decoded request body that is scanned; larger ones are refused.",
+    )
+    response_queue_size: int = Field(
+        default=256, ge=1, le=100_000, description="Response bodies waiting to be posted."
+    )
+    response_workers: int = Field(default=4, ge=1, le=64, description="Response posters.")
+    runtime_type: str = Field(
+        default="custom", max_length=64, description="runtime_type sent to the scan API."
+    )
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _parse_listen(cls, value: object) -> HostPort:
+        return HostPort.parse(value)
+
+    @field_validator("admin", mode="before")
+    @classmethod
+    def _parse_admin(cls, value: object) -> HostPort | None:
+        if value is None or value == "" or value == "off":
+            return None
+        return HostPort.parse(value)
+
+    @field_validator("upstream_ca", mode="after")
+    @classmethod
+    def _check_upstream_ca(cls, value: Path | None) -> Path | None:
+        return _existing_file(value)
+
+    @field_validator("confdir", mode="after")
+    @classmethod
+    def _expand_confdir(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+class IntervenCredentials(BaseSettings):
+    """The scan API's credentials, read exactly as its SDK reads them."""
+
+    model_config = SettingsConfigDict(env_prefix="INTERVEN_", extra="ignore", frozen=True)
+
+    api_key: SecretStr | None = None
+    gateway_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_GATEWAY_URL)
+    agent_id: str | None = None
+    agent_name: str | None = None
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message is one line naming the setting."""
+
+
+def describe_validation_error(error: ValidationError, env_prefix: str = "SIDECAR_") -> str:
+    """One line per bad field, naming both the flag and the environment variable."""
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "settings"
+        flag = "--" + field.replace("_", "-")
+        env = env_prefix + field.upper()
+        parts.append(f"{flag} / {env}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> SidecarSettings:
+    """Build settings from the environment plus explicit overrides; raise SettingsError."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return SidecarSettings(**clean)  # type: ignore[arg-type]
+    except ValidationError as e:
+        raise SettingsError(describe_validation_error(e)) from None
+
+
+def load_credentials() -> IntervenCredentials:
+    try:
+        return IntervenCredentials()
+    except ValidationError as e:
+        raise SettingsError(describe_validation_error(e, env_prefix="INTERVEN_")) from None

@@ -1,0 +1,97 @@
+"""The verdict contract: the one vocabulary every backend speaks inside the sidecar.
+
+Field names follow the scan API reference exactly. Unknown fields are ignored; an
+unknown decision, or a decision missing the field it needs (SANITIZE without
+`sanitized_body`, REQUIRE_APPROVAL without `approval_id`), is a malformed verdict.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Decision(StrEnum):
+    ALLOW = "ALLOW"
+    DENY = "DENY"
+    SANITIZE = "SANITIZE"
+    REQUIRE_APPROVAL = "REQUIRE_APPROVAL"
+
+
+class RiskBand(StrEnum):
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+
+
+class ScanRequest(BaseModel):
+    """What the sidecar asks about one outbound request (`POST /v1/scan`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: str
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+    agent_id: str | None = None
+    agent_name: str | None = None
+    runtime_type: str | None = None
+    context: str | None = None
+
+
+class ScanVerdict(BaseModel):
+    """A backend's answer about one request."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    decision: Decision
+    risk_score: float = Field(ge=0.0, le=1.0)
+    risk_band: RiskBand
+    reason_codes: list[str] = Field(default_factory=list)
+    trace_id: str = Field(min_length=1, max_length=200)
+    tool_name: str = "unknown"
+    operation: str = "unknown"
+    classifications: list[str] = Field(default_factory=list)
+    signals: list[Any] = Field(default_factory=list)
+    sanitized_body: Any = None
+    approval_id: str | None = None
+    policy_id: str | None = None
+    policy_name: str | None = None
+
+    @field_validator("risk_band", mode="before")
+    @classmethod
+    def _accept_med(cls, value: object) -> object:
+        # The SDK reference says MED, the API reference MEDIUM; both mean the same band.
+        return "MEDIUM" if value == "MED" else value
+
+    @field_validator("tool_name", "operation", mode="before")
+    @classmethod
+    def _none_is_unknown(cls, value: object) -> object:
+        return "unknown" if value is None else value
+
+    @model_validator(mode="after")
+    def _decision_has_its_payload(self) -> ScanVerdict:
+        if self.decision is Decision.SANITIZE and self.sanitized_body is None:
+            raise ValueError("SANITIZE verdict without sanitized_body")
+        if self.decision is Decision.REQUIRE_APPROVAL and not self.approval_id:
+            raise ValueError("REQUIRE_APPROVAL verdict without approval_id")
+        return self
+
+
+class ApprovalState(BaseModel):
+    """`GET /v1/approvals/{id}/status`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    status: ApprovalStatus
+    reason: str | None = None
