@@ -34,11 +34,16 @@ class ReadyInfo:
 
 
 def mitmproxy_options(settings: SidecarSettings) -> Options:
-    """mitmproxy's own options for our settings; request bodies are never streamed."""
+    """mitmproxy's own options for our settings.
+
+    `lazy` means no upstream connection is opened before the verdict: a denied request
+    never contacts its destination at all. Request bodies are never streamed.
+    """
     opts = Options(
         listen_host=settings.listen.host,
         listen_port=settings.listen.port,
         confdir=str(settings.confdir),
+        connection_strategy="lazy",
     )
     extra: dict[str, Any] = {}
     if settings.upstream_proxy is not None:

@@ -19,6 +19,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_serializer,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -63,6 +64,10 @@ class HostPort(BaseModel):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+    @model_serializer
+    def _as_text(self) -> str:
+        return str(self)
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -1,0 +1,58 @@
+"""Shared fixtures: loopback servers (session-wide) and a fresh sidecar per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import LoopThread, ScanApiDouble, Upstream, rule_by_path
+from tests.support.sidecar import Sidecar, start_sidecar
+
+
+@pytest.fixture(scope="session")
+def server_loop() -> Iterator[LoopThread]:
+    loop = LoopThread("test-servers")
+    yield loop
+    loop.stop()
+
+
+@pytest.fixture(scope="session")
+def upstream(server_loop: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Upstream:
+    return Upstream(server_loop, tmp_path_factory.mktemp("upstream"))
+
+
+@pytest.fixture
+def scan_api(server_loop: LoopThread) -> ScanApiDouble:
+    """A fresh scan-API double per test, so recordings never leak between tests."""
+    return ScanApiDouble(server_loop)
+
+
+@pytest.fixture(scope="session")
+def confdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("confdir")
+
+
+@pytest.fixture
+def make_sidecar(
+    confdir: Path, scan_api: ScanApiDouble, upstream: Upstream
+) -> Iterator[object]:
+    started: list[Sidecar] = []
+
+    def make(**settings: object) -> Sidecar:
+        sidecar = start_sidecar(confdir, scan_api.url, upstream.ca_file, **settings)
+        started.append(sidecar)
+        return sidecar
+
+    yield make
+    for sidecar in started:
+        sidecar.stop()
+
+
+@pytest.fixture
+def sidecar(make_sidecar) -> Sidecar:  # type: ignore[no-untyped-def]
+    return make_sidecar()  # type: ignore[no-any-return]
+
+
+__all__ = ["rule_by_path"]

@@ -1,0 +1,246 @@
+"""Real loopback servers for end-to-end tests: a scan-API double and a recording upstream.
+
+Both are tornado servers on ephemeral ports, each on an event loop in its own thread,
+so tests (and the sidecar, in a third thread) talk to them over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import ssl
+import threading
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+import trustme
+
+T = TypeVar("T")
+
+# The upstream listens on 127.0.0.2: loopback, but not in the agents' NO_PROXY list,
+# so clients configured by `egress-sidecar env` send it through the proxy.
+UPSTREAM_HOST = "127.0.0.2"
+WAIT = 20.0
+
+
+class LoopThread:
+    """An asyncio loop running in a daemon thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(WAIT)
+
+
+class Recorder:
+    """A thread-safe list that tests can wait on."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._items: list[Any] = []
+
+    def add(self, item: Any) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+
+    @property
+    def items(self) -> list[Any]:
+        with self._cond:
+            return list(self._items)
+
+    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = WAIT) -> Any:
+        """The first recorded item matching `predicate`, waiting for it if need be."""
+        with self._cond:
+            found = self._cond.wait_for(
+                lambda: any(predicate(i) for i in self._items), timeout=timeout
+            )
+            assert found, "expected item was never recorded"
+            return next(i for i in self._items if predicate(i))
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # simulates a slow scan API (never used to synchronise a test)
+
+
+def verdict(decision: str = "ALLOW", **extra: Any) -> dict[str, Any]:
+    """A verdict as the scan API serialises it."""
+    doc: dict[str, Any] = {
+        "decision": decision,
+        "risk_score": 0.1 if decision == "ALLOW" else 0.9,
+        "risk_band": "LOW" if decision == "ALLOW" else "HIGH",
+        "reason_codes": [] if decision == "ALLOW" else ["SECRETS"],
+        "trace_id": str(uuid.uuid4()),
+        "tool_name": "custom_proxy",
+        "operation": "unknown",
+        "classifications": [] if decision == "ALLOW" else ["SECRETS"],
+        "signals": [],
+    }
+    doc.update(extra)
+    return doc
+
+
+def rule_by_path(scan: dict[str, Any]) -> Reply:
+    """Default behaviour: the upstream path names the decision the test wants."""
+    path = scan["url"].split("/", 3)[-1]
+    if path.startswith("deny"):
+        return Reply(body=verdict("DENY", policy_name="block-secrets-egress"))
+    if path.startswith("sanitize"):
+        return Reply(body=verdict("SANITIZE", sanitized_body={"text": "[REDACTED:SECRETS]"}))
+    if path.startswith("approve/"):
+        approval_id = path.split("/")[1]
+        return Reply(body=verdict("REQUIRE_APPROVAL", approval_id=approval_id))
+    return Reply(body=verdict("ALLOW", tool_name="slack", operation="post_message"))
+
+
+class _Base(tornado.web.RequestHandler):
+    def initialize(self, double: ScanApiDouble) -> None:
+        self.double = double
+
+    async def reply(self, reply: Reply) -> None:
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        self.set_status(reply.status)
+        for k, v in reply.headers.items():
+            self.set_header(k, v)
+        if isinstance(reply.body, (dict, list)):
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(reply.body))
+        else:
+            self.finish(reply.body or "")
+
+
+class _ScanHandler(_Base):
+    async def post(self) -> None:
+        doc = json.loads(self.request.body)
+        self.double.scans.add({"headers": dict(self.request.headers), "json": doc})
+        await self.reply(self.double.behaviour(doc))
+
+
+class _ResponseHandler(_Base):
+    async def post(self) -> None:
+        doc = json.loads(self.request.body)
+        self.double.response_posts.add({"headers": dict(self.request.headers), "json": doc})
+        await self.reply(self.double.response_behaviour(doc))
+
+
+class _ApprovalHandler(_Base):
+    async def get(self, approval_id: str) -> None:
+        self.double.approval_polls.add(approval_id)
+        await self.reply(self.double.approval_behaviour(approval_id))
+
+
+class ScanApiDouble:
+    """The scan API contract on loopback: /v1/scan, /v1/scan/response, approvals."""
+
+    def __init__(self, loop: LoopThread) -> None:
+        self.scans = Recorder()
+        self.response_posts = Recorder()
+        self.approval_polls = Recorder()
+        self.approvals: dict[str, str] = {}
+        self.behaviour: Callable[[dict[str, Any]], Reply] = rule_by_path
+        self.response_behaviour: Callable[[dict[str, Any]], Reply] = lambda _doc: Reply(
+            body={"data_classes": [], "fields_redacted_count": 0, "content_fingerprint": "x"}
+        )
+        self.approval_behaviour: Callable[[str], Reply] = lambda approval_id: Reply(
+            body={"status": self.approvals.get(approval_id, "pending")}
+        )
+        app = tornado.web.Application(
+            [
+                (r"/v1/scan", _ScanHandler, {"double": self}),
+                (r"/v1/scan/response", _ResponseHandler, {"double": self}),
+                (r"/v1/approvals/([^/]+)/status", _ApprovalHandler, {"double": self}),
+            ]
+        )
+        self.port = loop.run(_listen(app, "127.0.0.1", None))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def script(self, *replies: Reply, then: Callable[[dict[str, Any]], Reply] = rule_by_path) -> None:
+        """Answer the next scans with `replies` in order, then with `then`."""
+        queue = list(replies)
+        lock = threading.Lock()
+
+        def behaviour(doc: dict[str, Any]) -> Reply:
+            with lock:
+                if queue:
+                    return queue.pop(0)
+            return then(doc)
+
+        self.behaviour = behaviour
+
+
+@dataclass
+class UpstreamRequest:
+    scheme: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class _UpstreamHandler(tornado.web.RequestHandler):
+    SUPPORTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+    def initialize(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def _handle(self) -> None:
+        r = self.request
+        self.upstream.received.add(
+            UpstreamRequest(r.protocol, r.method or "", r.uri or "", dict(r.headers), r.body)
+        )
+        doc = {"ok": True, "path": r.uri, "secret_looking": "upstream-says-hello"}
+        body = json.dumps(doc).encode()
+        self.set_header("Content-Type", "application/json")
+        if "gzip" in r.headers.get("Accept-Encoding", "") and r.uri and "gzip" in r.uri:
+            self.set_header("Content-Encoding", "gzip")
+            body = gzip.compress(body)
+        self.finish(body)
+
+    get = post = put = patch = delete = _handle  # type: ignore[assignment]
+
+
+class Upstream:
+    """An HTTPS (and a plain HTTP) server that records every request it receives."""
+
+    def __init__(self, loop: LoopThread, tmp: Path) -> None:
+        self.ca = trustme.CA()
+        cert = self.ca.issue_cert(UPSTREAM_HOST, "localhost")
+        self.ca_file = tmp / "upstream-ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(ssl_ctx)
+        self.received = Recorder()
+        app = tornado.web.Application([(r"/.*", _UpstreamHandler, {"upstream": self})])
+        self.https_port = loop.run(_listen(app, UPSTREAM_HOST, ssl_ctx))
+        self.http_port = loop.run(_listen(app, UPSTREAM_HOST, None))
+        self.https = f"https://{UPSTREAM_HOST}:{self.https_port}"
+        self.http = f"http://{UPSTREAM_HOST}:{self.http_port}"
+
+    def requests_to(self, path: str) -> list[UpstreamRequest]:
+        return [r for r in self.received.items if r.path == path]
+
+
+async def _listen(app: tornado.web.Application, host: str, ssl_ctx: Any) -> int:
+    sockets = tornado.netutil.bind_sockets(0, host)
+    server = tornado.httpserver.HTTPServer(app, ssl_options=ssl_ctx)
+    server.add_sockets(sockets)
+    return int(sockets[0].getsockname()[1])
