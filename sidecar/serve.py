@@ -33,25 +33,23 @@ class ReadyInfo:
     guard: EgressGuard
 
 
-def mitmproxy_options(settings: SidecarSettings) -> Options:
+def mitmproxy_option_values(settings: SidecarSettings) -> dict[str, Any]:
     """mitmproxy's own options for our settings.
 
     `lazy` means no upstream connection is opened before the verdict: a denied request
     never contacts its destination at all. Request bodies are never streamed.
     """
-    opts = Options(
-        listen_host=settings.listen.host,
-        listen_port=settings.listen.port,
-        confdir=str(settings.confdir),
-        connection_strategy="lazy",
-    )
-    extra: dict[str, Any] = {}
+    values: dict[str, Any] = {
+        "listen_host": settings.listen.host,
+        "listen_port": settings.listen.port,
+        "connection_strategy": "lazy",
+        "stream_large_bodies": None,
+    }
     if settings.upstream_proxy is not None:
-        extra["mode"] = [f"upstream:{settings.upstream_proxy}"]
+        values["mode"] = [f"upstream:{settings.upstream_proxy}"]
     if settings.upstream_ca is not None:
-        extra["ssl_verify_upstream_trusted_ca"] = str(settings.upstream_ca)
-    opts.update(**extra)
-    return opts
+        values["ssl_verify_upstream_trusted_ca"] = str(settings.upstream_ca)
+    return values
 
 
 class _ReadyNotifier:
@@ -76,11 +74,13 @@ def build_master(
     on_ready: Callable[[ReadyInfo], None],
 ) -> DumpMaster:
     """A DumpMaster with the guard loaded and its options set (must run on a loop)."""
-    master = DumpMaster(mitmproxy_options(settings), with_termlog=False, with_dumper=False)
+    master = DumpMaster(
+        Options(confdir=str(settings.confdir)), with_termlog=False, with_dumper=False
+    )
     guard = EgressGuard(credentials=credentials)
     master.addons.add(guard, _ReadyNotifier(guard, ca, on_ready))
-    # Addon options exist only once the addon is added.
-    master.options.update(**option_values(settings))
+    # Addon options (mitmproxy's and ours) exist only once the addons are added.
+    master.options.update(**mitmproxy_option_values(settings), **option_values(settings))
     return master
 
 

@@ -17,7 +17,8 @@ if sys.argv[1] == "requests":
 else:
     import httpx
 
-    with httpx.Client(http2=spec["http2"], timeout=60) as client:
+    # http1=False makes httpx offer only h2 in ALPN (it lists http/1.1 first otherwise).
+    with httpx.Client(http1=not spec["http2"], http2=spec["http2"], timeout=60) as client:
         r = client.request(spec["method"], spec["url"], headers=spec["headers"], content=body)
         if spec["http2"] and r.http_version != "HTTP/2":
             sys.exit(f"expected HTTP/2 to the proxy, got {r.http_version}")
