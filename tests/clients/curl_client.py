@@ -9,15 +9,18 @@ spec = json.load(sys.stdin)
 with tempfile.TemporaryDirectory() as tmp:
     head, out = f"{tmp}/head", f"{tmp}/out"
     cmd = ["curl", "-sS", "--suppress-connect-headers", "-X", spec["method"], "-D", head,
-           "-o", out, spec["url"]]
+           "-o", out, "-w", "%{http_version}", spec["url"]]
+    if spec["http2"]:
+        cmd.append("--http2")
     for k, v in spec["headers"].items():
         cmd += ["-H", f"{k}: {v}"]
     if spec["body"] is not None:
         cmd += ["--data-binary", "@-"]
     data = None if spec["body"] is None else spec["body"].encode("latin-1")
-    subprocess.run(cmd, input=data, check=True)
+    version = subprocess.run(cmd, input=data, check=True, capture_output=True).stdout.decode()
     lines = open(head, encoding="latin-1").read().splitlines()
     status = int(lines[0].split()[1])
     headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
     body = open(out, "rb").read()
-json.dump({"status": status, "headers": headers, "body": body.decode("latin-1")}, sys.stdout)
+json.dump({"status": status, "headers": headers, "body": body.decode("latin-1"),
+           "http_version": version}, sys.stdout)

@@ -77,9 +77,10 @@ def test_plain_http_is_scanned_too(sidecar, upstream, scan_api):
 
 def test_http2_client(sidecar, upstream, scan_api):
     result = run_client(
-        sidecar, "httpx", "POST", upstream.https + "/deny/h2", b'{"k": 1}',
+        sidecar, "curl", "POST", upstream.https + "/deny/h2", b'{"k": 1}',
         {"Content-Type": "application/json"}, http2=True,
     )
+    assert result.http_version == "2"
     assert result.status == 403
     assert result.headers["x-interven-decision"] == "DENY"
     assert scan_api.scans.wait_for(lambda s: s["json"]["url"].endswith("/deny/h2"))

@@ -118,6 +118,7 @@ class ClientResult:
     status: int
     headers: dict[str, str]
     body: bytes
+    http_version: str | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -166,5 +167,6 @@ def run_client(
         out["status"],
         {k.lower(): v for k, v in out["headers"].items()},
         out["body"].encode("latin-1"),
+        out.get("http_version"),
     )
 
