@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AnyHttpUrl,
@@ -21,7 +21,8 @@ from pydantic import (
     field_validator,
     model_serializer,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as EnvParseError
 
 DEFAULT_GATEWAY_URL = "https://api.intervensecurity.com"
 SCAN_API_MAX_BODY_BYTES = 256 * 1024
@@ -87,11 +88,12 @@ class SidecarSettings(BaseSettings):
         env_prefix="SIDECAR_", extra="forbid", validate_default=True, frozen=True
     )
 
-    listen: HostPort = Field(
+    # NoDecode: the environment gives "HOST:PORT", not JSON; the validators below parse it.
+    listen: Annotated[HostPort, NoDecode] = Field(
         default=HostPort(host="127.0.0.1", port=8080),
         description="Proxy listen address; port 0 picks a free port.",
     )
-    admin: HostPort | None = Field(
+    admin: Annotated[HostPort | None, NoDecode] = Field(
         default=HostPort(host="127.0.0.1", port=9090),
         description="Admin server (/metrics /healthz /readyz); empty disables it.",
     )
@@ -200,6 +202,8 @@ def load_settings(**overrides: object) -> SidecarSettings:
         return SidecarSettings(**clean)  # type: ignore[arg-type]
     except ValidationError as e:
         raise SettingsError(describe_validation_error(e)) from None
+    except EnvParseError as e:
+        raise SettingsError(str(e)) from None
 
 
 def load_credentials() -> IntervenCredentials:
@@ -207,3 +211,5 @@ def load_credentials() -> IntervenCredentials:
         return IntervenCredentials()
     except ValidationError as e:
         raise SettingsError(describe_validation_error(e, env_prefix="INTERVEN_")) from None
+    except EnvParseError as e:
+        raise SettingsError(str(e)) from None

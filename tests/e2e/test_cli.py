@@ -1,0 +1,150 @@
+"""The commands users type: `egress-sidecar run` / `env`, and `mitmdump -s` with our addon."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.servers import WAIT
+
+BIN = Path(sys.executable).parent
+EXE = str(BIN / "egress-sidecar")
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "iv_live_cli_test_key"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if "proxy" not in k.lower() and not k.startswith(("SIDECAR_", "INTERVEN_"))}
+    env.update(extra)
+    return env
+
+
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EXE, *args], capture_output=True, text=True, env=_env(**env),
+                          timeout=WAIT, check=False)
+
+
+def test_run_without_a_backend_says_how_to_configure_one(tmp_path):
+    result = _run("run", "--confdir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "INTERVEN_API_KEY" in result.stderr
+
+
+def test_bad_values_name_the_setting_on_one_line(tmp_path):
+    cases = [
+        (["run", "--fail-mode", "maybe"], {}, "--fail-mode / SIDECAR_FAIL_MODE"),
+        (["run", "--listen", "8080"], {}, "--listen / SIDECAR_LISTEN"),
+        (["run", "--scan-timeout", "-1"], {}, "--scan-timeout / SIDECAR_SCAN_TIMEOUT"),
+        (["run", "--upstream-ca", "/nonexistent.pem"], {}, "--upstream-ca / SIDECAR_UPSTREAM_CA"),
+        (["env"], {"SIDECAR_LISTEN": "nohost"}, "--listen / SIDECAR_LISTEN"),
+    ]
+    for args, env, expected in cases:
+        result = _run(*args, "--confdir", str(tmp_path), INTERVEN_API_KEY=KEY, **env)
+        assert result.returncode == 2, args
+        assert result.stderr.startswith(f"egress-sidecar: {expected}: "), result.stderr
+        assert result.stderr.count("\n") == 1
+    unknown = _run("run", "--no-such-flag")
+    assert unknown.returncode == 2
+    assert "unrecognized arguments: --no-such-flag" in unknown.stderr
+
+
+def test_env_prints_every_variable_for_agents(tmp_path):
+    result = _run("env", "--listen", "127.0.0.1:3128", "--confdir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    exports = dict(
+        re.fullmatch(r"export (\w+)=(.*)", line).groups()  # type: ignore[union-attr]
+        for line in result.stdout.splitlines()
+    )
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        assert exports[name] == "http://127.0.0.1:3128"
+    for name in ("NO_PROXY", "no_proxy"):
+        assert set(exports[name].split(",")) >= {"localhost", "127.0.0.1", "::1"}
+    bundle = tmp_path / "ca-bundle.pem"
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+                 "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO"):
+        assert exports[name] == str(bundle)
+    assert (tmp_path / "mitmproxy-ca-cert.pem").read_text().strip() in bundle.read_text()
+
+
+def test_run_announces_itself_enforces_and_stops_cleanly_on_sigterm(tmp_path, scan_api, upstream):
+    confdir = tmp_path / "conf"
+    proc = subprocess.Popen(
+        [EXE, "run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+         "--confdir", str(confdir), "--upstream-ca", str(upstream.ca_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_env(INTERVEN_API_KEY=KEY, INTERVEN_GATEWAY_URL=scan_api.url),
+    )
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        banner = [proc.stderr.readline() for _ in range(5)]
+        assert banner[0].startswith("egress-sidecar 0.1.0 listening on 127.0.0.1:")
+        assert "backend:   interven (fail mode: closed)" in banner[1]
+        assert str(confdir / "mitmproxy-ca-cert.pem") in banner[3]
+        agent_line = banner[4].split("agents:", 1)[1].strip()
+        assert agent_line.startswith('eval "$(egress-sidecar env --listen 127.0.0.1:')
+
+        # The printed line, run in a fresh shell, is all curl needs.
+        agent_line = agent_line.replace("egress-sidecar env", shlex.quote(EXE) + " env", 1)
+        curl = subprocess.run(
+            ["bash", "-c", f"{agent_line} && curl -sS -o /dev/null -w '%{{http_code}}' "
+                           f"-d '{{}}' {upstream.https}/deny/cli"],
+            capture_output=True, text=True, env=_env(), timeout=WAIT, check=False,
+        )
+        assert curl.stdout == "403", curl.stderr
+        decision = proc.stdout.readline()
+        assert '"decision":"DENY"' in decision
+        assert upstream.requests_to("/deny/cli") == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+    assert KEY not in proc.stdout.read() + proc.stderr.read()
+
+
+def test_plain_mitmdump_loads_the_same_addon(tmp_path, scan_api, upstream):
+    proc = subprocess.Popen(
+        [str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "egress_guard.py"),
+         "--set", "listen_host=127.0.0.1", "--set", "listen_port=0",
+         "--set", f"confdir={tmp_path}", "--set", "connection_strategy=lazy",
+         "--set", f"ssl_verify_upstream_trusted_ca={upstream.ca_file}",
+         "--set", "egress_admin=off", "--set", "egress_fail_mode=closed"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        env=_env(INTERVEN_API_KEY=KEY, INTERVEN_GATEWAY_URL=scan_api.url),
+    )
+    try:
+        assert proc.stdout is not None
+        port = None
+        for line in proc.stdout:
+            match = re.search(r"proxy listening at .*:(\d+)", line)
+            if match:
+                port = match.group(1)
+                break
+        assert port, "mitmdump did not start"
+        curl = subprocess.run(
+            ["curl", "-sS", "--proxy", f"http://127.0.0.1:{port}",
+             "--cacert", str(tmp_path / "mitmproxy-ca-cert.pem"),
+             "-o", "/dev/null", "-w", "%{http_code}", "-d", "{}", f"{upstream.https}/deny/mitmdump"],
+            capture_output=True, text=True, env=_env(), timeout=WAIT, check=False,
+        )
+        assert curl.stdout == "403", curl.stderr
+        scan_api.scans.wait_for(lambda s: s["json"]["url"].endswith("/deny/mitmdump"))
+        assert upstream.requests_to("/deny/mitmdump") == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(WAIT)
+
+
+def test_mitmdump_refuses_streamed_request_bodies(tmp_path):
+    result = subprocess.run(
+        [str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "egress_guard.py"),
+         "--set", "stream_large_bodies=1m", "--set", "listen_port=0", "--set", f"confdir={tmp_path}"],
+        capture_output=True, text=True, env=_env(INTERVEN_API_KEY=KEY), timeout=WAIT, check=False,
+    )
+    assert result.returncode != 0
+    assert "stream_large_bodies must be unset" in result.stdout + result.stderr
