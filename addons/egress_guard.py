@@ -21,9 +21,9 @@ from mitmproxy.exceptions import OptionsError
 
 from sidecar.admin import AdminServer
 from sidecar.approvals import ApprovalCapacityExceeded, ApprovalWaiter
+from sidecar.backends import BackendConfigError, backend_name, create_backend
 from sidecar.backends.base import ScanBackend
 from sidecar.backends.errors import ScanError
-from sidecar.backends import BackendConfigError, backend_name, create_backend
 from sidecar.bodies import BodyTooLarge, BodyUndecodable, body_for_scan, decode_body
 from sidecar.decision_log import log_decision
 from sidecar.enforce import (
@@ -133,7 +133,8 @@ class EgressGuard:
 
     async def running(self) -> None:
         settings, credentials = self.settings, self._credentials
-        assert settings is not None and credentials is not None
+        assert settings is not None
+        assert credentials is not None
         self.backend = create_backend(settings, credentials)
         if credentials.api_key is not None:
             self._own_secret = credentials.api_key.get_secret_value().encode()
@@ -153,8 +154,11 @@ class EgressGuard:
             try:
                 self.admin.start(settings.admin)
             except OSError as e:
-                logger.error("egress-sidecar: admin server cannot listen on %s: %s",
-                             settings.admin, e.strerror)
+                logger.error(
+                    "egress-sidecar: admin server cannot listen on %s: %s",
+                    settings.admin,
+                    e.strerror,
+                )
 
     async def done(self) -> None:
         if self.responses is not None:
@@ -203,7 +207,8 @@ class EgressGuard:
 
     async def _judge(self, flow: http.HTTPFlow) -> tuple[Enforcement, float | None]:
         settings, backend = self.settings, self.backend
-        assert settings is not None and backend is not None
+        assert settings is not None
+        assert backend is not None
         req = flow.request
         try:
             content = decode_body(
@@ -255,7 +260,9 @@ class EgressGuard:
         message = f"Blocked by egress-sidecar: no scan verdict ({error.kind}); fail mode is closed."
         return local_block(FAIL_CLOSED, message, 503, error_kind=error.kind)
 
-    async def _hold(self, flow: http.HTTPFlow, approval_id: str, pending: Enforcement) -> Enforcement:
+    async def _hold(
+        self, flow: http.HTTPFlow, approval_id: str, pending: Enforcement
+    ) -> Enforcement:
         assert self.approvals is not None
         try:
             outcome = await self.approvals.wait(
@@ -265,7 +272,11 @@ class EgressGuard:
             block = local_block(
                 APPROVAL_CAPACITY, "Blocked by egress-sidecar: too many requests held.", 503
             )
-            block.trace_id, block.tool, block.operation = pending.trace_id, pending.tool, pending.operation
+            block.trace_id, block.tool, block.operation = (
+                pending.trace_id,
+                pending.tool,
+                pending.operation,
+            )
             return block
         return approval_result(pending, outcome.value)
 

@@ -188,10 +188,11 @@ def describe_validation_error(error: ValidationError, env_prefix: str = "SIDECAR
     """One line per bad field, naming both the flag and the environment variable."""
     parts = []
     for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "settings"
+        field, *inner = [str(p) for p in item["loc"]] or ["settings"]
         flag = "--" + field.replace("_", "-")
         env = env_prefix + field.upper()
-        parts.append(f"{flag} / {env}: {item['msg']}")
+        where = f"{'.'.join(inner)}: " if inner else ""
+        parts.append(f"{flag} / {env}: {where}{item['msg']}")
     return "; ".join(parts)
 
 

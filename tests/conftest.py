@@ -35,9 +35,7 @@ def confdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def make_sidecar(
-    confdir: Path, scan_api: ScanApiDouble, upstream: Upstream
-) -> Iterator[object]:
+def make_sidecar(confdir: Path, scan_api: ScanApiDouble, upstream: Upstream) -> Iterator[object]:
     started: list[Sidecar] = []
 
     def make(**settings: object) -> Sidecar:

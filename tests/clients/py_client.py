@@ -12,7 +12,9 @@ body = None if spec["body"] is None else spec["body"].encode("latin-1")
 if sys.argv[1] == "requests":
     import requests
 
-    r = requests.request(spec["method"], spec["url"], headers=spec["headers"], data=body, timeout=60)
+    r = requests.request(
+        spec["method"], spec["url"], headers=spec["headers"], data=body, timeout=60
+    )
     status, headers, content = r.status_code, dict(r.headers), r.content
 else:
     import httpx

@@ -88,12 +88,23 @@ def test_approval_timeout_refuses(make_sidecar, upstream, scan_api):
 
 
 def test_hold_ends_when_the_agent_hangs_up(sidecar, upstream, scan_api):
-    spec = {"method": "POST", "url": upstream.https + "/approve/a5", "headers": JSON,
-            "body": "{}", "http2": False}
+    spec = {
+        "method": "POST",
+        "url": upstream.https + "/approve/a5",
+        "headers": JSON,
+        "body": "{}",
+        "http2": False,
+    }
     agent = subprocess.Popen(
-        ["bash", "-c", f"{sidecar.env_command()} && exec {shlex.quote(sys.executable)} "
-                       f"{CLIENTS_DIR / 'py_client.py'} requests"],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "bash",
+            "-c",
+            f"{sidecar.env_command()} && exec {shlex.quote(sys.executable)} "
+            f"{CLIENTS_DIR / 'py_client.py'} requests",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env={k: v for k, v in os.environ.items() if "proxy" not in k.lower()},
     )
     assert agent.stdin is not None
@@ -103,8 +114,11 @@ def test_hold_ends_when_the_agent_hangs_up(sidecar, upstream, scan_api):
     agent.send_signal(signal.SIGKILL)
     agent.wait(WAIT)
 
-    eventually(lambda: sidecar.metric(
-        "egress_sidecar_approval_wait_seconds_count", outcome="abandoned") == 1)
+    eventually(
+        lambda: (
+            sidecar.metric("egress_sidecar_approval_wait_seconds_count", outcome="abandoned") == 1
+        )
+    )
     assert sidecar.metric("egress_sidecar_approvals_pending") == 0
     # Approving afterwards sends nothing: the request is gone.
     scan_api.approvals["a5"] = "approved"

@@ -19,15 +19,19 @@ KEY = "iv_live_cli_test_key"
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if "proxy" not in k.lower() and not k.startswith(("SIDECAR_", "INTERVEN_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if "proxy" not in k.lower() and not k.startswith(("SIDECAR_", "INTERVEN_"))
+    }
     env.update(extra)
     return env
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([EXE, *args], capture_output=True, text=True, env=_env(**env),
-                          timeout=WAIT, check=False)
+    return subprocess.run(
+        [EXE, *args], capture_output=True, text=True, env=_env(**env), timeout=WAIT, check=False
+    )
 
 
 def test_run_without_a_backend_says_how_to_configure_one(tmp_path):
@@ -67,8 +71,13 @@ def test_env_prints_every_variable_for_agents(tmp_path):
     for name in ("NO_PROXY", "no_proxy"):
         assert set(exports[name].split(",")) >= {"localhost", "127.0.0.1", "::1"}
     bundle = tmp_path / "ca-bundle.pem"
-    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-                 "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO"):
+    for name in (
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "GIT_SSL_CAINFO",
+    ):
         assert exports[name] == str(bundle)
     assert (tmp_path / "mitmproxy-ca-cert.pem").read_text().strip() in bundle.read_text()
 
@@ -76,13 +85,26 @@ def test_env_prints_every_variable_for_agents(tmp_path):
 def test_run_announces_itself_enforces_and_stops_cleanly_on_sigterm(tmp_path, scan_api, upstream):
     confdir = tmp_path / "conf"
     proc = subprocess.Popen(
-        [EXE, "run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-         "--confdir", str(confdir), "--upstream-ca", str(upstream.ca_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            EXE,
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--confdir",
+            str(confdir),
+            "--upstream-ca",
+            str(upstream.ca_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=_env(INTERVEN_API_KEY=KEY, INTERVEN_GATEWAY_URL=scan_api.url),
     )
     try:
-        assert proc.stderr is not None and proc.stdout is not None
+        assert proc.stderr is not None
+        assert proc.stdout is not None
         banner = [proc.stderr.readline() for _ in range(5)]
         assert banner[0].startswith("egress-sidecar 0.1.0 listening on 127.0.0.1:")
         assert "backend:   interven (fail mode: closed)" in banner[1]
@@ -93,9 +115,17 @@ def test_run_announces_itself_enforces_and_stops_cleanly_on_sigterm(tmp_path, sc
         # The printed line, run in a fresh shell, is all curl needs.
         agent_line = agent_line.replace("egress-sidecar env", shlex.quote(EXE) + " env", 1)
         curl = subprocess.run(
-            ["bash", "-c", f"{agent_line} && curl -sS -o /dev/null -w '%{{http_code}}' "
-                           f"-d '{{}}' {upstream.https}/deny/cli"],
-            capture_output=True, text=True, env=_env(), timeout=WAIT, check=False,
+            [
+                "bash",
+                "-c",
+                f"{agent_line} && curl -sS -o /dev/null -w '%{{http_code}}' "
+                f"-d '{{}}' {upstream.https}/deny/cli",
+            ],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=WAIT,
+            check=False,
         )
         assert curl.stdout == "403", curl.stderr
         decision = proc.stdout.readline()
@@ -109,12 +139,29 @@ def test_run_announces_itself_enforces_and_stops_cleanly_on_sigterm(tmp_path, sc
 
 def test_plain_mitmdump_loads_the_same_addon(tmp_path, scan_api, upstream):
     proc = subprocess.Popen(
-        [str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "egress_guard.py"),
-         "--set", "listen_host=127.0.0.1", "--set", "listen_port=0",
-         "--set", f"confdir={tmp_path}", "--set", "connection_strategy=lazy",
-         "--set", f"ssl_verify_upstream_trusted_ca={upstream.ca_file}",
-         "--set", "egress_admin=off", "--set", "egress_fail_mode=closed"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        [
+            str(BIN / "mitmdump"),
+            "-s",
+            str(ROOT / "addons" / "egress_guard.py"),
+            "--set",
+            "listen_host=127.0.0.1",
+            "--set",
+            "listen_port=0",
+            "--set",
+            f"confdir={tmp_path}",
+            "--set",
+            "connection_strategy=lazy",
+            "--set",
+            f"ssl_verify_upstream_trusted_ca={upstream.ca_file}",
+            "--set",
+            "egress_admin=off",
+            "--set",
+            "egress_fail_mode=closed",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
         env=_env(INTERVEN_API_KEY=KEY, INTERVEN_GATEWAY_URL=scan_api.url),
     )
     try:
@@ -127,10 +174,26 @@ def test_plain_mitmdump_loads_the_same_addon(tmp_path, scan_api, upstream):
                 break
         assert port, "mitmdump did not start"
         curl = subprocess.run(
-            ["curl", "-sS", "--proxy", f"http://127.0.0.1:{port}",
-             "--cacert", str(tmp_path / "mitmproxy-ca-cert.pem"),
-             "-o", "/dev/null", "-w", "%{http_code}", "-d", "{}", f"{upstream.https}/deny/mitmdump"],
-            capture_output=True, text=True, env=_env(), timeout=WAIT, check=False,
+            [
+                "curl",
+                "-sS",
+                "--proxy",
+                f"http://127.0.0.1:{port}",
+                "--cacert",
+                str(tmp_path / "mitmproxy-ca-cert.pem"),
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-d",
+                "{}",
+                f"{upstream.https}/deny/mitmdump",
+            ],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=WAIT,
+            check=False,
         )
         assert curl.stdout == "403", curl.stderr
         scan_api.scans.wait_for(lambda s: s["json"]["url"].endswith("/deny/mitmdump"))
@@ -142,9 +205,22 @@ def test_plain_mitmdump_loads_the_same_addon(tmp_path, scan_api, upstream):
 
 def test_mitmdump_refuses_streamed_request_bodies(tmp_path):
     result = subprocess.run(
-        [str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "egress_guard.py"),
-         "--set", "stream_large_bodies=1m", "--set", "listen_port=0", "--set", f"confdir={tmp_path}"],
-        capture_output=True, text=True, env=_env(INTERVEN_API_KEY=KEY), timeout=WAIT, check=False,
+        [
+            str(BIN / "mitmdump"),
+            "-s",
+            str(ROOT / "addons" / "egress_guard.py"),
+            "--set",
+            "stream_large_bodies=1m",
+            "--set",
+            "listen_port=0",
+            "--set",
+            f"confdir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(INTERVEN_API_KEY=KEY),
+        timeout=WAIT,
+        check=False,
     )
     assert result.returncode != 0
     assert "stream_large_bodies must be unset" in result.stdout + result.stderr

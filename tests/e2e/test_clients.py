@@ -21,7 +21,11 @@ def test_allow_path_end_to_end(client, sidecar, upstream, scan_api):
     body = json.dumps({"text": "deploy finished", "channel": "#ops"}).encode()
 
     result = run_client(
-        sidecar, client, "POST", upstream.https + path, body,
+        sidecar,
+        client,
+        "POST",
+        upstream.https + path,
+        body,
         {"Content-Type": "application/json", "X-Agent-Task": "notify"},
     )
 
@@ -77,8 +81,13 @@ def test_plain_http_is_scanned_too(sidecar, upstream, scan_api):
 
 def test_http2_client(sidecar, upstream, scan_api):
     result = run_client(
-        sidecar, "curl", "POST", upstream.https + "/deny/h2", b'{"k": 1}',
-        {"Content-Type": "application/json"}, http2=True,
+        sidecar,
+        "curl",
+        "POST",
+        upstream.https + "/deny/h2",
+        b'{"k": 1}',
+        {"Content-Type": "application/json"},
+        http2=True,
     )
     assert result.http_version == "2"
     assert result.status == 403

@@ -31,10 +31,14 @@ def test_deny_never_reaches_upstream(sidecar, upstream, scan_api):
     upstream.received.wait_for(lambda r: r.path == "/allow/after-deny")
     assert upstream.requests_to("/deny/secret") == []
 
-    assert sidecar.metric("egress_sidecar_requests_total", decision="DENY", tool="custom_proxy") == 1
+    assert (
+        sidecar.metric("egress_sidecar_requests_total", decision="DENY", tool="custom_proxy") == 1
+    )
     assert sidecar.metric("egress_sidecar_requests_total", decision="ALLOW", tool="slack") == 1
     # Only the forwarded request's response is posted for classification.
-    scan_api.response_posts.wait_for(lambda p: p["json"]["response_body"]["path"] == "/allow/after-deny")
+    scan_api.response_posts.wait_for(
+        lambda p: p["json"]["response_body"]["path"] == "/allow/after-deny"
+    )
     assert sidecar.metric("egress_sidecar_response_scans_posted_total") == 1
 
 
@@ -48,13 +52,20 @@ def test_sanitize_forwards_the_redacted_json(sidecar, upstream, scan_api):
     assert json.loads(received.body) == {"text": "[REDACTED:SECRETS]"}
     assert int(received.headers["Content-Length"]) == len(received.body)
     assert b"4111" not in received.body
-    assert sidecar.metric("egress_sidecar_requests_total", decision="SANITIZE", tool="custom_proxy") == 1
+    assert (
+        sidecar.metric("egress_sidecar_requests_total", decision="SANITIZE", tool="custom_proxy")
+        == 1
+    )
 
 
 def test_sanitize_with_a_string_body_forwards_it_as_is(sidecar, upstream, scan_api):
     scan_api.script(Reply(body=verdict("SANITIZE", sanitized_body="name=[REDACTED:PII]")))
     result = run_client(
-        sidecar, "curl", "POST", upstream.https + "/form", b"name=Jane+Doe",
+        sidecar,
+        "curl",
+        "POST",
+        upstream.https + "/form",
+        b"name=Jane+Doe",
         {"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert result.status == 200
@@ -66,7 +77,11 @@ def test_sanitize_with_a_string_body_forwards_it_as_is(sidecar, upstream, scan_a
 def test_compressed_request_is_scanned_decoded_and_sanitized_reencoded(sidecar, upstream, scan_api):
     plain = json.dumps({"text": "ssn 123-45-6789"}).encode()
     result = run_client(
-        sidecar, "requests", "POST", upstream.https + "/sanitize/gzip", gzip.compress(plain),
+        sidecar,
+        "requests",
+        "POST",
+        upstream.https + "/sanitize/gzip",
+        gzip.compress(plain),
         {"Content-Type": "application/json", "Content-Encoding": "gzip"},
     )
     assert result.status == 200
@@ -78,20 +93,29 @@ def test_compressed_request_is_scanned_decoded_and_sanitized_reencoded(sidecar, 
 
 
 def test_compressed_response_is_posted_decoded(sidecar, upstream, scan_api):
-    result = run_client(sidecar, "curl", "GET", upstream.https + "/allow/gzip",
-                        headers={"Accept-Encoding": "gzip"})
+    result = run_client(
+        sidecar, "curl", "GET", upstream.https + "/allow/gzip", headers={"Accept-Encoding": "gzip"}
+    )
     assert result.status == 200
     assert result.headers["content-encoding"] == "gzip"  # the agent gets what upstream sent
     trace_id = result.headers["x-interven-trace-id"]
     post = scan_api.response_posts.wait_for(lambda p: p["json"]["trace_id"] == trace_id)
     assert post["json"]["response_body"] == {
-        "ok": True, "path": "/allow/gzip", "secret_looking": "upstream-says-hello",
+        "ok": True,
+        "path": "/allow/gzip",
+        "secret_looking": "upstream-says-hello",
     }
 
 
 def test_text_bodies_are_sent_as_text(sidecar, upstream, scan_api):
-    run_client(sidecar, "requests", "PUT", upstream.https + "/allow/text", b"plain words",
-               {"Content-Type": "text/plain"})
+    run_client(
+        sidecar,
+        "requests",
+        "PUT",
+        upstream.https + "/allow/text",
+        b"plain words",
+        {"Content-Type": "text/plain"},
+    )
     scan = scan_api.scans.wait_for(lambda s: s["json"]["url"].endswith("/allow/text"))
     assert scan["json"]["method"] == "PUT"
     assert scan["json"]["body"] == "plain words"

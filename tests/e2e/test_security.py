@@ -17,11 +17,17 @@ def test_api_key_and_traffic_secrets_never_logged_or_exported(sidecar, upstream,
     body = f'{{"token": "{TRAFFIC_SECRET}"}}'.encode()
     run_client(sidecar, "requests", "POST", f"{upstream.https}/allow/{TRAFFIC_SECRET}", body, JSON)
     bodies = []  # answers the sidecar wrote itself
-    bodies.append(run_client(sidecar, "requests", "POST", upstream.https + "/deny/x", body, JSON).body)
+    bodies.append(
+        run_client(sidecar, "requests", "POST", upstream.https + "/deny/x", body, JSON).body
+    )
     scan_api.script(Reply(status=500), Reply(status=500), Reply(status=500))
-    bodies.append(run_client(sidecar, "requests", "POST", upstream.https + "/allow/y", body, JSON).body)
+    bodies.append(
+        run_client(sidecar, "requests", "POST", upstream.https + "/allow/y", body, JSON).body
+    )
     scan_api.script(Reply(status=401))
-    bodies.append(run_client(sidecar, "requests", "POST", upstream.https + "/allow/z", body, JSON).body)
+    bodies.append(
+        run_client(sidecar, "requests", "POST", upstream.https + "/allow/z", body, JSON).body
+    )
 
     # Everything the sidecar logged (its thread), not what the test's own servers logged.
     records = [r for r in caplog.records if r.threadName == "sidecar"]
@@ -66,4 +72,5 @@ def test_proxy_and_admin_listen_on_loopback_by_default():
 
     settings = SidecarSettings()
     assert settings.listen.is_loopback
-    assert settings.admin is not None and settings.admin.is_loopback
+    assert settings.admin is not None
+    assert settings.admin.is_loopback

@@ -173,7 +173,9 @@ class ScanApiDouble:
         self.port = loop.run(_listen(app, "127.0.0.1", None))
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def script(self, *replies: Reply, then: Callable[[dict[str, Any]], Reply] = rule_by_path) -> None:
+    def script(
+        self, *replies: Reply, then: Callable[[dict[str, Any]], Reply] = rule_by_path
+    ) -> None:
         """Answer the next scans with `replies` in order, then with `then`."""
         queue = list(replies)
         lock = threading.Lock()

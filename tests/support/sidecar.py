@@ -57,7 +57,9 @@ class Sidecar:
         """A sample's value from /metrics (0 when absent)."""
         for family in text_string_to_metric_families(self.metrics_text()):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
                     return float(sample.value)
         return 0.0
 
@@ -169,4 +171,3 @@ def run_client(
         out["body"].encode("latin-1"),
         out.get("http_version"),
     )
-

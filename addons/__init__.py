@@ -1,0 +1,1 @@
+"""mitmproxy addons: the only code that touches mitmproxy flow objects."""
