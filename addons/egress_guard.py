@@ -110,7 +110,12 @@ class EgressGuard:
             )
 
     def configure(self, updated: set[str]) -> None:
-        if not any(name.startswith("egress_") for name in updated) and self.settings:
+        if "stream_large_bodies" in updated and ctx.options.stream_large_bodies:
+            raise OptionsError(
+                "egress-sidecar: stream_large_bodies must be unset: "
+                "streamed request bodies would be forwarded before they are scanned"
+            )
+        if self.settings is not None and not any(n.startswith("egress_") for n in updated):
             return
         values = {name: getattr(ctx.options, f"egress_{name}") for name in ADDON_SETTINGS}
         values["admin"] = values["admin"] or "off"
@@ -125,11 +130,6 @@ class EgressGuard:
             backend_name(self.settings, self._credentials)
         except BackendConfigError as e:
             raise OptionsError(f"egress-sidecar: {e}") from None
-        if ctx.options.stream_large_bodies:
-            raise OptionsError(
-                "egress-sidecar: stream_large_bodies must be unset: "
-                "streamed request bodies would be forwarded before they are scanned"
-            )
 
     async def running(self) -> None:
         settings, credentials = self.settings, self._credentials

@@ -224,3 +224,51 @@ def test_mitmdump_refuses_streamed_request_bodies(tmp_path):
     )
     assert result.returncode != 0
     assert "stream_large_bodies must be unset" in result.stdout + result.stderr
+
+
+def test_upstream_proxy_chains_through_a_corporate_proxy(make_sidecar, upstream, tmp_path):
+    """A real mitmdump plays the corporate proxy, tunnelling TLS untouched."""
+    corporate = subprocess.Popen(
+        [
+            str(BIN / "mitmdump"),
+            "--set",
+            "listen_host=127.0.0.1",
+            "--set",
+            "listen_port=0",
+            "--set",
+            f"confdir={tmp_path}",
+            "--ignore-hosts",
+            ".*",
+            "--set",
+            "termlog_verbosity=debug",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert corporate.stdout is not None
+        port = None
+        for line in corporate.stdout:
+            match = re.search(r"proxy listening at .*:(\d+)", line)
+            if match:
+                port = match.group(1)
+                break
+        assert port, "corporate proxy did not start"
+        from tests.support.sidecar import run_client
+
+        sidecar = make_sidecar(upstream_proxy=f"http://127.0.0.1:{port}")
+        result = run_client(sidecar, "curl", "GET", upstream.https + "/allow/chained")
+        assert result.status == 200
+        assert result.headers["x-interven-decision"] == "ALLOW"
+        upstream.received.wait_for(lambda r: r.path == "/allow/chained")
+        target = f"127.0.0.2:{upstream.https_port}"
+        for line in corporate.stdout:
+            if "server connect" in line and target in line:
+                break
+        else:
+            raise AssertionError("the corporate proxy never connected to the upstream")
+    finally:
+        corporate.send_signal(signal.SIGTERM)
+        corporate.wait(WAIT)

@@ -4,7 +4,7 @@ from sidecar.metrics import MAX_TOOL_LABELS, SidecarMetrics
 def test_tool_labels_are_normalised_and_bounded():
     m = SidecarMetrics()
     assert m.tool_label("GitHub") == "github"
-    assert m.tool_label("evil\"label{x}") == "evil_label_x"
+    assert m.tool_label('evil"label{x}') == "evil_label_x"
     assert m.tool_label("") == "unknown"
     assert len(m.tool_label("x" * 500)) == 32
     for i in range(MAX_TOOL_LABELS * 2):

@@ -87,7 +87,9 @@ def test_errors_are_typed_and_retried_only_when_worth_it(responses, error, attem
 
 
 def test_recovers_after_transient_failures():
-    handler, calls = _answers(httpx.Response(503), httpx.ConnectError("x"), httpx.Response(200, json=VERDICT))
+    handler, calls = _answers(
+        httpx.Response(503), httpx.ConnectError("x"), httpx.Response(200, json=VERDICT)
+    )
     assert _scan(_backend(handler)).decision.value == "ALLOW"
     assert len(calls) == 3
 
@@ -100,7 +102,9 @@ def test_retry_after_beyond_the_deadline_is_not_waited_for():
 
 
 def test_malformed_verdict_message_does_not_echo_the_answer():
-    handler, _ = _answers(httpx.Response(200, json={**VERDICT, "risk_score": "sk_live_secretvalue"}))
+    handler, _ = _answers(
+        httpx.Response(200, json={**VERDICT, "risk_score": "sk_live_secretvalue"})
+    )
     with pytest.raises(MalformedVerdict) as e:
         _scan(_backend(handler))
     assert "sk_live_secretvalue" not in str(e.value)
