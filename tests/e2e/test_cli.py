@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from tests.support.servers import WAIT
+from tests.support.sidecar import run_client
 
 BIN = Path(sys.executable).parent
 EXE = str(BIN / "egress-sidecar")
@@ -32,6 +33,36 @@ def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [EXE, *args], capture_output=True, text=True, env=_env(**env), timeout=WAIT, check=False
     )
+
+
+def _start_mitmdump(*options: str, **env: str) -> tuple[subprocess.Popen[str], str]:
+    """A real mitmdump on an ephemeral loopback port; returns it and the port it bound."""
+    proc = subprocess.Popen(
+        [
+            str(BIN / "mitmdump"),
+            "--set",
+            "listen_host=127.0.0.1",
+            "--set",
+            "listen_port=0",
+            *options,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(**env),
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        match = re.search(r"proxy listening at .*:(\d+)", line)
+        if match:
+            return proc, match.group(1)
+    proc.wait(WAIT)
+    raise AssertionError("mitmdump did not start")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(WAIT)
 
 
 def test_run_without_a_backend_says_how_to_configure_one(tmp_path):
@@ -138,69 +169,26 @@ def test_run_announces_itself_enforces_and_stops_cleanly_on_sigterm(tmp_path, sc
 
 
 def test_plain_mitmdump_loads_the_same_addon(tmp_path, scan_api, upstream):
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mitmdump"),
-            "-s",
-            str(ROOT / "addons" / "egress_guard.py"),
-            "--set",
-            "listen_host=127.0.0.1",
-            "--set",
-            "listen_port=0",
-            "--set",
-            f"confdir={tmp_path}",
-            "--set",
-            "connection_strategy=lazy",
-            "--set",
-            f"ssl_verify_upstream_trusted_ca={upstream.ca_file}",
-            "--set",
-            "egress_admin=off",
-            "--set",
-            "egress_fail_mode=closed",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-        env=_env(INTERVEN_API_KEY=KEY, INTERVEN_GATEWAY_URL=scan_api.url),
-    )
+    proc, port = _start_mitmdump(
+        "-s", str(ROOT / "addons" / "egress_guard.py"),
+        "--set", f"confdir={tmp_path}", "--set", "connection_strategy=lazy",
+        "--set", f"ssl_verify_upstream_trusted_ca={upstream.ca_file}",
+        "--set", "egress_admin=off", "--set", "egress_fail_mode=closed",
+        INTERVEN_API_KEY=KEY, INTERVEN_GATEWAY_URL=scan_api.url,
+    )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        port = None
-        for line in proc.stdout:
-            match = re.search(r"proxy listening at .*:(\d+)", line)
-            if match:
-                port = match.group(1)
-                break
-        assert port, "mitmdump did not start"
         curl = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "--proxy",
-                f"http://127.0.0.1:{port}",
-                "--cacert",
-                str(tmp_path / "mitmproxy-ca-cert.pem"),
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-d",
-                "{}",
-                f"{upstream.https}/deny/mitmdump",
-            ],
-            capture_output=True,
-            text=True,
-            env=_env(),
-            timeout=WAIT,
-            check=False,
-        )
+            ["curl", "-sS", "--proxy", f"http://127.0.0.1:{port}",
+             "--cacert", str(tmp_path / "mitmproxy-ca-cert.pem"),
+             "-o", "/dev/null", "-w", "%{http_code}", "-d", "{}",
+             f"{upstream.https}/deny/mitmdump"],
+            capture_output=True, text=True, env=_env(), timeout=WAIT, check=False,
+        )  # fmt: skip
         assert curl.stdout == "403", curl.stderr
         scan_api.scans.wait_for(lambda s: s["json"]["url"].endswith("/deny/mitmdump"))
         assert upstream.requests_to("/deny/mitmdump") == []
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(WAIT)
+        _stop(proc)
 
 
 def test_mitmdump_refuses_streamed_request_bodies(tmp_path):
@@ -228,47 +216,22 @@ def test_mitmdump_refuses_streamed_request_bodies(tmp_path):
 
 def test_upstream_proxy_chains_through_a_corporate_proxy(make_sidecar, upstream, tmp_path):
     """A real mitmdump plays the corporate proxy, tunnelling TLS untouched."""
-    corporate = subprocess.Popen(
-        [
-            str(BIN / "mitmdump"),
-            "--set",
-            "listen_host=127.0.0.1",
-            "--set",
-            "listen_port=0",
-            "--set",
-            f"confdir={tmp_path}",
-            "--ignore-hosts",
-            ".*",
-            "--set",
-            "termlog_verbosity=debug",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=_env(),
-    )
+    corporate, port = _start_mitmdump(
+        "--set", f"confdir={tmp_path}", "--ignore-hosts", ".*",
+        "--set", "termlog_verbosity=debug",
+    )  # fmt: skip
     try:
-        assert corporate.stdout is not None
-        port = None
-        for line in corporate.stdout:
-            match = re.search(r"proxy listening at .*:(\d+)", line)
-            if match:
-                port = match.group(1)
-                break
-        assert port, "corporate proxy did not start"
-        from tests.support.sidecar import run_client
-
         sidecar = make_sidecar(upstream_proxy=f"http://127.0.0.1:{port}")
         result = run_client(sidecar, "curl", "GET", upstream.https + "/allow/chained")
         assert result.status == 200
         assert result.headers["x-interven-decision"] == "ALLOW"
         upstream.received.wait_for(lambda r: r.path == "/allow/chained")
         target = f"127.0.0.2:{upstream.https_port}"
+        assert corporate.stdout is not None
         for line in corporate.stdout:
             if "server connect" in line and target in line:
                 break
         else:
             raise AssertionError("the corporate proxy never connected to the upstream")
     finally:
-        corporate.send_signal(signal.SIGTERM)
-        corporate.wait(WAIT)
+        _stop(corporate)
