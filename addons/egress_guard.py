@@ -23,7 +23,7 @@ from sidecar.admin import AdminServer
 from sidecar.approvals import ApprovalCapacityExceeded, ApprovalWaiter
 from sidecar.backends import BackendConfigError, backend_name, create_backend
 from sidecar.backends.base import ScanBackend
-from sidecar.backends.errors import ScanError
+from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
 from sidecar.bodies import BodyTooLarge, BodyUndecodable, body_for_scan, decode_body
 from sidecar.decision_log import log_decision
 from sidecar.enforce import (
@@ -183,7 +183,14 @@ class EgressGuard:
         if flow.response is not None or flow.error is not None or not flow.live:
             return
         started = time.monotonic()
-        enforcement, scan_seconds = await self._judge(flow)
+        try:
+            enforcement, scan_seconds = await self._judge(flow)
+        except Exception:
+            # mitmproxy would log a hook's exception and forward the request anyway:
+            # a bug here must never become a fail-open.
+            logger.exception("egress-sidecar: internal error while judging a request")
+            self.metrics.scan_errors.labels(INTERNAL_ERROR_KIND).inc()
+            enforcement, scan_seconds = self._internal_error(), None
         self._apply(flow, enforcement)
         self._record(flow, enforcement, scan_seconds, time.monotonic() - started)
 
@@ -249,6 +256,10 @@ class EgressGuard:
             assert verdict.approval_id is not None
             enforcement = await self._hold(flow, verdict.approval_id, enforcement)
         return enforcement, scan_seconds
+
+    def _internal_error(self) -> Enforcement:
+        message = "Blocked by egress-sidecar: internal error while judging the request."
+        return local_block(FAIL_CLOSED, message, 500, error_kind=INTERNAL_ERROR_KIND)
 
     def _without_verdict(self, error: ScanError) -> Enforcement:
         assert self.settings is not None

@@ -68,7 +68,10 @@ class MalformedVerdict(ScanError):
     kind = "malformed_verdict"
 
 
+INTERNAL_ERROR_KIND = "internal"  # a bug in the sidecar itself; always fails closed
+
 ERROR_KINDS: tuple[str, ...] = (
+    INTERNAL_ERROR_KIND,
     ScanError.kind,
     ScanUnavailable.kind,
     ScanTimeout.kind,

@@ -113,3 +113,20 @@ def test_fail_open_forwards_logs_and_counts(make_sidecar, upstream, scan_api, ca
     assert any('"FAIL_OPEN"' in line and '"error":"server_error"' in line for line in decisions)
     # Fail-open forwards have no backend trace: their responses are not posted.
     assert sidecar.metric("egress_sidecar_response_scans_posted_total") == 0
+
+
+@pytest.mark.parametrize("fail_mode", ["closed", "open"])
+def test_a_bug_in_the_sidecar_never_lets_a_request_through(fail_mode, make_sidecar, upstream):
+    sidecar = make_sidecar(fail_mode=fail_mode)
+    backend = sidecar.info.guard.backend
+
+    async def broken_scan(request):
+        raise RuntimeError("simulated bug")
+
+    backend.scan = broken_scan  # fault injection into the running sidecar
+    result = run_client(sidecar, "requests", "GET", upstream.https + f"/allow/bug-{fail_mode}")
+    assert result.status == 500
+    assert result.json()["reason_codes"] == ["FAIL_CLOSED", "SCAN_INTERNAL"]
+    assert "simulated bug" not in result.body.decode()
+    assert sidecar.metric("egress_sidecar_scan_errors_total", kind="internal") == 1
+    assert upstream.requests_to(f"/allow/bug-{fail_mode}") == []
