@@ -1,0 +1,162 @@
+"""Where a request goes: SSRF targets, data smuggled in DNS labels, host lists, tools.
+
+No DNS is resolved here (the engine is pure): a name is judged as written. IP literals
+are parsed in every form a client accepts (decimal, hex, octal, short, IPv6-mapped).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sidecar.engine.checks import entropy
+
+METADATA_HOSTS = frozenset(
+    {"metadata", "metadata.google.internal", "metadata.goog", "instance-data",
+     "instance-data.ec2.internal", "metadata.azure.internal", "metadata.packet.net"}
+)  # fmt: skip
+METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254",
+                                        "100.100.100.200", "192.0.0.192")}
+)  # fmt: skip
+_SHARED = ipaddress.ip_network("100.64.0.0/10")
+
+
+def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a client would connect to for this literal, in any accepted form."""
+    h = host.strip("[]").lower()
+    try:
+        addr = ipaddress.ip_address(h.split("%", 1)[0])
+    except ValueError:
+        pass
+    else:
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            return addr.ipv4_mapped
+        return addr
+    if not re.fullmatch(r"(?:0x[0-9a-f]+|\d+)(?:\.(?:0x[0-9a-f]+|\d+)){0,3}", h):
+        return None
+    try:  # inet_aton accepts decimal, hex, octal and short forms, like libc clients do
+        return ipaddress.IPv4Address(socket.inet_aton(h))
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SsrfFinding:
+    reason: str  # "metadata", "loopback", "private", "link_local", ...
+
+
+def ssrf(host: str) -> SsrfFinding | None:
+    h = host.lower().rstrip(".")
+    if h in METADATA_HOSTS:
+        return SsrfFinding("metadata")
+    if h == "localhost" or h.endswith(".localhost"):
+        return SsrfFinding("loopback")
+    addr = parse_ip(h)
+    if addr is None:
+        return None
+    if addr in METADATA_ADDRESSES:
+        return SsrfFinding("metadata")
+    for reason, flagged in (
+        ("loopback", addr.is_loopback),
+        ("unspecified", addr.is_unspecified),
+        ("link_local", addr.is_link_local),
+        ("private", addr.is_private),
+        ("shared", isinstance(addr, ipaddress.IPv4Address) and addr in _SHARED),
+        ("reserved", addr.is_reserved or addr.is_multicast),
+    ):
+        if flagged:
+            return SsrfFinding(reason)
+    return None
+
+
+_HEXISH = re.compile(r"^[0-9a-f]{20,}$")
+_BASE32ISH = re.compile(r"^[a-z2-7]{24,}=*$")
+
+
+def dns_exfiltration(host: str) -> bool:
+    """Subdomain labels that carry encoded or random data rather than names."""
+    if parse_ip(host) is not None:
+        return False
+    labels = host.lower().rstrip(".").split(".")
+    sub = labels[:-2]
+    if not sub:
+        return False
+    if sum(len(label) for label in sub) > 100:
+        return True
+    for label in sub:
+        if _HEXISH.match(label) or (len(label) >= 24 and _BASE32ISH.match(label)):
+            return True
+        if len(label) >= 24 and entropy(label) >= 3.8:
+            return True
+    return False
+
+
+def host_matches(host: str, patterns: Iterable[str]) -> bool:
+    """Exact names, `*.example.com` (subdomains only), `*` wildcards, and CIDR blocks."""
+    h = host.lower().rstrip(".")
+    addr = parse_ip(h)
+    for pattern in patterns:
+        p = pattern.lower().strip()
+        if "/" in p and addr is not None:
+            try:
+                if addr in ipaddress.ip_network(p, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        if p == h or (p.startswith("*.") and h.endswith(p[1:])) or fnmatch.fnmatchcase(h, p):
+            return True
+    return False
+
+
+def belongs_to(host: str, providers: Iterable[str]) -> bool:
+    """True when `host` is one of the provider's domains or a subdomain of one."""
+    h = host.lower().rstrip(".")
+    return any(h == p or h.endswith("." + p) for p in providers)
+
+
+# (host pattern, method or "*", path regex, tool, operation); first match wins.
+_TOOLS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("hooks.slack.com", "*", r"^/services/", "slack", "post_message"),
+    ("slack.com", "*", r"^/api/chat\.postMessage", "slack", "post_message"),
+    ("slack.com", "*", r"^/api/files\.(upload|getUploadURLExternal)", "slack", "upload_file"),
+    ("slack.com", "*", r"^/api/conversations\.(history|replies)", "slack", "read_messages"),
+    ("api.github.com", "POST", r"^/repos/[^/]+/[^/]+/pulls/?$", "github", "create_pr"),
+    ("api.github.com", "POST", r"^/repos/[^/]+/[^/]+/issues/?$", "github", "create_issue"),
+    ("api.github.com", "POST", r"^/repos/[^/]+/[^/]+/(issues|pulls)/\d+/comments", "github", "comment"),
+    ("api.github.com", "PUT", r"^/repos/[^/]+/[^/]+/contents/", "github", "write_file"),
+    ("api.github.com", "POST", r"^/gists", "github", "create_gist"),
+    ("api.github.com", "GET", r".", "github", "read"),
+    ("api.openai.com", "POST", r"^/v1/chat/completions", "openai", "chat_completion"),
+    ("api.openai.com", "POST", r"^/v1/responses", "openai", "response"),
+    ("api.openai.com", "POST", r"^/v1/embeddings", "openai", "embedding"),
+    ("api.anthropic.com", "POST", r"^/v1/messages", "anthropic", "create_message"),
+    ("generativelanguage.googleapis.com", "POST", r":(stream)?[gG]enerateContent", "gemini", "generate_content"),
+    ("bedrock-runtime.*.amazonaws.com", "POST", r"^/model/.+/(invoke|converse)", "bedrock", "invoke_model"),
+    ("discord.com", "POST", r"^/api/webhooks/", "discord", "post_message"),
+    ("api.telegram.org", "*", r"/send(Message|Document|Photo)", "telegram", "send_message"),
+    ("api.stripe.com", "POST", r"^/v1/(charges|payment_intents)", "stripe", "create_payment"),
+    ("api.sendgrid.com", "POST", r"^/v3/mail/send", "sendgrid", "send_email"),
+    ("gmail.googleapis.com", "POST", r"/messages/send", "gmail", "send_email"),
+    ("*.s3.amazonaws.com", "PUT", r".", "s3", "put_object"),
+    ("pastebin.com", "POST", r"^/api/", "pastebin", "create_paste"),
+    ("webhook.site", "*", r".", "webhook_site", "post"),
+    ("api.notion.com", "POST", r"^/v1/pages", "notion", "create_page"),
+    ("*.atlassian.net", "POST", r"/rest/api/\d+/issue", "jira", "create_issue"),
+)  # fmt: skip
+_TOOL_PATHS = [re.compile(t[2]) for t in _TOOLS]
+
+
+def recognise_tool(method: str, host: str, path: str) -> tuple[str, str]:
+    """(tool_name, operation) for well-known SaaS APIs; `custom_proxy` otherwise."""
+    for (pattern, want, _, tool, operation), path_re in zip(_TOOLS, _TOOL_PATHS, strict=True):
+        if want not in ("*", method):
+            continue
+        if host_matches(host, (pattern,)) and path_re.search(path):
+            return tool, operation
+    return "custom_proxy", "read" if method in ("GET", "HEAD", "OPTIONS") else "write"

@@ -1,0 +1,309 @@
+"""The embedded scan engine: request in, verdict facts out. No I/O, no asyncio.
+
+`Engine.decide()` finds secrets, personal data and risky destinations in a request,
+asks the policy what to do, and prepares the redacted body for SANITIZE.
+`Engine.observe_response()` fingerprints sensitive values an upstream returned, so a
+later request carrying them somewhere else is flagged (read-then-write exfiltration).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from sidecar.engine import checks, destinations
+from sidecar.engine.detectors import FINANCIAL, PII, SECRETS, Detector
+from sidecar.engine.fields import Field, decoded_layers, request_fields
+from sidecar.engine.matcher import Hit, Matcher, value_hash
+from sidecar.engine.policy import Facts, Policy, evaluate
+from sidecar.engine.redact import Redaction, redact_body
+from sidecar.verdict import Decision
+
+CREDENTIALS = "CREDENTIALS"
+
+# Reason codes the engine can give (policies match on them).
+SECRET_EXFILTRATION = "SECRET_EXFILTRATION"
+OWN_CREDENTIAL = "OWN_CREDENTIAL"
+PII_HIGH_RISK = "PII_HIGH_RISK"
+SSRF = "SSRF"
+DNS_EXFILTRATION = "DNS_EXFILTRATION"
+READ_THEN_WRITE = "READ_THEN_WRITE"
+UNREDACTABLE = "UNREDACTABLE"
+
+_SECRET_KEY = Detector(
+    "generic_secret", SECRETS, "", checks.generic_secret, severity=0.75
+)  # keyword context from a JSON/form key
+_AUTH_HEADER = Detector("auth_header_credential", CREDENTIALS, "", severity=0.1)
+_SECRET_KEY_WORDS = re.compile(
+    r"(?i)api[_\-]?key|secret|token|passw(or)?d|access[_\-]?key|private[_\-]?key|credential|auth"
+)
+
+
+@lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    """Keys repeat across a document; the keyword test is cached per key."""
+    return bool(_SECRET_KEY_WORDS.search(key))
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: str
+    data_class: str
+    location: str
+    encoding: str | None
+    value_hash: str
+    severity: float
+    own_destination: bool
+    high_risk: bool
+    start: int
+    end: int
+
+    def signal(self) -> dict[str, Any]:
+        """What may be exported about a finding: never the value."""
+        return {
+            "engine": "local",
+            "kind": self.kind,
+            "data_class": self.data_class,
+            "location": self.location,
+            "encoding": self.encoding,
+            "value_hash": self.value_hash,
+            "own_destination": self.own_destination,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LocalVerdict:
+    decision: Decision
+    risk_score: float
+    reason_codes: list[str]
+    tool_name: str
+    operation: str
+    classifications: list[str]
+    signals: list[dict[str, Any]]
+    findings: list[Finding]
+    sanitized_body: Any = None
+    policy_id: str | None = None
+    policy_name: str | None = None
+    rule_id: str | None = None
+
+    @property
+    def risk_band(self) -> str:
+        return risk_band(self.risk_score)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseObservation:
+    data_classes: list[str]
+    fields_redacted_count: int
+    content_fingerprint: str
+
+
+def risk_band(score: float) -> str:
+    if score >= 0.85:
+        return "CRITICAL"
+    if score >= 0.6:
+        return "HIGH"
+    if score >= 0.3:
+        return "MEDIUM"
+    return "LOW"
+
+
+class FingerprintStore:
+    """Bounded memory of sensitive values seen in responses: hash → host it came from."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self._capacity = capacity
+        self._seen: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, hashes: Iterable[str], host: str) -> None:
+        with self._lock:
+            for h in hashes:
+                self._seen[h] = host
+                self._seen.move_to_end(h)
+            while len(self._seen) > self._capacity:
+                self._seen.popitem(last=False)
+
+    def source(self, value_hash: str) -> str | None:
+        with self._lock:
+            return self._seen.get(value_hash)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+@dataclass
+class Engine:
+    """Detection + policy. Thread-safe: scans may run in worker threads."""
+
+    policy: Policy
+    internal_hosts: tuple[str, ...] = ()
+    fingerprints: FingerprintStore = field(default_factory=FingerprintStore)
+    matcher: Matcher = field(default_factory=Matcher)
+
+    def decide(self, method: str, url: str, headers: dict[str, str], body: Any) -> LocalVerdict:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        path = parts.path or "/"
+        tool, operation = destinations.recognise_tool(method.upper(), host, path)
+        findings = self.findings(url, headers, body, host)
+
+        reasons: set[str] = set()
+        classes: set[str] = set()
+        signals: list[dict[str, Any]] = []
+        risk = 0.05
+        for f in findings:
+            signals.append(f.signal())
+            if f.data_class in (SECRETS, CREDENTIALS) and f.own_destination:
+                reasons.add(OWN_CREDENTIAL)
+                classes.add(CREDENTIALS)
+                risk = max(risk, 0.2)
+                continue
+            classes.add(f.data_class)
+            if f.data_class == FINANCIAL or f.data_class == PII:
+                classes.add(PII)
+            if f.data_class == SECRETS:
+                reasons.update((SECRETS, SECRET_EXFILTRATION))
+            elif f.high_risk:
+                reasons.update((PII, PII_HIGH_RISK))
+            else:
+                reasons.add(PII)
+            risk = max(risk, f.severity)
+            source = self.fingerprints.source(f.value_hash)
+            if source is not None and source != host:
+                reasons.add(READ_THEN_WRITE)
+                risk = max(risk, 0.9)
+
+        if host and not destinations.host_matches(host, self.internal_hosts):
+            target = destinations.ssrf(host)
+            if target is not None:
+                reasons.add(SSRF)
+                signals.append({"engine": "local", "kind": "ssrf", "target": target.reason})
+                risk = max(risk, 0.9)
+        if host and destinations.dns_exfiltration(host):
+            reasons.add(DNS_EXFILTRATION)
+            signals.append({"engine": "local", "kind": "dns_exfiltration"})
+            risk = max(risk, 0.8)
+
+        facts = Facts(
+            method=method.upper(),
+            host=host,
+            path=path,
+            tool=tool,
+            data_classes=frozenset(classes),
+            reasons=frozenset(reasons),
+            findings=frozenset(f.kind for f in findings if not f.own_destination),
+            risk=risk,
+        )
+        rule = evaluate(self.policy, facts)
+        decision = rule.action if rule is not None else Decision.ALLOW
+        reason_codes = sorted(reasons)
+        sanitized: Any = None
+        if decision is Decision.SANITIZE:
+            sanitized = self._sanitized(body, findings)
+            if sanitized is None:
+                decision = Decision.DENY
+                reason_codes.append(UNREDACTABLE)
+        if rule is not None and decision is not Decision.ALLOW:
+            reason_codes.append(f"POLICY:{rule.rule_id}")
+        return LocalVerdict(
+            decision=decision,
+            risk_score=round(risk, 3),
+            reason_codes=reason_codes,
+            tool_name=tool,
+            operation=operation,
+            classifications=sorted(classes),
+            signals=signals,
+            findings=findings,
+            sanitized_body=sanitized,
+            policy_id=self.policy.policy_id if rule is not None else None,
+            policy_name=self.policy.name if rule is not None else None,
+            rule_id=rule.rule_id if rule is not None else None,
+        )
+
+    def findings(self, url: str, headers: dict[str, str], body: Any, host: str) -> list[Finding]:
+        fields = request_fields(url, headers, body)
+        size = sum(len(f.text) for f in fields)
+        budget = min(max(2 * size, 64 * 1024), 4 * 1024 * 1024)
+        fields += decoded_layers(fields, budget)
+        out: list[Finding] = []
+        seen: set[tuple[str, str, str]] = set()
+        hit_fields: set[int] = set()
+
+        def add(hit: Hit, fld: Field) -> None:
+            key = (hit.detector.id, fld.location, hit.value)
+            if key not in seen:
+                seen.add(key)
+                out.append(self._finding(hit, fld, host))
+
+        for i, hit in self.matcher.find_all([f.text for f in fields]):
+            fld = fields[i]
+            if hit.detector.id == "ip_address" and fld.location == "url":
+                continue  # the destination itself is judged as a destination
+            hit_fields.add(i)
+            add(hit, fld)
+        for i, fld in enumerate(fields):
+            if i in hit_fields:
+                continue
+            if fld.key and _secret_key(fld.key) and checks.generic_secret(fld.text):
+                add(Hit(_SECRET_KEY, 0, len(fld.text), fld.text), fld)
+            elif fld.credential_header and fld.encoding is None and len(fld.text) >= 8:
+                add(Hit(_AUTH_HEADER, 0, len(fld.text), fld.text), fld)
+        return out
+
+    def _finding(self, hit: Hit, fld: Field, host: str) -> Finding:
+        d = hit.detector
+        own = False
+        if d.data_class in (SECRETS, CREDENTIALS):
+            if d.providers:
+                own = destinations.belongs_to(host, d.providers) and (
+                    fld.credential_header
+                    or fld.location == "url"
+                    or fld.location.startswith("query:")
+                )
+            else:
+                own = fld.credential_header
+        return Finding(
+            kind=d.id,
+            data_class=d.data_class,
+            location=fld.location,
+            encoding=fld.encoding,
+            value_hash=value_hash(hit.value),
+            severity=d.severity,
+            own_destination=own,
+            high_risk=d.high_risk,
+            start=hit.start,
+            end=hit.end,
+        )
+
+    def _sanitized(self, body: Any, findings: list[Finding]) -> Any:
+        """The redacted body, or None when a finding cannot be cut out of it."""
+        redactions = []
+        for f in findings:
+            if f.own_destination:
+                continue
+            if not (f.location == "body" or f.location.startswith(("body.", "form:", "part:"))):
+                return None  # in the URL or a header: nothing to rewrite in the body
+            redactions.append(Redaction(f.location, f.start, f.end, f.kind, f.encoding is not None))
+        if not redactions or body is None:
+            return None
+        return redact_body(body, redactions)
+
+    def observe_response(self, host: str, body: Any) -> ResponseObservation:
+        """Fingerprint sensitive values a response carried (bounded memory)."""
+        findings = self.findings("", {}, body, host)
+        sensitive = [f for f in findings if f.data_class != CREDENTIALS]
+        self.fingerprints.remember((f.value_hash for f in sensitive), host)
+        text = body if isinstance(body, str) else repr(body)
+        return ResponseObservation(
+            data_classes=sorted({f.data_class for f in sensitive}),
+            fields_redacted_count=len(sensitive),
+            content_fingerprint="sha256:" + hashlib.sha256(text.encode()).hexdigest(),
+        )

@@ -1,0 +1,122 @@
+"""Finding detector hits in text in linear time.
+
+All detector patterns are compiled into one RE2 set: one pass over the text says which
+detectors can match at all. Only those are then run individually (also RE2, so no
+pattern can backtrack) to get positions, and each hit is confirmed by its validator.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import re2
+
+from sidecar.engine import checks
+from sidecar.engine.detectors import DETECTORS, SEED_PHRASE, Detector
+
+# A run of 12+ short lowercase words: the only text a BIP-39 seed phrase can hide in.
+_WORD_RUN = r"(?:\b[a-z]{3,8}\s+){11,}[a-z]{3,8}\b"
+_WORDS = re.compile(r"[a-z]+")
+# Joins texts for one pass: no detector pattern matches NUL, and `.` stops at newlines.
+_SEPARATOR = "\n\x00\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    detector: Detector
+    start: int
+    end: int
+    value: str  # kept in memory for redaction and correlation; never logged or exported
+
+    @property
+    def value_hash(self) -> str:
+        return value_hash(self.value)
+
+
+def value_hash(value: str) -> str:
+    """What logs and signals may carry instead of a value."""
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def _options() -> Any:
+    opts = re2.Options()
+    opts.max_mem = 64 << 20
+    return opts
+
+
+class Matcher:
+    """Compiled once; `find()` is thread-safe and allocation-light."""
+
+    def __init__(self, detectors: tuple[Detector, ...] = DETECTORS) -> None:
+        self._detectors = detectors
+        self._set = re2.Set.SearchSet(_options())
+        for detector in detectors:
+            self._set.Add(detector.pattern)
+        self._seed_index = self._set.Add(_WORD_RUN)
+        self._set.Compile()
+        self._compiled = [re2.compile(d.pattern, options=_options()) for d in detectors]
+        self._word_run = re2.compile(_WORD_RUN, options=_options())
+
+    def find_all(self, texts: Sequence[str]) -> Iterator[tuple[int, Hit]]:
+        """Hits in many texts at the cost of one: (index of the text, hit within it).
+
+        The texts are scanned joined by a separator no pattern can cross, so the RE2
+        set and each candidate detector make one pass, not one pass per text.
+        """
+        if not texts:
+            return
+        starts: list[int] = []
+        offset = 0
+        for t in texts:
+            starts.append(offset)
+            offset += len(t) + len(_SEPARATOR)
+        joined = _SEPARATOR.join(texts)
+        for hit in self.find(joined):
+            i = bisect.bisect_right(starts, hit.start) - 1
+            base = starts[i]
+            if hit.end - base > len(texts[i]):
+                continue  # crossed into the next text
+            yield i, Hit(hit.detector, hit.start - base, hit.end - base, hit.value)
+
+    def find(self, text: str) -> Iterator[Hit]:
+        if not text:
+            return
+        matched = self._set.Match(text)
+        if not matched:
+            return
+        for index in matched:
+            if index == self._seed_index:
+                yield from self._seed_phrases(text)
+                continue
+            detector = self._detectors[index]
+            for m in self._compiled[index].finditer(text):
+                value = m.group(detector.group)
+                if value is None:
+                    continue
+                if detector.validator is not None and not detector.validator(value):
+                    continue
+                yield Hit(detector, m.start(detector.group), m.end(detector.group), value)
+
+    def _seed_phrases(self, text: str) -> Iterator[Hit]:
+        wordlist = checks.bip39_words()
+        for run in self._word_run.finditer(text):
+            words = [(w.group(), run.start() + w.start(), run.start() + w.end())
+                     for w in _WORDS.finditer(run.group())]  # fmt: skip
+            i = 0
+            while i < len(words):
+                j = i
+                while j < len(words) and words[j][0] in wordlist:
+                    j += 1
+                for size in (24, 21, 18, 15, 12):
+                    if j - i >= size:
+                        window = words[i : i + size]
+                        phrase = " ".join(w for w, _, _ in window)
+                        if checks.seed_phrase(phrase):
+                            yield Hit(SEED_PHRASE, window[0][1], window[-1][2], phrase)
+                            break
+                i = max(j, i + 1)
