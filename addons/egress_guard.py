@@ -24,6 +24,7 @@ from sidecar.approvals import ApprovalCapacityExceeded, ApprovalWaiter
 from sidecar.backends import BackendConfigError, backend_name, create_backend
 from sidecar.backends.base import ScanBackend
 from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
+from sidecar.backends.local import LocalBackend
 from sidecar.bodies import BodyTooLarge, BodyUndecodable, body_for_scan, decode_body
 from sidecar.decision_log import log_decision
 from sidecar.enforce import (
@@ -38,7 +39,9 @@ from sidecar.enforce import (
     from_verdict,
     local_block,
 )
+from sidecar.engine import Policy
 from sidecar.metrics import SidecarMetrics
+from sidecar.policy_file import PolicyError, load_policy
 from sidecar.response_scan import ResponseScanJob, ResponseScanQueue
 from sidecar.settings import (
     FailMode,
@@ -70,6 +73,9 @@ ADDON_SETTINGS = (
     "response_queue_size",
     "response_workers",
     "runtime_type",
+    "policy",
+    "internal_hosts",
+    "approval_expiry",
 )
 
 # Never sent to the scan API: hop-by-hop headers and the agent's proxy credentials.
@@ -81,7 +87,16 @@ _NOT_SCANNED_HEADERS = frozenset(
 def option_values(settings: SidecarSettings) -> dict[str, Any]:
     """The mitmproxy option values that carry `settings` into the addon."""
     dumped = settings.model_dump(mode="json", include=set(ADDON_SETTINGS))
-    return {f"egress_{k}": "" if v is None else v for k, v in dumped.items()}
+    return {f"egress_{k}": _option_value(v) for k, v in dumped.items()}
+
+
+def _option_value(value: Any) -> Any:
+    """mitmproxy options are scalars: None is "", lists are comma-separated."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ",".join(value)
+    return value
 
 
 class EgressGuard:
@@ -96,6 +111,7 @@ class EgressGuard:
         self.responses: ResponseScanQueue | None = None
         self.admin: AdminServer | None = None
         self._own_secret: bytes | None = None
+        self._policy: Policy | None = None
 
     def load(self, loader: Loader) -> None:
         try:
@@ -120,6 +136,7 @@ class EgressGuard:
         values = {name: getattr(ctx.options, f"egress_{name}") for name in ADDON_SETTINGS}
         values["admin"] = values["admin"] or "off"
         values["backend"] = values["backend"] or None
+        values["policy"] = values["policy"] or None
         try:
             self.settings = load_settings(**values)
             if self._credentials is None:
@@ -127,15 +144,16 @@ class EgressGuard:
         except SettingsError as e:
             raise OptionsError(f"egress-sidecar: {e}") from None
         try:
-            backend_name(self.settings, self._credentials)
-        except BackendConfigError as e:
+            if backend_name(self.settings, self._credentials) == "local":
+                self._policy = load_policy(self.settings.policy)
+        except (BackendConfigError, PolicyError) as e:
             raise OptionsError(f"egress-sidecar: {e}") from None
 
     async def running(self) -> None:
         settings, credentials = self.settings, self._credentials
         assert settings is not None
         assert credentials is not None
-        self.backend = create_backend(settings, credentials)
+        self.backend = create_backend(settings, credentials, self._policy)
         if credentials.api_key is not None:
             self._own_secret = credentials.api_key.get_secret_value().encode()
         self.approvals = ApprovalWaiter(
@@ -150,7 +168,9 @@ class EgressGuard:
         )
         self.responses.start()
         if settings.admin is not None:
-            self.admin = AdminServer(self.metrics, self.readiness)
+            approvals = self.backend.approvals if isinstance(self.backend, LocalBackend) else None
+            token = settings.admin_token.get_secret_value() if settings.admin_token else None
+            self.admin = AdminServer(self.metrics, self.readiness, approvals, token)
             try:
                 self.admin.start(settings.admin)
             except OSError as e:

@@ -1,4 +1,4 @@
-"""The admin server: /metrics, /healthz, /readyz on the proxy's own event loop.
+"""The admin server: /metrics, /healthz, /readyz (+ /approvals) on the proxy's event loop.
 
 Served by tornado (already a mitmproxy dependency), so no HTTP is parsed by hand and no
 thread is needed. It never serves secrets: metrics carry only bounded labels.
@@ -6,14 +6,17 @@ thread is needed. It never serves secrets: metrics carry only bounded labels.
 
 from __future__ import annotations
 
+import hmac
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sidecar.approval_store import ApprovalAlreadyDecided, ApprovalNotFound, ApprovalStore
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import HostPort
 
@@ -47,15 +50,74 @@ class _ReadyHandler(tornado.web.RequestHandler):
         self.finish("ready\n")
 
 
+class _ApprovalsBase(tornado.web.RequestHandler):
+    """Approvals change what leaves the pod: a token is required unless on loopback."""
+
+    def initialize(
+        self, store: ApprovalStore | None, token: str | None, admin: AdminServer
+    ) -> None:
+        self.store = store
+        self.token = token
+        self.admin = admin
+
+    def prepare(self) -> None:
+        if self.store is None:
+            self._fail(404, "approvals are handled by the scan API, not this sidecar")
+            return
+        if self.token is not None:
+            given = self.request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                self._fail(401, "missing or wrong admin token")
+        elif not self.admin.is_loopback:
+            self._fail(403, "set SIDECAR_ADMIN_TOKEN to manage approvals off loopback")
+
+    def _fail(self, status: int, message: str) -> None:
+        self.set_status(status)
+        self.finish({"error": message})
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.finish({"error": self._reason})
+
+
+class _ApprovalListHandler(_ApprovalsBase):
+    def get(self) -> None:
+        assert self.store is not None
+        pending_only = self.get_query_argument("all", "0") not in ("1", "true")
+        self.finish({"approvals": self.store.listing(pending_only=pending_only)})
+
+
+class _ApprovalDecisionHandler(_ApprovalsBase):
+    def post(self, approval_id: str, verb: str) -> None:
+        assert self.store is not None
+        try:
+            record = self.store.decide(approval_id, approve=verb == "approve")
+        except ApprovalNotFound:
+            self._fail(404, f"no approval {approval_id}")
+            return
+        except ApprovalAlreadyDecided as e:
+            self._fail(409, str(e))
+            return
+        self.finish(record)
+
+
 class AdminServer:
     """Binds on `start()`; `ready()` returns None when ready, else what is missing."""
 
-    def __init__(self, metrics: SidecarMetrics, ready: Callable[[], str | None]) -> None:
+    def __init__(
+        self,
+        metrics: SidecarMetrics,
+        ready: Callable[[], str | None],
+        approvals: ApprovalStore | None = None,
+        token: str | None = None,
+    ) -> None:
+        approval_args = {"store": approvals, "token": token, "admin": self}
         app = tornado.web.Application(
             [
                 (r"/metrics", _MetricsHandler, {"metrics": metrics}),
                 (r"/healthz", _HealthHandler),
                 (r"/readyz", _ReadyHandler, {"ready": ready}),
+                (r"/approvals", _ApprovalListHandler, approval_args),
+                (r"/approvals/([^/]+)/(approve|deny)", _ApprovalDecisionHandler, approval_args),
             ],
             default_handler_class=tornado.web.ErrorHandler,
             default_handler_args={"status_code": 404},
@@ -70,6 +132,10 @@ class AdminServer:
         host = listen.host if sockets[0].family != socket.AF_INET6 else bound[0]
         self.address = HostPort(host=host, port=bound[1])
         return self.address
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.address is not None and self.address.is_loopback
 
     async def stop(self) -> None:
         self._server.stop()

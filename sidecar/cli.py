@@ -1,4 +1,4 @@
-"""`egress-sidecar`: the command-line front door (run, env, ca).
+"""`egress-sidecar`: the command-line front door (run, env, scan, policy, approvals, ca).
 
 Flags are parsed by argparse and validated by the settings model, so a bad value gives
 the same one-line message whether it came from a flag or from `SIDECAR_<NAME>`.
@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import shlex
 import sys
+import time
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
+
+import httpx
 
 from sidecar import __version__
 from sidecar.agent_env import agent_environment, export_lines
 from sidecar.backends import BackendConfigError, backend_name
+from sidecar.backends.local import to_scan_verdict
+from sidecar.bodies import body_for_scan
 from sidecar.ca import CaFiles, ensure_ca
+from sidecar.engine import Engine
+from sidecar.policy_file import PolicyError, load_policy
 from sidecar.settings import (
     HostPort,
     SettingsError,
@@ -25,6 +34,7 @@ from sidecar.settings import (
     load_credentials,
     load_settings,
 )
+from sidecar.verdict import ScanRequest
 
 PROG = "egress-sidecar"
 EXIT_USAGE = 2
@@ -44,8 +54,13 @@ RUN_FLAGS = (
     ("--approval-poll-interval", "approval_poll_interval", "seconds between polls (2)"),
     ("--max-pending-approvals", "max_pending_approvals", "requests held at once (100)"),
     ("--max-body-bytes", "max_body_bytes", "largest decoded body scanned (262144)"),
+    ("--policy", "policy", "policy file for the local engine (default: built-in)"),
+    ("--internal-hosts", "internal_hosts", "internal destinations agents may reach (a,b,*.c)"),
+    ("--approval-expiry", "approval_expiry", "seconds a local approval stays open (3600)"),
 )
 ENV_FLAGS = RUN_FLAGS[:1] + RUN_FLAGS[2:3]
+SCAN_FLAGS = tuple(f for f in RUN_FLAGS if f[1] in ("policy", "internal_hosts"))
+ADMIN_FLAGS = RUN_FLAGS[1:2]
 
 
 class CliError(Exception):
@@ -73,6 +88,36 @@ def build_parser() -> argparse.ArgumentParser:
     env = sub.add_parser("env", help="print export lines for an agent's shell")
     _add_flags(env, ENV_FLAGS)
     env.set_defaults(handler=cmd_env)
+
+    scan = sub.add_parser("scan", help="print the verdict the local engine would give")
+    scan.add_argument("method", help="HTTP method, e.g. POST")
+    scan.add_argument("url", help="absolute URL")
+    scan.add_argument("--body", help="request body, or @FILE to read it from a file")
+    scan.add_argument("--header", "-H", action="append", default=[], metavar="K:V",
+                      help="request header (repeatable)")  # fmt: skip
+    _add_flags(scan, SCAN_FLAGS)
+    scan.set_defaults(handler=cmd_scan)
+
+    policy = sub.add_parser("policy", help="policy tools")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    check = policy_sub.add_parser("check", help="validate a policy file")
+    check.add_argument("file", type=Path)
+    check.set_defaults(handler=cmd_policy_check)
+    show = policy_sub.add_parser("show", help="print the built-in default policy")
+    show.set_defaults(handler=cmd_policy_show)
+
+    approvals = sub.add_parser("approvals", help="list and decide held requests (local engine)")
+    approvals_sub = approvals.add_subparsers(dest="approvals_command", required=True,
+                                             metavar="ACTION")  # fmt: skip
+    for action, help_text in (("list", "pending approvals"), ("approve", "let it through"),
+                              ("deny", "refuse it")):  # fmt: skip
+        p = approvals_sub.add_parser(action, help=help_text)
+        if action != "list":
+            p.add_argument("approval_id", metavar="ID")
+        else:
+            p.add_argument("--all", action="store_true", help="include decided approvals")
+        _add_flags(p, ADMIN_FLAGS)
+        p.set_defaults(handler=cmd_approvals, action=action)
 
     ca = sub.add_parser("ca", help="print the CA certificate path (or --pem: the certificate)")
     _add_flags(ca, RUN_FLAGS[2:3])
@@ -103,7 +148,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     credentials = load_credentials()
     try:
         backend = backend_name(settings, credentials)
-    except BackendConfigError as e:
+        if backend == "local":
+            backend = f"local (policy: {load_policy(settings.policy).name})"
+    except (BackendConfigError, PolicyError) as e:
         raise CliError(str(e)) from None
     ca = _ensure_ca(settings.confdir)
     _configure_logging()
@@ -113,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         admin = f"http://{info.admin}/metrics" if info.admin else "off"
         print(
             f"{PROG} {__version__} listening on {info.proxy}\n"
-            f"  backend:   {backend} (fail mode: {settings.fail_mode.value})\n"
+            f"  backend:   {backend}, fail mode: {settings.fail_mode.value}\n"
             f"  admin:     {admin}\n"
             f"  CA cert:   {ca.cert}\n"
             f"  agents:    {_agent_command(settings, info.proxy)}",
@@ -123,6 +170,98 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     asyncio.run(serve(settings, credentials, ca, announce))
     return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """A dry run: the verdict the proxy would apply with the local engine and this policy."""
+    settings = _settings(args, SCAN_FLAGS)
+    headers: dict[str, str] = {}
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise CliError(f"--header: expected K:V, got {item!r}")
+        headers[name.strip()] = value.strip()
+    raw = _read_body(args.body)
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    try:
+        policy = load_policy(settings.policy)
+    except PolicyError as e:
+        raise CliError(str(e)) from None
+    engine = Engine(policy, internal_hosts=tuple(settings.internal_hosts))
+    request = ScanRequest(
+        method=args.method.upper(), url=args.url, headers=headers,
+        body=body_for_scan(raw, content_type),
+    )  # fmt: skip
+    local = engine.decide(request.method, request.url, request.headers, request.body)
+    verdict = to_scan_verdict(local, "dry-run", "dry-run" if local.approval_needed else None)
+    print(json.dumps(verdict.model_dump(mode="json", exclude_none=True), indent=2))
+    return 0
+
+
+def _read_body(spec: str | None) -> bytes:
+    if spec is None:
+        return b""
+    if spec.startswith("@"):
+        path = Path(spec[1:])
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise CliError(f"--body: {path}: {e.strerror}") from None
+    return spec.encode()
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    try:
+        policy = load_policy(args.file)
+    except PolicyError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    print(f"ok: {args.file}: policy {policy.name!r} ({policy.env_name}), {len(policy.rules)} rules")
+    return 0
+
+
+def cmd_policy_show(args: argparse.Namespace) -> int:
+    sys.stdout.write(resources.files("sidecar").joinpath("default_policy.yaml").read_text())
+    return 0
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    """Talks to the running sidecar's admin server, which owns the approval store."""
+    settings = _settings(args, ADMIN_FLAGS)
+    if settings.admin is None:
+        raise CliError("--admin / SIDECAR_ADMIN: the admin server is off")
+    headers = {}
+    if settings.admin_token is not None:
+        headers["Authorization"] = f"Bearer {settings.admin_token.get_secret_value()}"
+    base = f"http://{settings.admin}"
+    try:
+        with httpx.Client(trust_env=False, timeout=10, headers=headers) as client:
+            if args.action == "list":
+                r = client.get(f"{base}/approvals", params={"all": "1" if args.all else "0"})
+            else:
+                r = client.post(f"{base}/approvals/{args.approval_id}/{args.action}")
+    except httpx.HTTPError as e:
+        raise CliError(f"cannot reach the admin server at {base}: {type(e).__name__}") from None
+    doc = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+    if r.status_code != 200:
+        raise CliError(f"{args.action}: {doc.get('error', f'HTTP {r.status_code}')}")
+    if args.action == "list":
+        _print_approvals(doc["approvals"])
+    else:
+        print(f"{doc['id']}: {doc['status']}")
+    return 0
+
+
+def _print_approvals(items: list[dict[str, object]]) -> None:
+    if not items:
+        print("no pending approvals")
+        return
+    now = time.time()
+    for a in items:
+        age = int(now - float(str(a["created"])))
+        reasons = ",".join(str(r) for r in a["reasons"]) if isinstance(a["reasons"], list) else ""
+        print(f"{a['id']}  {a['status']:<8} {a['method']} {a['host']}  {a['tool']}/"
+              f"{a['operation']}  {reasons}  {age}s ago")  # fmt: skip
 
 
 def cmd_env(args: argparse.Namespace) -> int:

@@ -101,9 +101,25 @@ class SidecarSettings(BaseSettings):
         default=Path("~/.egress-sidecar"),
         description="CA material and state. Created 0700.",
     )
-    backend: Literal["interven"] | None = Field(
+    backend: Literal["interven", "local"] | None = Field(
         default=None,
-        description="Scan backend. Defaults to `interven` when INTERVEN_API_KEY is set.",
+        description="Scan backend: `interven` when INTERVEN_API_KEY is set, else `local`.",
+    )
+    policy: Path | None = Field(
+        default=None,
+        description="Policy file (YAML or JSON) for the local engine; default: built-in.",
+    )
+    internal_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Internal destinations agents may reach (names, *.wildcards, CIDRs); "
+        "not flagged as SSRF by the local engine. Comma-separated.",
+    )
+    approval_expiry: float = Field(
+        default=3600.0, gt=0, le=30 * 86400, description="Seconds a local approval stays open."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for the admin approval endpoints (required off loopback).",
     )
     upstream_ca: Path | None = Field(
         default=None, description="Extra CA bundle to trust for upstream servers."
@@ -153,9 +169,16 @@ class SidecarSettings(BaseSettings):
             return None
         return HostPort.parse(value)
 
-    @field_validator("upstream_ca", mode="after")
+    @field_validator("internal_hosts", mode="before")
     @classmethod
-    def _check_upstream_ca(cls, value: Path | None) -> Path | None:
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("upstream_ca", "policy", mode="after")
+    @classmethod
+    def _check_file(cls, value: Path | None) -> Path | None:
         return _existing_file(value)
 
     @field_validator("confdir", mode="after")

@@ -97,6 +97,10 @@ class LocalVerdict:
     def risk_band(self) -> str:
         return risk_band(self.risk_score)
 
+    @property
+    def approval_needed(self) -> bool:
+        return self.decision is Decision.REQUIRE_APPROVAL
+
 
 @dataclass(frozen=True, slots=True)
 class ResponseObservation:

@@ -1,0 +1,154 @@
+"""Local approvals (REQUIRE_APPROVAL with the embedded engine), persisted in the confdir.
+
+Every change is written atomically (0600), so a restart loses no pending approval and no
+decision. An agent that retries a request after a restart finds the approval it already
+asked for: an identical request reuses a pending approval, and uses an approved one once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sidecar.verdict import ApprovalStatus
+
+FILE_NAME = "approvals.json"
+MAX_RECORDS = 5000
+
+
+class ApprovalNotFound(KeyError):
+    pass
+
+
+class ApprovalAlreadyDecided(ValueError):
+    pass
+
+
+@dataclass
+class ApprovalRecord:
+    id: str
+    status: str
+    created: float
+    expires: float
+    request_hash: str
+    method: str
+    host: str
+    tool: str
+    operation: str
+    reasons: list[str]
+    trace_id: str
+    rule_id: str | None = None
+    decided: float | None = None
+    used: bool = False
+
+    def current_status(self, now: float) -> ApprovalStatus:
+        if self.status == ApprovalStatus.PENDING and now >= self.expires:
+            return ApprovalStatus.EXPIRED
+        return ApprovalStatus(self.status)
+
+    def public(self, now: float) -> dict[str, Any]:
+        """What the CLI and admin API show: no request content, only its shape."""
+        doc = asdict(self)
+        doc["status"] = self.current_status(now).value
+        del doc["request_hash"]
+        return doc
+
+
+class ApprovalStore:
+    def __init__(self, confdir: Path, expiry: float, clock: Any = time.time) -> None:
+        self._path = confdir / FILE_NAME
+        self._expiry = expiry
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._records: dict[str, ApprovalRecord] = {}
+        self._load()
+
+    def _load(self) -> None:
+        if not self._path.exists():
+            return
+        try:
+            data = json.loads(self._path.read_text())
+            self._records = {r["id"]: ApprovalRecord(**r) for r in data.get("approvals", [])}
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise ValueError(
+                f"{self._path}: unreadable approvals file ({type(e).__name__})"
+            ) from None
+
+    def _save(self) -> None:
+        records = sorted(self._records.values(), key=lambda r: r.created)[-MAX_RECORDS:]
+        self._records = {r.id: r for r in records}
+        tmp = self._path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"approvals": [asdict(r) for r in records]}, f)
+        tmp.replace(self._path)
+
+    def request(self, request_hash: str, **summary: Any) -> str:
+        """The approval for this request: an open one it already has, or a new one."""
+        now = self._clock()
+        with self._lock:
+            for r in self._records.values():
+                if r.request_hash != request_hash or r.used:
+                    continue
+                status = r.current_status(now)
+                if status is ApprovalStatus.PENDING:
+                    return r.id
+                if status is ApprovalStatus.APPROVED:
+                    r.used = True  # an approval lets one request through
+                    self._save()
+                    return r.id
+            record = ApprovalRecord(
+                id=str(uuid.uuid4()),
+                status=ApprovalStatus.PENDING.value,
+                created=now,
+                expires=now + self._expiry,
+                request_hash=request_hash,
+                **summary,
+            )
+            self._records[record.id] = record
+            self._save()
+            return record.id
+
+    def status(self, approval_id: str) -> ApprovalStatus:
+        with self._lock:
+            record = self._records.get(approval_id)
+            if record is None:
+                raise ApprovalNotFound(approval_id)
+            return record.current_status(self._clock())
+
+    def decide(self, approval_id: str, approve: bool) -> dict[str, Any]:
+        now = self._clock()
+        with self._lock:
+            record = self._records.get(approval_id)
+            if record is None:
+                raise ApprovalNotFound(approval_id)
+            status = record.current_status(now)
+            if status is not ApprovalStatus.PENDING:
+                raise ApprovalAlreadyDecided(f"approval {approval_id} is already {status.value}")
+            record.status = (ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED).value
+            record.decided = now
+            self._save()
+            return record.public(now)
+
+    def mark_used(self, approval_id: str) -> None:
+        with self._lock:
+            record = self._records.get(approval_id)
+            if record is not None and not record.used:
+                record.used = True
+                self._save()
+
+    def listing(self, pending_only: bool = True) -> list[dict[str, Any]]:
+        now = self._clock()
+        with self._lock:
+            records = sorted(self._records.values(), key=lambda r: r.created)
+            return [
+                r.public(now)
+                for r in records
+                if not pending_only or r.current_status(now) is ApprovalStatus.PENDING
+            ]

@@ -1,0 +1,129 @@
+"""The embedded engine as a backend: no network, same verdict contract as the scan API.
+
+Scans of large bodies run on a small thread pool so one 256 KB body never stalls the
+proxy's event loop; small ones run inline, where a thread hop would cost more than the
+scan. Approvals live in the confdir (see `ApprovalStore`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
+
+from sidecar.approval_store import ApprovalNotFound, ApprovalStore
+from sidecar.backends.errors import ScanError, ScanRejected
+from sidecar.engine import Engine, LocalVerdict
+from sidecar.verdict import ApprovalState, ApprovalStatus, Decision, ScanRequest, ScanVerdict
+
+INLINE_LIMIT = 16 * 1024  # characters; larger bodies are scanned off the event loop
+MAX_TRACKED_TRACES = 10_000
+
+
+class EngineError(ScanError):
+    """The embedded engine failed on this input."""
+
+    kind = "engine_error"
+
+
+def _size(body: Any) -> int:
+    if body is None:
+        return 0
+    if isinstance(body, str):
+        return len(body)
+    return len(json.dumps(body, separators=(",", ":"))) if isinstance(body, (dict, list)) else 0
+
+
+def request_hash(request: ScanRequest) -> str:
+    """Identifies a retried request: method, URL and body (never stored in clear)."""
+    body = json.dumps(request.body, sort_keys=True, separators=(",", ":"), default=str)
+    raw = f"{request.method}\n{request.url}\n{body}".encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, engine: Engine, approvals: ApprovalStore, threads: int = 2) -> None:
+        self.engine = engine
+        self.approvals = approvals
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="scan")
+        self._hosts: OrderedDict[str, str] = OrderedDict()
+
+    async def scan(self, request: ScanRequest) -> ScanVerdict:
+        if _size(request.body) > INLINE_LIMIT:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, self.verdict_for, request)
+        return self.verdict_for(request)
+
+    def verdict_for(self, request: ScanRequest) -> ScanVerdict:
+        try:
+            local = self.engine.decide(request.method, request.url, request.headers, request.body)
+        except Exception as e:  # a bug or a pathological input: the fail mode decides
+            raise EngineError(f"engine failed: {type(e).__name__}") from None
+        trace_id = str(uuid.uuid4())
+        host = (urlsplit(request.url).hostname or "").lower()
+        self._remember(trace_id, host)
+        approval_id = None
+        if local.decision is Decision.REQUIRE_APPROVAL:
+            approval_id = self.approvals.request(
+                request_hash(request),
+                method=request.method,
+                host=host,
+                tool=local.tool_name,
+                operation=local.operation,
+                reasons=local.reason_codes,
+                trace_id=trace_id,
+                rule_id=local.rule_id,
+            )
+        return to_scan_verdict(local, trace_id, approval_id)
+
+    def _remember(self, trace_id: str, host: str) -> None:
+        self._hosts[trace_id] = host
+        while len(self._hosts) > MAX_TRACKED_TRACES:
+            self._hosts.popitem(last=False)
+
+    async def scan_response(self, trace_id: str, body: Any, status: int) -> None:
+        host = self._hosts.pop(trace_id, None)
+        if host is None:
+            raise ScanRejected("scan_response: unknown trace id", 404)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, self.engine.observe_response, host, body)
+        except Exception as e:
+            raise EngineError(f"engine failed on a response: {type(e).__name__}") from None
+
+    async def approval_status(self, approval_id: str) -> ApprovalState:
+        try:
+            status = self.approvals.status(approval_id)
+        except ApprovalNotFound:
+            raise ScanRejected("approval_status: unknown approval", 404) from None
+        if status is ApprovalStatus.APPROVED:
+            self.approvals.mark_used(approval_id)
+        return ApprovalState(status=status)
+
+    async def aclose(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def to_scan_verdict(local: LocalVerdict, trace_id: str, approval_id: str | None) -> ScanVerdict:
+    return ScanVerdict(
+        decision=local.decision,
+        risk_score=local.risk_score,
+        risk_band=local.risk_band,
+        reason_codes=local.reason_codes,
+        trace_id=trace_id,
+        tool_name=local.tool_name,
+        operation=local.operation,
+        classifications=local.classifications,
+        signals=local.signals,
+        sanitized_body=local.sanitized_body,
+        approval_id=approval_id,
+        policy_id=local.policy_id,
+        policy_name=local.policy_name,
+    )
