@@ -204,9 +204,11 @@ def test_policy_rules_match_hosts_methods_tools_and_priority():
         "rules": [
             {"rule_id": "deny-paste", "match": {"hosts": ["*.pastebin.com", "pastebin.com"]},
              "action": "DENY", "priority": 10},
-            {"rule_id": "approve-github-writes", "match": {"tools": ["github"], "methods": ["post"]},
+            {"rule_id": "approve-github-writes",
+             "match": {"tools": ["github"], "methods": ["post"]},
              "action": "REQUIRE_APPROVAL", "priority": 5},
-            {"rule_id": "allowlist", "condition": {"destination_not_in": ["api.github.com", "*.corp.io"]},
+            {"rule_id": "allowlist",
+             "condition": {"destination_not_in": ["api.github.com", "*.corp.io"]},
              "action": "DENY", "priority": 1},
         ],
     })  # fmt: skip

@@ -30,7 +30,8 @@ def test_json_and_yaml_files(tmp_path):
             "rules[0] (a) action: Input should be",
         ),
         (
-            "name: x\nrules:\n  - rule_id: a\n    action: DENY\n    condition: {has_dataclass: [X]}\n",
+            "name: x\nrules:\n  - rule_id: a\n    action: DENY\n"
+            "    condition: {has_dataclass: [X]}\n",
             "rules[0] (a) condition.has_dataclass: Extra inputs are not permitted",
         ),
         ("name: x\nrules:\n  - action: DENY\n", "rules[0] rule_id: Field required"),
