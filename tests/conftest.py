@@ -39,7 +39,8 @@ def make_sidecar(confdir: Path, scan_api: ScanApiDouble, upstream: Upstream) -> 
     started: list[Sidecar] = []
 
     def make(**settings: object) -> Sidecar:
-        sidecar = start_sidecar(confdir, scan_api.url, upstream.ca_file, **settings)
+        where = Path(str(settings.pop("confdir", confdir)))
+        sidecar = start_sidecar(where, scan_api.url, upstream.ca_file, **settings)
         started.append(sidecar)
         return sidecar
 

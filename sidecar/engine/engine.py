@@ -249,7 +249,7 @@ class Engine:
 
         for i, hit in self.matcher.find_all([f.text for f in fields]):
             fld = fields[i]
-            if hit.detector.id == "ip_address" and fld.location == "url":
+            if hit.detector.id == "ip_address" and fld.location in ("url", "header:host"):
                 continue  # the destination itself is judged as a destination
             hit_fields.add(i)
             add(hit, fld)
@@ -294,7 +294,9 @@ class Engine:
             if f.own_destination:
                 continue
             if not (f.location == "body" or f.location.startswith(("body.", "form:", "part:"))):
-                return None  # in the URL or a header: nothing to rewrite in the body
+                if f.data_class == SECRETS or f.high_risk:
+                    return None  # in the URL or a header: nothing to rewrite in the body
+                continue  # low-risk personal data outside the body is tolerated
             redactions.append(Redaction(f.location, f.start, f.end, f.kind, f.encoding is not None))
         if not redactions or body is None:
             return None

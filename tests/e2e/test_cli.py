@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -65,11 +66,54 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     proc.wait(WAIT)
 
 
-def test_run_without_a_backend_says_how_to_configure_one(tmp_path):
-    result = _run("run", "--confdir", str(tmp_path))
+def test_interven_backend_without_a_key_says_how_to_configure_it(tmp_path):
+    result = _run("run", "--backend", "interven", "--confdir", str(tmp_path))
     assert result.returncode == 2
+    assert result.stderr == "egress-sidecar: --backend interven needs INTERVEN_API_KEY to be set\n"
+
+
+def test_bad_policy_file_stops_the_start_with_one_line(tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text("name: p\nrules:\n  - {rule_id: r1, action: NOPE}\n")
+    result = _run("run", "--policy", str(policy), "--confdir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"egress-sidecar: {policy}: rules[0] (r1) action:")
     assert result.stderr.count("\n") == 1
-    assert "INTERVEN_API_KEY" in result.stderr
+
+
+def test_policy_check_and_show(tmp_path):
+    shown = _run("policy", "show")
+    assert shown.returncode == 0
+    (tmp_path / "default.yaml").write_text(shown.stdout)
+    ok = _run("policy", "check", str(tmp_path / "default.yaml"))
+    assert ok.returncode == 0
+    assert "policy 'egress-sidecar-default' (default), 5 rules" in ok.stdout
+    (tmp_path / "bad.json").write_text('{"name": "b", "rules": [{"rule_id": "x"}]}')
+    bad = _run("policy", "check", str(tmp_path / "bad.json"))
+    assert bad.returncode == 1
+    assert (
+        bad.stderr
+        == f"egress-sidecar: {tmp_path / 'bad.json'}: rules[0] (x) action: Field required\n"
+    )
+
+
+def test_scan_dry_run_prints_the_verdict(tmp_path):
+    body = tmp_path / "body.json"
+    body.write_text('{"msg": "ssn 219-48-3307"}')
+    result = _run("scan", "POST", "https://api.example.com/notes", "--body", f"@{body}",
+                  "-H", "Content-Type: application/json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    verdict = json.loads(result.stdout)
+    assert verdict["decision"] == "SANITIZE"
+    assert verdict["sanitized_body"] == {"msg": "ssn [REDACTED:US_SSN]"}
+    assert verdict["policy_name"] == "egress-sidecar-default"
+    assert "219-48-3307" not in json.dumps(verdict["signals"])
+    ssrf = json.loads(_run("scan", "GET", "http://169.254.169.254/latest").stdout)
+    assert ssrf["decision"] == "DENY"
+    assert "SSRF" in ssrf["reason_codes"]
+    bad = _run("scan", "GET", "https://x.test/", "-H", "nocolon")
+    assert bad.returncode == 2
+    assert "--header: expected K:V" in bad.stderr
 
 
 def test_bad_values_name_the_setting_on_one_line(tmp_path):
@@ -138,7 +182,7 @@ def test_run_announces_itself_enforces_and_stops_cleanly_on_sigterm(tmp_path, sc
         assert proc.stdout is not None
         banner = [proc.stderr.readline() for _ in range(5)]
         assert banner[0].startswith("egress-sidecar 0.1.0 listening on 127.0.0.1:")
-        assert "backend:   interven (fail mode: closed)" in banner[1]
+        assert "backend:   interven, fail mode: closed" in banner[1]
         assert str(confdir / "mitmproxy-ca-cert.pem") in banner[3]
         agent_line = banner[4].split("agents:", 1)[1].strip()
         assert agent_line.startswith('eval "$(egress-sidecar env --listen 127.0.0.1:')
@@ -166,6 +210,32 @@ def test_run_announces_itself_enforces_and_stops_cleanly_on_sigterm(tmp_path, sc
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(WAIT) == 0
     assert KEY not in proc.stdout.read() + proc.stderr.read()
+
+
+def test_run_on_a_fresh_machine_uses_the_embedded_engine(tmp_path, upstream):
+    proc = subprocess.Popen(
+        [EXE, "run", "--listen", "127.0.0.1:0", "--admin", "off",
+         "--confdir", str(tmp_path / "conf"), "--upstream-ca", str(upstream.ca_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        banner = [proc.stderr.readline() for _ in range(5)]
+        assert "backend:   local (policy: egress-sidecar-default), fail mode: closed" in banner[1]
+        assert "admin:     off" in banner[2]
+        agent_line = banner[4].split("agents:", 1)[1].strip()
+        agent_line = agent_line.replace("egress-sidecar env", shlex.quote(EXE) + " env", 1)
+        curl = subprocess.run(
+            ["bash", "-c", f"{agent_line} && curl -sS -w '\\n%{{http_code}}' "
+                           "http://169.254.169.254/latest/meta-data/"],
+            capture_output=True, text=True, env=_env(), timeout=WAIT, check=False,
+        )  # fmt: skip
+        body, status = curl.stdout.rsplit("\n", 1)
+        assert status == "403", curl.stderr
+        assert "SSRF" in json.loads(body)["reason_codes"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
 
 
 def test_plain_mitmdump_loads_the_same_addon(tmp_path, scan_api, upstream):

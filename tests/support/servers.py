@@ -28,6 +28,7 @@ T = TypeVar("T")
 # so clients configured by `egress-sidecar env` send it through the proxy.
 UPSTREAM_HOST = "127.0.0.2"
 WAIT = 20.0
+PII_SSN = "512-34-6789"  # what the upstream's /pii... endpoints return
 
 
 class LoopThread:
@@ -209,7 +210,9 @@ class _UpstreamHandler(tornado.web.RequestHandler):
         self.upstream.received.add(
             UpstreamRequest(r.protocol, r.method or "", r.uri or "", dict(r.headers), r.body)
         )
-        doc = {"ok": True, "path": r.uri, "secret_looking": "upstream-says-hello"}
+        doc: dict[str, Any] = {"ok": True, "path": r.uri, "secret_looking": "upstream-says-hello"}
+        if r.uri and r.uri.startswith("/pii"):
+            doc["customer"] = {"name": "Grace", "ssn": PII_SSN, "email": "grace.h@navy.example.net"}
         body = json.dumps(doc).encode()
         self.set_header("Content-Type", "application/json")
         if "gzip" in r.headers.get("Accept-Encoding", "") and r.uri and "gzip" in r.uri:

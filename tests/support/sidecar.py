@@ -68,6 +68,8 @@ class Sidecar:
             return c.get(f"http://{self.info.admin}{path}")
 
     def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
         self.master.event_loop.call_soon_threadsafe(self.master.shutdown)
         self.thread.join(WAIT)
         assert not self.thread.is_alive(), "sidecar did not stop"
