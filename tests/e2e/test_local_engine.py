@@ -132,7 +132,7 @@ def test_local_approvals_cli_and_restart(local, upstream, tmp_path):
     assert "already approved" in again.stderr
 
     # A pending approval survives a restart; the agent's retry then goes through once.
-    held2, box2 = _in_background(run_client, sidecar, "requests", "POST",
+    held2, _ = _in_background(run_client, sidecar, "requests", "POST",
                                  upstream.https + "/reports/q4", b'{"q": 4}', JSON)  # fmt: skip
     eventually(lambda: sidecar.metric("egress_sidecar_approvals_pending") == 1)
     sidecar.stop()
