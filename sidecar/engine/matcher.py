@@ -19,9 +19,19 @@ import re2
 from sidecar.engine import checks
 from sidecar.engine.detectors import DETECTORS, SEED_PHRASE, Detector
 
-# A run of 12+ short lowercase words: the only text a BIP-39 seed phrase can hide in.
-_WORD_RUN = r"(?:\b[a-z]{3,8}\s+){11,}[a-z]{3,8}\b"
 _WORDS = re.compile(r"[a-z]+")
+
+
+def _seed_run_pattern() -> str:
+    """12+ consecutive BIP-39 words: the only text a seed phrase can hide in.
+
+    One alternation of the 2048 words; RE2 turns it into an automaton, so ordinary
+    prose (which rarely strings twelve list words together) costs one linear pass.
+    """
+    word = "(?:" + "|".join(sorted(checks.bip39_words(), key=len, reverse=True)) + ")"
+    return rf"\b{word}(?:\s+{word}){{11,}}\b"
+
+
 # Joins texts for one pass: no detector pattern matches NUL, and `.` stops at newlines.
 _SEPARATOR = "\n\x00\n"
 
@@ -57,10 +67,11 @@ class Matcher:
         self._set = re2.Set.SearchSet(_options())
         for detector in detectors:
             self._set.Add(detector.pattern)
-        self._seed_index = self._set.Add(_WORD_RUN)
+        seed_run = _seed_run_pattern()
+        self._seed_index = self._set.Add(seed_run)
         self._set.Compile()
         self._compiled = [re2.compile(d.pattern, options=_options()) for d in detectors]
-        self._word_run = re2.compile(_WORD_RUN, options=_options())
+        self._word_run = re2.compile(seed_run, options=_options())
 
     def find_all(self, texts: Sequence[str]) -> Iterator[tuple[int, Hit]]:
         """Hits in many texts at the cost of one: (index of the text, hit within it).
