@@ -260,6 +260,7 @@ class EgressGuard:
             agent_id=self._credentials.agent_id if self._credentials else None,
             agent_name=self._credentials.agent_name if self._credentials else None,
             runtime_type=settings.runtime_type,
+            body_bytes=len(content),
         )
         started = time.monotonic()
         try:

@@ -23,8 +23,11 @@ from sidecar.engine import Engine
 from sidecar.policy_file import default_policy
 from sidecar.verdict import ScanRequest
 
-WORDS = ("the build failed because the cache key changed after we bumped the lockfile "
-         "please review the diff and rerun the pipeline once the fix lands on main").split()  # fmt: skip
+SENTENCES = (
+    "the build failed because the cache key changed after we bumped the lockfile",
+    "please review the diff and rerun the pipeline once the fix lands on main",
+)
+WORDS = [word for sentence in SENTENCES for word in sentence.split()]
 CODE = "def handler(event):\n    return {'status': 200, 'body': json.dumps(event)}\n"
 
 
@@ -76,7 +79,8 @@ async def loop_stall(backend: LocalBackend, scans: int) -> float:
     """Longest gap between 1 ms ticks while `scans` 256 KB bodies are scanned."""
     body = chat_body(256 * 1024, random.Random(2))
     request = ScanRequest(method="POST", url="https://api.openai.com/v1/chat/completions",
-                          headers={"Content-Type": "application/json"}, body=body)  # fmt: skip
+                          headers={"Content-Type": "application/json"}, body=body,
+                          body_bytes=len(json.dumps(body)))  # fmt: skip
     worst = 0.0
     done = asyncio.Event()
 

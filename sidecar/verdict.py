@@ -47,6 +47,8 @@ class ScanRequest(BaseModel):
     agent_name: str | None = None
     runtime_type: str | None = None
     context: str | None = None
+    # Size of the decoded body as sent; local only (never serialised to a scan API).
+    body_bytes: int | None = Field(default=None, exclude=True)
 
 
 class ScanVerdict(BaseModel):

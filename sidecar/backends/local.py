@@ -31,12 +31,13 @@ class EngineError(ScanError):
     kind = "engine_error"
 
 
-def _size(body: Any) -> int:
-    if body is None:
-        return 0
-    if isinstance(body, str):
-        return len(body)
-    return len(json.dumps(body, separators=(",", ":"))) if isinstance(body, (dict, list)) else 0
+def _size(request: ScanRequest) -> int:
+    """The body's size without serialising it again on the event loop."""
+    if request.body_bytes is not None:
+        return request.body_bytes
+    if isinstance(request.body, str):
+        return len(request.body)
+    return 0 if request.body is None else INLINE_LIMIT + 1  # unknown: assume large
 
 
 def request_hash(request: ScanRequest) -> str:
@@ -56,7 +57,7 @@ class LocalBackend:
         self._hosts: OrderedDict[str, str] = OrderedDict()
 
     async def scan(self, request: ScanRequest) -> ScanVerdict:
-        if _size(request.body) > INLINE_LIMIT:
+        if _size(request) > INLINE_LIMIT:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._pool, self.verdict_for, request)
         return self.verdict_for(request)

@@ -53,9 +53,10 @@ def value_hash(value: str) -> str:
     return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
-def _options() -> Any:
+def _options(max_mem: int = 64 << 20) -> Any:
+    """RE2 builds its DFA lazily within `max_mem`; past it, it falls back to a slower NFA."""
     opts = re2.Options()
-    opts.max_mem = 64 << 20
+    opts.max_mem = max_mem
     return opts
 
 
@@ -64,14 +65,14 @@ class Matcher:
 
     def __init__(self, detectors: tuple[Detector, ...] = DETECTORS) -> None:
         self._detectors = detectors
-        self._set = re2.Set.SearchSet(_options())
+        self._set = re2.Set.SearchSet(_options(256 << 20))
         for detector in detectors:
             self._set.Add(detector.pattern)
         seed_run = _seed_run_pattern()
         self._seed_index = self._set.Add(seed_run)
         self._set.Compile()
         self._compiled = [re2.compile(d.pattern, options=_options()) for d in detectors]
-        self._word_run = re2.compile(seed_run, options=_options())
+        self._word_run = re2.compile(seed_run, options=_options(256 << 20))
 
     def find_all(self, texts: Sequence[str]) -> Iterator[tuple[int, Hit]]:
         """Hits in many texts at the cost of one: (index of the text, hit within it).
