@@ -23,6 +23,7 @@ from sidecar.admin import AdminServer
 from sidecar.approvals import ApprovalCapacityExceeded, ApprovalWaiter
 from sidecar.backends import BackendConfigError, backend_name, create_backend
 from sidecar.backends.base import ScanBackend
+from sidecar.backends.breaker import BreakerState
 from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
 from sidecar.backends.local import LocalBackend
 from sidecar.bodies import BodyTooLarge, BodyUndecodable, body_for_scan, decode_body
@@ -76,6 +77,8 @@ ADDON_SETTINGS = (
     "policy",
     "internal_hosts",
     "approval_expiry",
+    "breaker_threshold",
+    "breaker_cooldown",
 )
 
 # Never sent to the scan API: hop-by-hop headers and the agent's proxy credentials.
@@ -153,7 +156,7 @@ class EgressGuard:
         settings, credentials = self.settings, self._credentials
         assert settings is not None
         assert credentials is not None
-        self.backend = create_backend(settings, credentials, self._policy)
+        self.backend = create_backend(settings, credentials, self._policy, self._circuit_changed)
         if credentials.api_key is not None:
             self._own_secret = credentials.api_key.get_secret_value().encode()
         self.approvals = ApprovalWaiter(
@@ -179,6 +182,15 @@ class EgressGuard:
                     settings.admin,
                     e.strerror,
                 )
+
+    def _circuit_changed(self, state: BreakerState) -> None:
+        is_open = state is BreakerState.OPEN
+        self.metrics.circuit_open.set(1 if is_open else 0)
+        if is_open:
+            self.metrics.circuit_opens.inc()
+            logger.warning("scan API circuit open: failing fast until a trial call succeeds")
+        else:
+            logger.warning("scan API circuit %s", state.value)
 
     async def done(self) -> None:
         if self.responses is not None:

@@ -50,6 +50,12 @@ RUN_FLAGS = (
     ("--fail-mode", "fail_mode", "closed (default): block without a verdict; open: forward"),
     ("--scan-timeout", "scan_timeout", "seconds one scan may take, retries included (10)"),
     ("--scan-retries", "scan_retries", "retries on 5xx and connection errors (2)"),
+    (
+        "--breaker-threshold",
+        "breaker_threshold",
+        "scan API outages in a row that open the circuit (5)",
+    ),
+    ("--breaker-cooldown", "breaker_cooldown", "seconds the circuit stays open (10)"),
     ("--approval-timeout", "approval_timeout", "seconds to hold a request for approval (60)"),
     ("--approval-poll-interval", "approval_poll_interval", "seconds between polls (2)"),
     ("--max-pending-approvals", "max_pending_approvals", "requests held at once (100)"),

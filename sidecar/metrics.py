@@ -57,6 +57,16 @@ class SidecarMetrics:
             ["kind"],
             registry=r,
         )
+        self.circuit_open = Gauge(
+            f"{PREFIX}_scan_circuit_open",
+            "1 while the scan API circuit breaker is open (calls fail fast), else 0.",
+            registry=r,
+        )
+        self.circuit_opens = Counter(
+            f"{PREFIX}_scan_circuit_opens",
+            "Times the scan API circuit breaker opened.",
+            registry=r,
+        )
         self.approvals_pending = Gauge(
             f"{PREFIX}_approvals_pending",
             "Requests currently held waiting for a human decision.",

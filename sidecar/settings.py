@@ -134,6 +134,12 @@ class SidecarSettings(BaseSettings):
         default=10.0, gt=0, le=300, description="Seconds one scan may take, retries included."
     )
     scan_retries: int = Field(default=2, ge=0, le=10, description="Retries on 5xx/connection.")
+    breaker_threshold: int = Field(
+        default=5, ge=1, le=1000, description="Consecutive scan API outages that open the circuit."
+    )
+    breaker_cooldown: float = Field(
+        default=10.0, gt=0, le=3600, description="Seconds the circuit stays open before a trial."
+    )
     approval_timeout: float = Field(
         default=60.0, gt=0, le=86400, description="Seconds a request is held for approval."
     )

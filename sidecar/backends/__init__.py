@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sidecar.approval_store import ApprovalStore
 from sidecar.backends.base import ScanBackend
+from sidecar.backends.breaker import BreakerState, CircuitBreaker
 from sidecar.backends.interven import IntervenBackend
 from sidecar.backends.local import LocalBackend
 from sidecar.engine import Engine, Policy
@@ -24,11 +27,19 @@ def backend_name(settings: SidecarSettings, credentials: IntervenCredentials) ->
 
 
 def create_backend(
-    settings: SidecarSettings, credentials: IntervenCredentials, policy: Policy | None = None
+    settings: SidecarSettings,
+    credentials: IntervenCredentials,
+    policy: Policy | None = None,
+    on_circuit_change: Callable[[BreakerState], None] | None = None,
 ) -> ScanBackend:
     """Build the configured backend; raises BackendConfigError or PolicyError."""
     if backend_name(settings, credentials) == "interven":
-        return IntervenBackend(credentials, settings.scan_timeout, settings.scan_retries)
+        breaker = CircuitBreaker(
+            settings.breaker_threshold, settings.breaker_cooldown, on_change=on_circuit_change
+        )
+        return IntervenBackend(
+            credentials, settings.scan_timeout, settings.scan_retries, breaker=breaker
+        )
     return create_local_backend(settings, policy)
 
 

@@ -1,5 +1,7 @@
 """HTTP plumbing shared by remote backends: one client, typed errors, one retry policy.
 
+A circuit breaker (see `breaker.py`) sits in front of every call when given.
+
 Retry policy, stated once: connection errors, timeouts of a single attempt and 5xx are
 retried up to `retries` times with full-jitter exponential backoff; 429 is retried
 after `Retry-After` when the server gives it (full jitter otherwise); 4xx other than
@@ -25,9 +27,11 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from sidecar.backends.breaker import CircuitBreaker
 from sidecar.backends.errors import (
     MalformedVerdict,
     ScanAuthError,
+    ScanError,
     ScanRateLimited,
     ScanRejected,
     ScanServerError,
@@ -99,9 +103,11 @@ class RetryingHttpClient:
         retries: int,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 100,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.timeout = timeout
         self.retries = retries
+        self.breaker = breaker
         self._client = httpx.AsyncClient(
             base_url=base_url,
             headers=headers,
@@ -134,7 +140,20 @@ class RetryingHttpClient:
             except ValueError:
                 raise MalformedVerdict(f"{what}: answer is not JSON") from None
 
-        return await self._with_retries(attempt, budget, what)
+        breaker = self.breaker
+        if breaker is None:
+            return await self._with_retries(attempt, budget, what)
+        breaker.before_call(what)
+        try:
+            result = await self._with_retries(attempt, budget, what)
+        except ScanError as e:
+            breaker.record(e)
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        breaker.record(None)
+        return result
 
     async def _send(self, method: str, path: str, what: str, json: Any) -> httpx.Response:
         try:

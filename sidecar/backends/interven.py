@@ -9,6 +9,7 @@ import httpx
 from pydantic import ValidationError
 
 from sidecar import __version__
+from sidecar.backends.breaker import CircuitBreaker
 from sidecar.backends.errors import MalformedVerdict
 from sidecar.backends.http import RetryingHttpClient
 from sidecar.settings import IntervenCredentials
@@ -26,6 +27,7 @@ class IntervenBackend:
         timeout: float,
         retries: int,
         transport: httpx.AsyncBaseTransport | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if credentials.api_key is None:
             raise ValueError("INTERVEN_API_KEY is not set")
@@ -38,6 +40,7 @@ class IntervenBackend:
             timeout=timeout,
             retries=retries,
             transport=transport,
+            breaker=breaker,
         )
 
     async def scan(self, request: ScanRequest) -> ScanVerdict:

@@ -130,3 +130,42 @@ def test_a_bug_in_the_sidecar_never_lets_a_request_through(fail_mode, make_sidec
     assert "simulated bug" not in result.body.decode()
     assert sidecar.metric("egress_sidecar_scan_errors_total", kind="internal") == 1
     assert upstream.requests_to(f"/allow/bug-{fail_mode}") == []
+
+
+def test_dead_scan_api_costs_one_fast_failure_then_recovers(make_sidecar, upstream, scan_api):
+    sidecar = make_sidecar(breaker_threshold=2, breaker_cooldown=3600, scan_retries=0)
+    scan_api.script(Reply(status=503), Reply(status=503))
+    for i in range(2):
+        result = run_client(sidecar, "requests", "GET", upstream.https + f"/allow/outage{i}")
+        assert result.json()["reason_codes"] == ["FAIL_CLOSED", "SCAN_SERVER_ERROR"]
+    assert sidecar.metric("egress_sidecar_scan_circuit_open") == 1
+    assert sidecar.metric("egress_sidecar_scan_circuit_opens_total") == 1
+    seen = len(scan_api.scans.items)
+    fast = run_client(sidecar, "requests", "GET", upstream.https + "/allow/while-open")
+    assert fast.status == 503
+    assert fast.json()["reason_codes"] == ["FAIL_CLOSED", "SCAN_CIRCUIT_OPEN"]
+    assert len(scan_api.scans.items) == seen  # not even attempted
+    assert upstream.requests_to("/allow/while-open") == []
+
+    # The scan API is back (the double now allows). Let the cooldown elapse (rather than
+    # wait an hour): the next request is the trial, and its success closes the circuit.
+    sidecar.info.guard.backend._http.breaker._cooldown = 0
+    result = run_client(sidecar, "requests", "GET", upstream.https + "/allow/recovered")
+    assert result.status == 200
+    assert sidecar.metric("egress_sidecar_scan_circuit_open") == 0
+
+
+@pytest.mark.parametrize("fail_mode", ["closed", "open"])
+def test_circuit_open_follows_the_fail_mode(fail_mode, make_sidecar, upstream, scan_api):
+    sidecar = make_sidecar(fail_mode=fail_mode, breaker_threshold=1, breaker_cooldown=3600,
+                           scan_retries=0)  # fmt: skip
+    scan_api.script(Reply(status=500))
+    run_client(sidecar, "requests", "GET", upstream.https + f"/allow/trip-{fail_mode}")
+    result = run_client(sidecar, "requests", "GET", upstream.https + f"/allow/co-{fail_mode}")
+    if fail_mode == "closed":
+        assert result.status == 503
+        assert upstream.requests_to(f"/allow/co-{fail_mode}") == []
+    else:
+        assert result.status == 200
+        assert result.headers["x-interven-reasons"] == "FAIL_OPEN,SCAN_CIRCUIT_OPEN"
+        assert sidecar.metric("egress_sidecar_fail_open_forwards_total", kind="circuit_open") == 1
