@@ -80,6 +80,7 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # simulates a slow scan API (never used to synchronise a test)
+    body_delay: float = 0.0  # headers at once, then the body this much later
 
 
 def verdict(decision: str = "ALLOW", **extra: Any) -> dict[str, Any]:
@@ -124,9 +125,16 @@ class _Base(tornado.web.RequestHandler):
             self.set_header(k, v)
         if isinstance(reply.body, (dict, list)):
             self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps(reply.body))
+            payload = json.dumps(reply.body).encode()
         else:
-            self.finish(reply.body or "")
+            payload = (reply.body or "").encode()
+        if reply.body_delay:
+            self.set_header("Content-Length", str(len(payload)))
+            self.write(payload[:1])
+            await self.flush()
+            await asyncio.sleep(reply.body_delay)
+            payload = payload[1:]
+        self.finish(payload)
 
 
 class _ScanHandler(_Base):
