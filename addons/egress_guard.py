@@ -10,6 +10,7 @@ Load it with `egress-sidecar run`, or with `mitmdump -s addons/egress_guard.py` 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -115,6 +116,9 @@ class EgressGuard:
         self.admin: AdminServer | None = None
         self._own_secret: bytes | None = None
         self._policy: Policy | None = None
+        self.in_flight: set[str] = set()  # flow ids between request headers and the answer
+        self.idle = asyncio.Event()  # set while nothing is in flight (graceful shutdown)
+        self.idle.set()
 
     def load(self, loader: Loader) -> None:
         try:
@@ -211,6 +215,18 @@ class EgressGuard:
             return "backend not started"
         return None
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self.in_flight.add(flow.id)
+        self.idle.clear()
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finished(flow)
+
+    def _finished(self, flow: http.HTTPFlow) -> None:
+        self.in_flight.discard(flow.id)
+        if not self.in_flight:
+            self.idle.set()
+
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None or not flow.live:
             return
@@ -227,6 +243,7 @@ class EgressGuard:
         self._record(flow, enforcement, scan_seconds, time.monotonic() - started)
 
     def response(self, flow: http.HTTPFlow) -> None:
+        self._finished(flow)
         enforcement = flow.metadata.get(METADATA_KEY)
         if not isinstance(enforcement, Enforcement) or not enforcement.forward:
             return

@@ -60,6 +60,8 @@ RUN_FLAGS = (
     ("--approval-poll-interval", "approval_poll_interval", "seconds between polls (2)"),
     ("--max-pending-approvals", "max_pending_approvals", "requests held at once (100)"),
     ("--max-body-bytes", "max_body_bytes", "largest decoded body scanned (262144)"),
+    ("--max-buffered-bytes", "max_buffered_bytes", "hard cap per buffered body (256 MiB)"),
+    ("--shutdown-grace", "shutdown_grace", "seconds SIGTERM waits for in-flight requests (20)"),
     ("--policy", "policy", "policy file for the local engine (default: built-in)"),
     ("--internal-hosts", "internal_hosts", "internal destinations agents may reach (a,b,*.c)"),
     ("--approval-expiry", "approval_expiry", "seconds a local approval stays open (3600)"),

@@ -7,6 +7,8 @@ otherwise addons → sidecar).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from sidecar.ca import CaFiles
 from sidecar.settings import HostPort, IntervenCredentials, SidecarSettings
 
 ADDRESS_FILE = "proxy-address"
+logger = logging.getLogger("egress_sidecar")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ def mitmproxy_option_values(settings: SidecarSettings) -> dict[str, Any]:
         "listen_port": settings.listen.port,
         "connection_strategy": "lazy",
         "stream_large_bodies": None,
+        # The hard cap on what is buffered per body: larger requests get 413 before they
+        # are forwarded; larger responses with a declared length get 502.
+        "body_size_limit": str(settings.max_buffered_bytes),
     }
     if settings.upstream_proxy is not None:
         values["mode"] = [f"upstream:{settings.upstream_proxy}"]
@@ -84,17 +90,38 @@ def build_master(
     return master
 
 
+async def drain_and_stop(master: DumpMaster, grace: float) -> None:
+    """Graceful stop: no new connections, in-flight requests finish (within `grace`),
+    then the addons' `done` hooks flush the response queue and close the backend."""
+    logger.warning("stopping: no new connections; draining in-flight requests (%gs)", grace)
+    master.options.update(server=False)  # closes the listening sockets only
+    guard = master.addons.get("egressguard")
+    if guard is not None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await guard.idle.wait()
+    if guard is not None and guard.in_flight:
+        logger.warning("grace period over: %d requests cut off", len(guard.in_flight))
+    master.shutdown()
+
+
 async def serve(
     settings: SidecarSettings,
     credentials: IntervenCredentials,
     ca: CaFiles,
     on_ready: Callable[[ReadyInfo], None],
 ) -> None:
-    """Run until SIGINT/SIGTERM (or `master.shutdown()`)."""
+    """Run until SIGINT/SIGTERM (or `master.shutdown()`); SIGTERM drains first."""
     master = build_master(settings, credentials, ca, on_ready)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, master.shutdown)
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_sigterm() -> None:
+        if not stopping:
+            stopping.append(loop.create_task(drain_and_stop(master, settings.shutdown_grace)))
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    loop.add_signal_handler(signal.SIGINT, master.shutdown)
     try:
         await master.run()
     finally:

@@ -155,6 +155,14 @@ class SidecarSettings(BaseSettings):
         le=64 * 1024 * 1024,
         description="Largest decoded request body that is scanned; larger ones are refused.",
     )
+    max_buffered_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Hard cap on a buffered body (mitmproxy's body_size_limit), either way.",
+    )
+    shutdown_grace: float = Field(
+        default=20.0, ge=0, le=3600, description="Seconds SIGTERM waits for in-flight requests."
+    )
     response_queue_size: int = Field(
         default=256, ge=1, le=100_000, description="Response bodies waiting to be posted."
     )
