@@ -19,6 +19,8 @@ from typing import Any
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
+from mitmproxy.proxy.layer import NextLayer
+from mitmproxy.proxy.layers import TCPLayer
 
 from sidecar.admin import AdminServer
 from sidecar.approvals import ApprovalCapacityExceeded, ApprovalWaiter
@@ -53,11 +55,13 @@ from sidecar.settings import (
     load_credentials,
     load_settings,
 )
+from sidecar.stream_tap import ResponseTap
 from sidecar.verdict import Decision, ScanRequest
 
 logger = logging.getLogger("egress_sidecar")
 
 METADATA_KEY = "egress_sidecar"
+TAP_KEY = "egress_sidecar_tap"
 SHUTDOWN_GRACE = 5.0
 
 # Settings the addon exposes as mitmproxy options (`egress_<name>`). The rest map onto
@@ -242,14 +246,32 @@ class EgressGuard:
         self._apply(flow, enforcement)
         self._record(flow, enforcement, scan_seconds, time.monotonic() - started)
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Stamp the decision headers (before a streamed response's headers leave), and let
+        event streams go to the agent as they arrive, keeping a bounded copy."""
+        enforcement = flow.metadata.get(METADATA_KEY)
+        if flow.response is None or not isinstance(enforcement, Enforcement):
+            return
+        flow.response.headers.update(enforcement.headers())
+        if flow.response.stream:
+            return
+        media = flow.response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media == "text/event-stream":
+            tap = ResponseTap()
+            flow.response.stream = tap
+            flow.metadata[TAP_KEY] = tap
+
     def response(self, flow: http.HTTPFlow) -> None:
         self._finished(flow)
         enforcement = flow.metadata.get(METADATA_KEY)
         if not isinstance(enforcement, Enforcement) or not enforcement.forward:
             return
         assert flow.response is not None
-        flow.response.headers.update(enforcement.headers())
+        flow.response.headers.update(enforcement.headers())  # idempotent; set in responseheaders
         raw = flow.response.raw_content
+        tap = flow.metadata.get(TAP_KEY)
+        if raw is None and isinstance(tap, ResponseTap):
+            raw = tap.captured
         if enforcement.from_backend and raw is not None and self.responses is not None:
             self.responses.submit(
                 ResponseScanJob(
@@ -260,6 +282,78 @@ class EgressGuard:
                     status=flow.response.status_code,
                 )
             )
+
+    async def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """Each message the agent sends is scanned like a request body.
+
+        ALLOW passes it, SANITIZE rewrites it, anything else (DENY, REQUIRE_APPROVAL, or
+        no verdict under fail-closed) drops that message; the connection stays open.
+        """
+        assert flow.websocket is not None
+        message = flow.websocket.messages[-1]
+        if not message.from_client or message.dropped:
+            return
+        settings, backend = self.settings, self.backend
+        assert settings is not None
+        assert backend is not None
+        content = message.content
+        scheme = "wss" if flow.request.scheme == "https" else "ws"
+        scan_request = ScanRequest(
+            method="WEBSOCKET",
+            url=scheme + flow.request.url.removeprefix(flow.request.scheme),
+            headers={},
+            body=body_for_scan(content, "application/json" if message.is_text else ""),
+            agent_id=self._credentials.agent_id if self._credentials else None,
+            agent_name=self._credentials.agent_name if self._credentials else None,
+            runtime_type=settings.runtime_type,
+            body_bytes=len(content),
+        )
+        started = time.monotonic()
+        try:
+            if len(content) > settings.max_body_bytes:
+                raise BodyTooLarge("message larger than the scan limit")
+            if self._own_secret and self._own_secret in content:
+                enforcement = local_block(SIDECAR_CREDENTIAL, "sidecar credential", 403)
+            else:
+                enforcement = from_verdict(await backend.scan(scan_request))
+        except BodyTooLarge:
+            enforcement = local_block(BODY_TOO_LARGE, "message too large", 413)
+        except ScanError as e:
+            self.metrics.scan_errors.labels(e.kind).inc()
+            enforcement = self._without_verdict(e)
+        except Exception:
+            logger.exception("egress-sidecar: internal error while judging a WebSocket message")
+            enforcement = self._internal_error()
+        if not enforcement.forward:
+            message.drop()
+        elif enforcement.replacement_body is not None:
+            message.content = enforcement.replacement_body
+        action = "dropped" if not enforcement.forward else "forwarded"
+        self.metrics.websocket_messages.labels(enforcement.decision.value, action).inc()
+        log_decision(
+            {
+                "event_kind": "websocket_message",
+                "trace_id": enforcement.trace_id,
+                "decision": enforcement.decision.value,
+                "forwarded": enforcement.forward,
+                "reasons": enforcement.reasons,
+                "tool": enforcement.tool,
+                "error": enforcement.error_kind,
+                "host": flow.request.host,
+                "port": flow.request.port,
+                "scan_ms": round((time.monotonic() - started) * 1000, 2),
+            }
+        )
+
+    def next_layer(self, nextlayer: NextLayer) -> None:
+        """Connections to pass-through hosts are tunnelled unseen: say so, every time."""
+        if isinstance(nextlayer.layer, TCPLayer) and nextlayer.layer.flow is None:
+            address = nextlayer.context.server.address
+            host = address[0] if address else "?"
+            self.metrics.passthrough_connections.inc()
+            logger.warning("pass-through (not inspected): connection to %s", host)
+            log_decision({"event_kind": "passthrough", "host": host,
+                          "port": address[1] if address else None})  # fmt: skip
 
     async def _judge(self, flow: http.HTTPFlow) -> tuple[Enforcement, float | None]:
         settings, backend = self.settings, self.backend

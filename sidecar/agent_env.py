@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import shlex
 from pathlib import Path
+from urllib.parse import quote
 
 from sidecar.settings import HostPort
 
@@ -18,7 +19,7 @@ CA_VARIABLES = (
 )
 
 
-def proxy_url(listen: HostPort) -> str:
+def proxy_url(listen: HostPort, auth: str | None = None) -> str:
     """The URL agents use; a wildcard listen address is reached on loopback."""
     host = listen.host
     try:
@@ -26,11 +27,15 @@ def proxy_url(listen: HostPort) -> str:
             host = "127.0.0.1" if ipaddress.ip_address(host).version == 4 else "::1"
     except ValueError:
         pass
-    return f"http://{HostPort(host=host, port=listen.port)}"
+    userinfo = ""
+    if auth:
+        user, _, password = auth.partition(":")
+        userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+    return f"http://{userinfo}{HostPort(host=host, port=listen.port)}"
 
 
-def agent_environment(listen: HostPort, ca_bundle: Path) -> dict[str, str]:
-    url = proxy_url(listen)
+def agent_environment(listen: HostPort, ca_bundle: Path, auth: str | None = None) -> dict[str, str]:
+    url = proxy_url(listen, auth)
     env = {
         "HTTPS_PROXY": url,
         "https_proxy": url,

@@ -62,6 +62,7 @@ RUN_FLAGS = (
     ("--max-body-bytes", "max_body_bytes", "largest decoded body scanned (262144)"),
     ("--max-buffered-bytes", "max_buffered_bytes", "hard cap per buffered body (256 MiB)"),
     ("--shutdown-grace", "shutdown_grace", "seconds SIGTERM waits for in-flight requests (20)"),
+    ("--passthrough-hosts", "passthrough_hosts", "hosts tunnelled uninspected (a.org,*.b.org)"),
     ("--policy", "policy", "policy file for the local engine (default: built-in)"),
     ("--internal-hosts", "internal_hosts", "internal destinations agents may reach (a,b,*.c)"),
     ("--approval-expiry", "approval_expiry", "seconds a local approval stays open (3600)"),
@@ -283,7 +284,8 @@ def cmd_env(args: argparse.Namespace) -> int:
             raise CliError(f"--listen has port 0 and no running sidecar recorded in {recorded}")
         listen = HostPort.parse(recorded.read_text().strip())
     ca = _ensure_ca(settings.confdir)
-    sys.stdout.write(export_lines(agent_environment(listen, ca.bundle)))
+    auth = settings.proxy_auth.get_secret_value() if settings.proxy_auth else None
+    sys.stdout.write(export_lines(agent_environment(listen, ca.bundle, auth)))
     return 0
 
 

@@ -17,5 +17,6 @@ logger = logging.getLogger("egress_sidecar.decisions")
 def log_decision(fields: dict[str, Any]) -> None:
     if not logger.isEnabledFor(logging.INFO):
         return
-    line = {"ts": round(time.time(), 3), "event": "decision", **fields}
+    kind = fields.pop("event_kind", "decision")
+    line = {"ts": round(time.time(), 3), "event": kind, **fields}
     logger.info(json.dumps(line, separators=(",", ":"), default=str))

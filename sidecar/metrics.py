@@ -95,6 +95,17 @@ class SidecarMetrics:
             ["reason"],
             registry=r,
         )
+        self.websocket_messages = Counter(
+            f"{PREFIX}_websocket_messages",
+            "WebSocket messages from agents, by decision and what happened to them.",
+            ["decision", "action"],
+            registry=r,
+        )
+        self.passthrough_connections = Counter(
+            f"{PREFIX}_passthrough_connections",
+            "Connections to pass-through hosts, tunnelled without inspection.",
+            registry=r,
+        )
         self._tools: set[str] = set()
         self._tools_lock = threading.Lock()
 

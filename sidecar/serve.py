@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,11 +52,22 @@ def mitmproxy_option_values(settings: SidecarSettings) -> dict[str, Any]:
         # are forwarded; larger responses with a declared length get 502.
         "body_size_limit": str(settings.max_buffered_bytes),
     }
+    if settings.passthrough_hosts:
+        values["ignore_hosts"] = [passthrough_pattern(h) for h in settings.passthrough_hosts]
+    if settings.proxy_auth is not None:
+        values["proxyauth"] = settings.proxy_auth.get_secret_value()
     if settings.upstream_proxy is not None:
         values["mode"] = [f"upstream:{settings.upstream_proxy}"]
     if settings.upstream_ca is not None:
         values["ssl_verify_upstream_trusted_ca"] = str(settings.upstream_ca)
     return values
+
+
+def passthrough_pattern(host: str) -> str:
+    """mitmproxy's ignore_hosts regex (matched against "host:port") for a host pattern."""
+    if host.startswith("*."):
+        return rf"^[^:]+\.{re.escape(host[2:])}:\d+$"
+    return rf"^{re.escape(host)}:\d+$"
 
 
 class _ReadyNotifier:

@@ -114,6 +114,14 @@ class SidecarSettings(BaseSettings):
         description="Internal destinations agents may reach (names, *.wildcards, CIDRs); "
         "not flagged as SSRF by the local engine. Comma-separated.",
     )
+    passthrough_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts tunnelled without inspection (e.g. package mirrors); each "
+        "connection is logged and counted. Exact names or *.domain, comma-separated.",
+    )
+    proxy_auth: SecretStr | None = Field(
+        default=None, description="USER:PASSWORD agents must present (Proxy-Authorization)."
+    )
     approval_expiry: float = Field(
         default=3600.0, gt=0, le=30 * 86400, description="Seconds a local approval stays open."
     )
@@ -183,7 +191,23 @@ class SidecarSettings(BaseSettings):
             return None
         return HostPort.parse(value)
 
-    @field_validator("internal_hosts", mode="before")
+    @field_validator("passthrough_hosts", mode="after")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            bare = host.removeprefix("*.")
+            if not bare or any(c in bare for c in "*/: ") or "." not in bare:
+                raise ValueError(f"{host!r}: expected a host name or *.domain")
+        return value
+
+    @field_validator("proxy_auth", mode="after")
+    @classmethod
+    def _check_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and ":" not in value.get_secret_value():
+            raise ValueError("expected USER:PASSWORD")
+        return value
+
+    @field_validator("internal_hosts", "passthrough_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):

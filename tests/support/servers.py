@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
+import tornado.websocket
 import trustme
 
 T = TypeVar("T")
@@ -231,6 +232,29 @@ class _UpstreamHandler(tornado.web.RequestHandler):
     get = post = put = patch = delete = _handle  # type: ignore[assignment]
 
 
+class _SseHandler(tornado.web.RequestHandler):
+    """Sends one event, waits until the test releases it, then sends the last one."""
+
+    def initialize(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", "text/event-stream")
+        self.write("data: first\n\n")
+        await self.flush()
+        await self.upstream.sse_release.wait()
+        self.finish("data: second\n\n")
+
+
+class _WsHandler(tornado.websocket.WebSocketHandler):
+    def initialize(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def on_message(self, message: str | bytes) -> None:
+        self.upstream.ws_messages.add(message)
+        self.write_message(f"echo:{message!s}")
+
+
 class Upstream:
     """An HTTPS (and a plain HTTP) server that records every request it receives."""
 
@@ -242,14 +266,28 @@ class Upstream:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         cert.configure_cert(ssl_ctx)
         self.received = Recorder()
-        app = tornado.web.Application([(r"/.*", _UpstreamHandler, {"upstream": self})])
+        self.ws_messages = Recorder()
+        self._loop = loop
+        self.sse_release = loop.run(_make_event())
+        app = tornado.web.Application([
+            (r"/sse", _SseHandler, {"upstream": self}),
+            (r"/ws", _WsHandler, {"upstream": self}),
+            (r"/.*", _UpstreamHandler, {"upstream": self}),
+        ])  # fmt: skip
         self.https_port = loop.run(_listen(app, UPSTREAM_HOST, ssl_ctx))
         self.http_port = loop.run(_listen(app, UPSTREAM_HOST, None))
         self.https = f"https://{UPSTREAM_HOST}:{self.https_port}"
         self.http = f"http://{UPSTREAM_HOST}:{self.http_port}"
 
+    def release_sse(self) -> None:
+        self._loop.loop.call_soon_threadsafe(self.sse_release.set)
+
     def requests_to(self, path: str) -> list[UpstreamRequest]:
         return [r for r in self.received.items if r.path == path]
+
+
+async def _make_event() -> asyncio.Event:
+    return asyncio.Event()
 
 
 async def _listen(app: tornado.web.Application, host: str, ssl_ctx: Any) -> int:
