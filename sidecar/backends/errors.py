@@ -26,6 +26,12 @@ class ScanTimeout(ScanError):
     kind = "timeout"
 
 
+class ScanOverloaded(ScanError):
+    """No connection to the scan API was free in time: local congestion, not an outage."""
+
+    kind = "overloaded"
+
+
 class ScanRateLimited(ScanError):
     """HTTP 429; `retry_after` is in seconds when the server said."""
 
@@ -75,6 +81,7 @@ ERROR_KINDS: tuple[str, ...] = (
     ScanError.kind,
     ScanUnavailable.kind,
     ScanTimeout.kind,
+    ScanOverloaded.kind,
     ScanRateLimited.kind,
     ScanServerError.kind,
     ScanRejected.kind,

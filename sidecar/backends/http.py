@@ -31,6 +31,7 @@ from sidecar.backends.breaker import CircuitBreaker
 from sidecar.backends.errors import (
     MalformedVerdict,
     ScanAuthError,
+    ScanOverloaded,
     ScanError,
     ScanRateLimited,
     ScanRejected,
@@ -158,6 +159,8 @@ class RetryingHttpClient:
     async def _send(self, method: str, path: str, what: str, json: Any) -> httpx.Response:
         try:
             return await self._client.request(method, path, json=json)
+        except httpx.PoolTimeout:
+            raise ScanOverloaded(f"{what}: no free connection to the scan API") from None
         except httpx.TimeoutException:
             raise ScanTimeout(f"{what}: timed out") from None
         except httpx.TransportError as e:
