@@ -31,8 +31,8 @@ from sidecar.backends.breaker import CircuitBreaker
 from sidecar.backends.errors import (
     MalformedVerdict,
     ScanAuthError,
-    ScanOverloaded,
     ScanError,
+    ScanOverloaded,
     ScanRateLimited,
     ScanRejected,
     ScanServerError,

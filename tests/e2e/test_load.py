@@ -23,8 +23,10 @@ HELD = 30
 async def _burst(sidecar: Sidecar, base: str, paths: list[str]) -> list[httpx.Response]:
     verify = ssl.create_default_context(cafile=str(sidecar.ca.bundle))
     limits = httpx.Limits(max_connections=len(paths), max_keepalive_connections=len(paths))
-    async with httpx.AsyncClient(proxy=f"http://{sidecar.info.proxy}", verify=verify,
-                                 trust_env=False, timeout=WAIT * 3, limits=limits) as client:  # fmt: skip
+    proxy = f"http://{sidecar.info.proxy}"
+    async with httpx.AsyncClient(
+        proxy=proxy, verify=verify, trust_env=False, timeout=WAIT * 3, limits=limits
+    ) as client:
         return await asyncio.gather(*(client.post(base + p, json={"p": p}) for p in paths))
 
 
