@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.leaks import CollectingHandler
 from tests.support.servers import LoopThread, ScanApiDouble, Upstream, rule_by_path
 from tests.support.sidecar import Sidecar, start_sidecar
+
+
+@pytest.fixture(scope="session", autouse=True)
+def collect_everything_logged() -> Iterator[None]:
+    """Every log line of the suite (INFO and up, all loggers) goes to the leak check."""
+    handler = CollectingHandler(level=logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    for name in ("egress_sidecar", "sidecar", "mitmproxy", "addons"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    yield
+    root.removeHandler(handler)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The credential leak check reads what every other test produced: it runs last."""
+    last = [i for i in items if i.name == "test_no_credential_leaked_anywhere"]
+    items[:] = [i for i in items if i not in last] + last
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import leaks
 from tests.support.servers import WAIT
 from tests.support.sidecar import run_client
 
 BIN = Path(sys.executable).parent
 EXE = str(BIN / "egress-sidecar")
 ROOT = Path(__file__).resolve().parents[2]
-KEY = "iv_live_cli_test_key"
+KEY = leaks.SIDECAR_KEYS[1]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -31,9 +32,11 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    result = subprocess.run(
         [EXE, *args], capture_output=True, text=True, env=_env(**env), timeout=WAIT, check=False
     )
+    leaks.record(result.stdout + result.stderr)
+    return result
 
 
 def _start_mitmdump(*options: str, **env: str) -> tuple[subprocess.Popen[str], str]:
@@ -209,7 +212,9 @@ def test_run_announces_itself_enforces_and_stops_cleanly_on_sigterm(tmp_path, sc
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(WAIT) == 0
-    assert KEY not in proc.stdout.read() + proc.stderr.read()
+    rest = proc.stdout.read() + proc.stderr.read()
+    leaks.record("".join(banner) + decision + rest)
+    assert KEY not in rest
 
 
 def test_run_on_a_fresh_machine_uses_the_embedded_engine(tmp_path, upstream):

@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+from tests.support import leaks
 from tests.support.servers import WAIT, Reply, verdict
 from tests.support.waiting import eventually
 
@@ -31,7 +32,7 @@ def test_sigterm_drains_in_flight_requests_and_flushes(tmp_path, scan_api, upstr
         [EXE, "run", "--listen", "127.0.0.1:0", "--admin", "off", "--confdir", str(tmp_path),
          "--upstream-ca", str(upstream.ca_file), "--shutdown-grace", "30"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=_env(INTERVEN_API_KEY="iv_live_lifecycle", INTERVEN_GATEWAY_URL=scan_api.url),
+        env=_env(INTERVEN_API_KEY=leaks.SIDECAR_KEYS[2], INTERVEN_GATEWAY_URL=scan_api.url),
     )  # fmt: skip
     assert proc.stderr is not None
     port = int(re.search(r":(\d+)\n", proc.stderr.readline()).group(1))  # type: ignore[union-attr]
@@ -62,6 +63,7 @@ def test_sigterm_drains_in_flight_requests_and_flushes(tmp_path, scan_api, upstr
     thread.join(WAIT)
     assert box["curl"].stdout == "200", box["curl"].stderr
     assert proc.wait(WAIT) == 0
+    leaks.record(proc.stderr.read() + (proc.stdout.read() if proc.stdout else ""))
     upstream.received.wait_for(lambda r: r.path == "/allow/in-flight")
     # The response post was flushed before exit.
     posts = [p for p in scan_api.response_posts.items

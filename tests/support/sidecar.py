@@ -19,9 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sidecar.ca import CaFiles, ensure_ca
 from sidecar.serve import ReadyInfo, build_master
 from sidecar.settings import IntervenCredentials, load_settings
+from tests.support import leaks
 from tests.support.servers import WAIT
 
-API_KEY = "iv_live_TESTKEY_never_forward_3f9a1c"
+API_KEY = leaks.SIDECAR_KEYS[0]
 AGENT_ID = "00000000-0000-0000-0000-000000000123"
 CLIENTS_DIR = Path(__file__).resolve().parent.parent / "clients"
 ROOT = CLIENTS_DIR.parent.parent
@@ -51,6 +52,7 @@ class Sidecar:
         with httpx.Client(trust_env=False) as c:
             r = c.get(f"http://{self.info.admin}/metrics")
         assert r.status_code == 200
+        leaks.record(r.text)
         return r.text
 
     def metric(self, name: str, **labels: str) -> float:
@@ -65,7 +67,9 @@ class Sidecar:
 
     def admin_get(self, path: str) -> httpx.Response:
         with httpx.Client(trust_env=False) as c:
-            return c.get(f"http://{self.info.admin}{path}")
+            response = c.get(f"http://{self.info.admin}{path}")
+        leaks.record(response.text)
+        return response
 
     def stop(self) -> None:
         if not self.thread.is_alive():
@@ -165,6 +169,7 @@ def run_client(
         check=False,
         cwd=ROOT,
     )
+    leaks.record(proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace"))
     assert proc.returncode == 0, f"{client} failed: {proc.stderr.decode()[-2000:]}"
     out = json.loads(proc.stdout)
     return ClientResult(
