@@ -48,6 +48,8 @@ def mitmproxy_option_values(settings: SidecarSettings) -> dict[str, Any]:
         "listen_port": settings.listen.port,
         "connection_strategy": "lazy",
         "stream_large_bodies": None,
+        # mitm.it would answer agents from inside the proxy, unscanned: not wanted here.
+        "onboarding": False,
         # The hard cap on what is buffered per body: larger requests get 413 before they
         # are forwarded; larger responses with a declared length get 502.
         "body_size_limit": str(settings.max_buffered_bytes),

@@ -74,3 +74,13 @@ def test_proxy_and_admin_listen_on_loopback_by_default():
     assert settings.listen.is_loopback
     assert settings.admin is not None
     assert settings.admin.is_loopback
+
+
+def test_no_onboarding_app_inside_the_proxy(sidecar, scan_api):
+    """mitmproxy's mitm.it app would answer from inside the proxy; here it is a normal
+    destination, judged like any other (the double denies it, so nothing is contacted)."""
+    result = run_client(sidecar, "curl", "GET", "http://mitm.it/deny/cert/pem")
+    assert result.status == 403
+    assert result.headers["x-interven-decision"] == "DENY"
+    scan_api.scans.wait_for(lambda s: s["json"]["url"] == "http://mitm.it/deny/cert/pem")
+    assert "PRIVATE KEY" not in result.body.decode(errors="replace")
