@@ -298,15 +298,12 @@ class EgressGuard:
         assert backend is not None
         content = message.content
         scheme = "wss" if flow.request.scheme == "https" else "ws"
-        scan_request = ScanRequest(
-            method="WEBSOCKET",
-            url=scheme + flow.request.url.removeprefix(flow.request.scheme),
-            headers={},
-            body=body_for_scan(content, "application/json" if message.is_text else ""),
-            agent_id=self._credentials.agent_id if self._credentials else None,
-            agent_name=self._credentials.agent_name if self._credentials else None,
-            runtime_type=settings.runtime_type,
-            body_bytes=len(content),
+        scan_request = self._scan_request(
+            "WEBSOCKET",
+            scheme + flow.request.url.removeprefix(flow.request.scheme),
+            {},
+            content,
+            "application/json" if message.is_text else "",
         )
         started = time.monotonic()
         try:
@@ -375,15 +372,12 @@ class EgressGuard:
             message = "Request carries the sidecar's own scan API credential."
             return local_block(SIDECAR_CREDENTIAL, message, 403), None
 
-        scan_request = ScanRequest(
-            method=req.method,
-            url=req.url,
-            headers=_scan_headers(req.headers),
-            body=body_for_scan(content, req.headers.get("content-type", "")),
-            agent_id=self._credentials.agent_id if self._credentials else None,
-            agent_name=self._credentials.agent_name if self._credentials else None,
-            runtime_type=settings.runtime_type,
-            body_bytes=len(content),
+        scan_request = self._scan_request(
+            req.method,
+            req.url,
+            _scan_headers(req.headers),
+            content,
+            req.headers.get("content-type", ""),
         )
         started = time.monotonic()
         try:
@@ -404,6 +398,22 @@ class EgressGuard:
     def _internal_error(self) -> Enforcement:
         message = "Blocked by egress-sidecar: internal error while judging the request."
         return local_block(FAIL_CLOSED, message, 500, error_kind=INTERNAL_ERROR_KIND)
+
+    def _scan_request(
+        self, method: str, url: str, headers: dict[str, str], content: bytes, content_type: str
+    ) -> ScanRequest:
+        assert self.settings is not None
+        credentials = self._credentials
+        return ScanRequest(
+            method=method,
+            url=url,
+            headers=headers,
+            body=body_for_scan(content, content_type),
+            agent_id=credentials.agent_id if credentials else None,
+            agent_name=credentials.agent_name if credentials else None,
+            runtime_type=self.settings.runtime_type,
+            body_bytes=len(content),
+        )
 
     def _without_verdict(self, error: ScanError) -> Enforcement:
         assert self.settings is not None
