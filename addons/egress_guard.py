@@ -84,6 +84,7 @@ ADDON_SETTINGS = (
     "approval_expiry",
     "breaker_threshold",
     "breaker_cooldown",
+    "ca_bundle_out",
 )
 
 # Never sent to the scan API: hop-by-hop headers and the agent's proxy credentials.
@@ -148,6 +149,7 @@ class EgressGuard:
         values["admin"] = values["admin"] or "off"
         values["backend"] = values["backend"] or None
         values["policy"] = values["policy"] or None
+        values["ca_bundle_out"] = values["ca_bundle_out"] or None
         try:
             self.settings = load_settings(**values)
             if self._credentials is None:
@@ -215,6 +217,10 @@ class EgressGuard:
             return "proxy not listening"
         if not _ca_cert_exists():
             return "CA certificate missing"
+        assert self.settings is not None
+        bundle = self.settings.ca_bundle_out
+        if bundle is not None and not bundle.is_file():
+            return f"agent CA bundle {bundle} missing"
         if self.backend is None:
             return "backend not started"
         return None

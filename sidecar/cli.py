@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
 import shlex
@@ -24,7 +25,7 @@ from sidecar.agent_env import agent_environment, export_lines
 from sidecar.backends import BackendConfigError, backend_name
 from sidecar.backends.local import to_scan_verdict
 from sidecar.bodies import body_for_scan
-from sidecar.ca import CaFiles, ensure_ca
+from sidecar.ca import CaFiles, ensure_ca, new_ca_pem
 from sidecar.engine import Engine
 from sidecar.policy_file import PolicyError, load_policy
 from sidecar.settings import (
@@ -45,6 +46,14 @@ RUN_FLAGS = (
     ("--admin", "admin", "admin server HOST:PORT, or 'off' (default 127.0.0.1:9090)"),
     ("--confdir", "confdir", "CA and state directory (default ~/.egress-sidecar)"),
     ("--backend", "backend", "scan backend: interven (default when INTERVEN_API_KEY is set)"),
+    (
+        "--ca-cert",
+        "ca_cert",
+        "CA certificate PEM to use (e.g. from a Secret) instead of generating",
+    ),
+    ("--ca-key", "ca_key", "private key PEM of --ca-cert"),
+    ("--ca-bundle-out", "ca_bundle_out", "also write the agents' CA bundle to this file"),
+    ("--transparent-listen", "transparent_listen", "HOST:PORT for iptables-redirected traffic"),
     ("--upstream-ca", "upstream_ca", "extra CA bundle to trust for upstream servers"),
     ("--upstream-proxy", "upstream_proxy", "chain through this HTTP proxy (http://host:port)"),
     ("--fail-mode", "fail_mode", "closed (default): block without a verdict; open: forward"),
@@ -67,7 +76,8 @@ RUN_FLAGS = (
     ("--internal-hosts", "internal_hosts", "internal destinations agents may reach (a,b,*.c)"),
     ("--approval-expiry", "approval_expiry", "seconds a local approval stays open (3600)"),
 )
-ENV_FLAGS = RUN_FLAGS[:1] + RUN_FLAGS[2:3]
+ENV_FLAGS = tuple(f for f in RUN_FLAGS if f[1] in ("listen", "confdir"))
+CA_FLAGS = tuple(f for f in RUN_FLAGS if f[1] in ("confdir", "ca_cert", "ca_key", "ca_bundle_out"))
 SCAN_FLAGS = tuple(f for f in RUN_FLAGS if f[1] in ("policy", "internal_hosts"))
 ADMIN_FLAGS = RUN_FLAGS[1:2]
 
@@ -128,10 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
         _add_flags(p, ADMIN_FLAGS)
         p.set_defaults(handler=cmd_approvals, action=action)
 
-    ca = sub.add_parser("ca", help="print the CA certificate path (or --pem: the certificate)")
-    _add_flags(ca, RUN_FLAGS[2:3])
-    ca.add_argument("--pem", action="store_true", help="print the certificate itself")
-    ca.set_defaults(handler=cmd_ca)
+    ca = sub.add_parser("ca", help="the CA agents must trust")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="ACTION")
+    path = ca_sub.add_parser("path", help="print the CA certificate path (or --pem: the PEM)")
+    _add_flags(path, CA_FLAGS)
+    path.add_argument("--pem", action="store_true", help="print the certificate itself")
+    path.set_defaults(handler=cmd_ca)
+    secret = ca_sub.add_parser(
+        "secret", help="print a new CA as a Kubernetes TLS Secret (pipe to kubectl apply -f -)"
+    )
+    secret.add_argument("--name", default="egress-sidecar-ca")
+    secret.add_argument("--namespace")
+    secret.set_defaults(handler=cmd_ca_secret)
     return parser
 
 
@@ -161,14 +179,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             backend = f"local (policy: {load_policy(settings.policy).name})"
     except (BackendConfigError, PolicyError) as e:
         raise CliError(str(e)) from None
-    ca = _ensure_ca(settings.confdir)
+    ca = _ensure_ca(settings)
     _configure_logging()
 
     def announce(info: ReadyInfo) -> None:
         (settings.confdir / ADDRESS_FILE).write_text(f"{info.proxy}\n")
         admin = f"http://{info.admin}/metrics" if info.admin else "off"
+        redirected = f" (transparent: {info.transparent})" if info.transparent else ""
         print(
-            f"{PROG} {__version__} listening on {info.proxy}\n"
+            f"{PROG} {__version__} listening on {info.proxy}{redirected}\n"
             f"  backend:   {backend}, fail mode: {settings.fail_mode.value}\n"
             f"  admin:     {admin}\n"
             f"  CA cert:   {ca.cert}\n"
@@ -283,24 +302,52 @@ def cmd_env(args: argparse.Namespace) -> int:
         if not recorded.is_file():
             raise CliError(f"--listen has port 0 and no running sidecar recorded in {recorded}")
         listen = HostPort.parse(recorded.read_text().strip())
-    ca = _ensure_ca(settings.confdir)
+    ca = _ensure_ca(settings)
     auth = settings.proxy_auth.get_secret_value() if settings.proxy_auth else None
     sys.stdout.write(export_lines(agent_environment(listen, ca.bundle, auth)))
     return 0
 
 
+def cmd_ca_secret(args: argparse.Namespace) -> int:
+    """A fresh CA as a `kubernetes.io/tls` Secret; its key exists only in this output."""
+    cert_pem, key_pem = new_ca_pem()
+    metadata: dict[str, object] = {
+        "name": args.name,
+        "labels": {"app.kubernetes.io/name": "egress-sidecar"},
+    }
+    if args.namespace:
+        metadata["namespace"] = args.namespace
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": metadata,
+        "data": {
+            "tls.crt": base64.b64encode(cert_pem).decode(),
+            "tls.key": base64.b64encode(key_pem).decode(),
+        },
+    }
+    sys.stdout.write(json.dumps(secret, indent=2) + "\n")
+    return 0
+
+
 def cmd_ca(args: argparse.Namespace) -> int:
-    settings = _settings(args, RUN_FLAGS[2:3])
-    ca = _ensure_ca(settings.confdir)
+    settings = _settings(args, CA_FLAGS)
+    ca = _ensure_ca(settings)
     sys.stdout.write(ca.cert.read_text() if args.pem else f"{ca.cert}\n")
     return 0
 
 
-def _ensure_ca(confdir: Path) -> CaFiles:
+def _ensure_ca(settings: SidecarSettings) -> CaFiles:
     try:
-        return ensure_ca(confdir)
+        return ensure_ca(
+            settings.confdir, settings.ca_cert, settings.ca_key, settings.ca_bundle_out
+        )
     except OSError as e:
-        raise CliError(f"--confdir / SIDECAR_CONFDIR: {confdir}: {e.strerror}") from None
+        where = e.filename or settings.confdir
+        raise CliError(f"--confdir / SIDECAR_CONFDIR: {where}: {e.strerror}") from None
+    except ValueError as e:
+        raise CliError(f"--ca-cert / --ca-key: {e}") from None
 
 
 def _configure_logging() -> None:

@@ -35,6 +35,7 @@ class ReadyInfo:
     admin: HostPort | None
     ca: CaFiles
     guard: EgressGuard
+    transparent: HostPort | None = None
 
 
 def mitmproxy_option_values(settings: SidecarSettings) -> dict[str, Any]:
@@ -58,8 +59,11 @@ def mitmproxy_option_values(settings: SidecarSettings) -> dict[str, Any]:
         values["ignore_hosts"] = [passthrough_pattern(h) for h in settings.passthrough_hosts]
     if settings.proxy_auth is not None:
         values["proxyauth"] = settings.proxy_auth.get_secret_value()
-    if settings.upstream_proxy is not None:
-        values["mode"] = [f"upstream:{settings.upstream_proxy}"]
+    modes = [f"upstream:{settings.upstream_proxy}" if settings.upstream_proxy else "regular"]
+    if settings.transparent_listen is not None:
+        t = settings.transparent_listen
+        modes.append(f"transparent@{t}")
+    values["mode"] = modes
     if settings.upstream_ca is not None:
         values["ssl_verify_upstream_trusted_ca"] = str(settings.upstream_ca)
     return values
@@ -81,10 +85,14 @@ class _ReadyNotifier:
         self._on_ready = on_ready
 
     def running(self) -> None:
-        addrs = ctx.master.addons.get("proxyserver").listen_addrs()
-        host, port = addrs[0][0], addrs[0][1]
+        bound: dict[str, HostPort] = {}
+        for server in ctx.master.addons.get("proxyserver").servers:
+            host, port = server.listen_addrs[0][:2]
+            bound[server.mode.type_name] = HostPort(host=host, port=port)
+        proxy = bound.get("regular") or bound["upstream"]
         admin = self._guard.admin.address if self._guard.admin else None
-        self._on_ready(ReadyInfo(HostPort(host=host, port=port), admin, self._ca, self._guard))
+        info = ReadyInfo(proxy, admin, self._ca, self._guard, bound.get("transparent"))
+        self._on_ready(info)
 
 
 def build_master(

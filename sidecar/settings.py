@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_serializer,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
@@ -129,6 +130,18 @@ class SidecarSettings(BaseSettings):
         default=None,
         description="Bearer token for the admin approval endpoints (required off loopback).",
     )
+    ca_cert: Path | None = Field(
+        default=None, description="CA certificate (PEM) to use instead of a generated one."
+    )
+    ca_key: Path | None = Field(default=None, description="Private key (PEM) of --ca-cert.")
+    ca_bundle_out: Path | None = Field(
+        default=None,
+        description="Also write the agents' CA bundle here (e.g. a volume shared with agents).",
+    )
+    transparent_listen: Annotated[HostPort | None, NoDecode] = Field(
+        default=None,
+        description="Also accept connections redirected by iptables (transparent mode).",
+    )
     upstream_ca: Path | None = Field(
         default=None, description="Extra CA bundle to trust for upstream servers."
     )
@@ -214,7 +227,22 @@ class SidecarSettings(BaseSettings):
             return [h.strip() for h in value.split(",") if h.strip()]
         return value
 
-    @field_validator("upstream_ca", "policy", mode="after")
+    @field_validator("transparent_listen", mode="before")
+    @classmethod
+    def _parse_transparent(cls, value: object) -> HostPort | None:
+        if value is None or value == "":
+            return None
+        return HostPort.parse(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SidecarSettings:
+        if (self.ca_cert is None) != (self.ca_key is None):
+            raise ValueError("--ca-cert and --ca-key go together")
+        if self.transparent_listen == self.listen:
+            raise ValueError("--transparent-listen must differ from --listen")
+        return self
+
+    @field_validator("upstream_ca", "policy", "ca_cert", "ca_key", mode="after")
     @classmethod
     def _check_file(cls, value: Path | None) -> Path | None:
         return _existing_file(value)
@@ -249,7 +277,10 @@ def describe_validation_error(error: ValidationError, env_prefix: str = "SIDECAR
     """One line per bad field, naming both the flag and the environment variable."""
     parts = []
     for item in error.errors():
-        field, *inner = [str(p) for p in item["loc"]] or ["settings"]
+        if not item["loc"]:  # a rule across fields: its message names them
+            parts.append(str(item["msg"]).removeprefix("Value error, "))
+            continue
+        field, *inner = [str(p) for p in item["loc"]]
         flag = "--" + field.replace("_", "-")
         env = env_prefix + field.upper()
         where = f"{'.'.join(inner)}: " if inner else ""

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import kubernetes_validate
+from cryptography import x509
 
 from tests.support import leaks
 from tests.support.servers import WAIT
@@ -310,3 +315,70 @@ def test_upstream_proxy_chains_through_a_corporate_proxy(make_sidecar, upstream,
             raise AssertionError("the corporate proxy never connected to the upstream")
     finally:
         _stop(corporate)
+
+
+def test_ca_from_a_kubernetes_secret_signs_what_agents_trust(tmp_path, make_sidecar, upstream):
+    """The Kubernetes path: `ca secret` → mounted files → `--ca-cert/--ca-key` → the bundle
+    written to the shared volume is all an agent needs to trust interception."""
+    result = _run("ca", "secret", "--namespace", "agents")
+    assert result.returncode == 0, result.stderr
+    secret = json.loads(result.stdout)
+    kubernetes_validate.validate(secret, "1.33.0", strict=True)
+    assert secret["type"] == "kubernetes.io/tls"
+    assert secret["metadata"] == {
+        "name": "egress-sidecar-ca",
+        "namespace": "agents",
+        "labels": {"app.kubernetes.io/name": "egress-sidecar"},
+    }
+    mounted = tmp_path / "secret"
+    mounted.mkdir()
+    for name in ("tls.crt", "tls.key"):
+        (mounted / name).write_bytes(base64.b64decode(secret["data"][name]))
+    cert = x509.load_pem_x509_certificate((mounted / "tls.crt").read_bytes())
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+    bundle = tmp_path / "shared" / "ca-bundle.pem"
+    state = tmp_path / "state"
+    sidecar = make_sidecar(
+        confdir=state,
+        ca_cert=str(mounted / "tls.crt"),
+        ca_key=str(mounted / "tls.key"),
+        ca_bundle_out=str(bundle),
+        transparent_listen="127.0.0.3:0",  # mitmproxy refuses two listeners on one HOST:0
+    )
+    assert (mounted / "tls.crt").read_text() in bundle.read_text()
+    assert (state / "mitmproxy-ca.pem").stat().st_mode & 0o777 == 0o600
+    assert sidecar.admin_get("/readyz").status_code == 200
+    transparent = sidecar.info.transparent
+    assert transparent is not None
+    assert transparent.port != sidecar.info.proxy.port
+    socket.create_connection((transparent.host, transparent.port), timeout=WAIT).close()
+
+    curl = subprocess.run(
+        ["curl", "-sS", "--proxy", f"http://{sidecar.info.proxy}", "--cacert", str(bundle),
+         "-o", "/dev/null", "-w", "%{http_code}", f"{upstream.https}/allow/k8s-ca"],
+        capture_output=True, text=True, env=_env(), timeout=WAIT, check=False,
+    )  # fmt: skip
+    assert curl.stdout == "200", curl.stderr
+    upstream.received.wait_for(lambda r: r.path == "/allow/k8s-ca")
+
+
+def test_ca_flags_are_checked_on_one_line(tmp_path):
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    (tmp_path / "key.pem").write_text("not a key\n")
+    half = _run("run", "--ca-cert", str(tmp_path / "cert.pem"), "--confdir", str(tmp_path))
+    assert half.returncode == 2
+    assert half.stderr == "egress-sidecar: --ca-cert and --ca-key go together\n"
+    bad = _run("ca", "path", "--ca-cert", str(tmp_path / "cert.pem"),
+               "--ca-key", str(tmp_path / "key.pem"), "--confdir", str(tmp_path / "c"))  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("egress-sidecar: --ca-cert / --ca-key: ")
+    assert bad.stderr.count("\n") == 1
+    same = _run("run", "--listen", "127.0.0.1:0", "--transparent-listen", "127.0.0.1:0")
+    assert same.returncode == 2
+    assert same.stderr == "egress-sidecar: --transparent-listen must differ from --listen\n"
+    missing = _run("run", "--ca-cert", "/nonexistent.pem", "--ca-key", "/nonexistent.pem")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("egress-sidecar: --ca-cert / SIDECAR_CA_CERT: ")
+    path = _run("ca", "path", "--confdir", str(tmp_path / "fresh"))
+    assert path.stdout == f"{tmp_path / 'fresh' / 'mitmproxy-ca-cert.pem'}\n"

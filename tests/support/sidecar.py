@@ -93,7 +93,8 @@ def start_sidecar(confdir: Path, gateway_url: str, upstream_ca: Path, **settings
     credentials = IntervenCredentials(
         api_key=API_KEY, gateway_url=gateway_url, agent_id=AGENT_ID, agent_name="test-agent"
     )  # type: ignore[arg-type]
-    ca = ensure_ca(sidecar_settings.confdir)
+    s = sidecar_settings
+    ca = ensure_ca(s.confdir, s.ca_cert, s.ca_key, s.ca_bundle_out)
     ready = threading.Event()
     box: dict[str, Any] = {}
 
