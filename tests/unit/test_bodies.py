@@ -5,18 +5,11 @@ import zlib
 
 import brotli
 import pytest
-import zstandard
 
 from sidecar.bodies import BodyTooLarge, BodyUndecodable, body_for_scan, decode_body
+from tests.support.codecs import ENCODERS
 
 PLAIN = b'{"token": "secret"}' * 10
-ENCODERS = {
-    "gzip": gzip.compress,
-    "deflate": zlib.compress,
-    "br": brotli.compress,
-    "zstd": lambda b: zstandard.ZstdCompressor().compress(b),
-    "identity": lambda b: b,
-}
 
 
 @pytest.mark.parametrize("coding", sorted(ENCODERS))

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
 
-import brotli
-import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -17,14 +13,8 @@ from sidecar.engine import Engine
 from sidecar.engine.redact import Redaction, redact_body
 from sidecar.policy_file import default_policy
 from sidecar.verdict import Decision, ScanVerdict
+from tests.support.codecs import ENCODERS
 
-ENCODERS = {
-    "gzip": gzip.compress,
-    "deflate": zlib.compress,
-    "br": brotli.compress,
-    "zstd": lambda b: zstandard.ZstdCompressor().compress(b),
-    "identity": lambda b: b,
-}
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
