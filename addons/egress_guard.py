@@ -85,6 +85,7 @@ ADDON_SETTINGS = (
     "breaker_threshold",
     "breaker_cooldown",
     "ca_bundle_out",
+    "scan_api_ca",
 )
 
 # Never sent to the scan API: hop-by-hop headers and the agent's proxy credentials.
@@ -150,6 +151,7 @@ class EgressGuard:
         values["backend"] = values["backend"] or None
         values["policy"] = values["policy"] or None
         values["ca_bundle_out"] = values["ca_bundle_out"] or None
+        values["scan_api_ca"] = values["scan_api_ca"] or None
         try:
             self.settings = load_settings(**values)
             if self._credentials is None:

@@ -55,6 +55,7 @@ RUN_FLAGS = (
     ("--ca-bundle-out", "ca_bundle_out", "also write the agents' CA bundle to this file"),
     ("--transparent-listen", "transparent_listen", "HOST:PORT for iptables-redirected traffic"),
     ("--upstream-ca", "upstream_ca", "extra CA bundle to trust for upstream servers"),
+    ("--scan-api-ca", "scan_api_ca", "extra CA bundle to trust for the scan API"),
     ("--upstream-proxy", "upstream_proxy", "chain through this HTTP proxy (http://host:port)"),
     ("--fail-mode", "fail_mode", "closed (default): block without a verdict; open: forward"),
     ("--scan-timeout", "scan_timeout", "seconds one scan may take, retries included (10)"),

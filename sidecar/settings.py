@@ -8,6 +8,7 @@ as init values, so they override the environment.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -82,6 +83,17 @@ def _existing_file(value: Path | None) -> Path | None:
     return value
 
 
+def _ca_bundle(value: Path | None) -> Path | None:
+    """A file TLS can load as trusted CAs: caught at start, not at the first handshake."""
+    if value is None:
+        return None
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(value))
+    except (ssl.SSLError, OSError, ValueError):
+        raise ValueError(f"{value}: not a PEM CA bundle") from None
+    return value
+
+
 class SidecarSettings(BaseSettings):
     """The sidecar's configuration; each field is also `SIDECAR_<FIELD>` in the environment."""
 
@@ -144,6 +156,10 @@ class SidecarSettings(BaseSettings):
     )
     upstream_ca: Path | None = Field(
         default=None, description="Extra CA bundle to trust for upstream servers."
+    )
+    scan_api_ca: Path | None = Field(
+        default=None,
+        description="Extra CA bundle to trust for the scan API (a self-hosted gateway).",
     )
     upstream_proxy: AnyHttpUrl | None = Field(
         default=None, description="Chain outbound traffic through this HTTP proxy."
@@ -242,10 +258,15 @@ class SidecarSettings(BaseSettings):
             raise ValueError("--transparent-listen must differ from --listen")
         return self
 
-    @field_validator("upstream_ca", "policy", "ca_cert", "ca_key", mode="after")
+    @field_validator("upstream_ca", "scan_api_ca", "policy", "ca_cert", "ca_key", mode="after")
     @classmethod
     def _check_file(cls, value: Path | None) -> Path | None:
         return _existing_file(value)
+
+    @field_validator("upstream_ca", "scan_api_ca", mode="after")
+    @classmethod
+    def _check_ca_bundle(cls, value: Path | None) -> Path | None:
+        return _ca_bundle(value)
 
     @field_validator("confdir", mode="after")
     @classmethod
@@ -277,14 +298,15 @@ def describe_validation_error(error: ValidationError, env_prefix: str = "SIDECAR
     """One line per bad field, naming both the flag and the environment variable."""
     parts = []
     for item in error.errors():
+        message = str(item["msg"]).removeprefix("Value error, ")
         if not item["loc"]:  # a rule across fields: its message names them
-            parts.append(str(item["msg"]).removeprefix("Value error, "))
+            parts.append(message)
             continue
         field, *inner = [str(p) for p in item["loc"]]
         flag = "--" + field.replace("_", "-")
         env = env_prefix + field.upper()
         where = f"{'.'.join(inner)}: " if inner else ""
-        parts.append(f"{flag} / {env}: {where}{item['msg']}")
+        parts.append(f"{flag} / {env}: {where}{message}")
     return "; ".join(parts)
 
 

@@ -38,7 +38,11 @@ def create_backend(
             settings.breaker_threshold, settings.breaker_cooldown, on_change=on_circuit_change
         )
         return IntervenBackend(
-            credentials, settings.scan_timeout, settings.scan_retries, breaker=breaker
+            credentials,
+            settings.scan_timeout,
+            settings.scan_retries,
+            breaker=breaker,
+            extra_ca=settings.scan_api_ca,
         )
     return create_local_backend(settings, policy)
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ssl
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
+import certifi
 import httpx
 from tenacity import (
     AsyncRetrying,
@@ -93,6 +96,14 @@ class _RetryAfterOrFullJitter:
 RETRYABLE = (ScanUnavailable, ScanTimeout, ScanServerError, ScanRateLimited)
 
 
+def trust_with(extra_ca: Path | None) -> ssl.SSLContext:
+    """Public roots (certifi, as httpx uses), plus a private CA when a gateway has one."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if extra_ca is not None:
+        context.load_verify_locations(cafile=str(extra_ca))
+    return context
+
+
 class RetryingHttpClient:
     """One `httpx.AsyncClient` per backend, with the retry policy and typed errors."""
 
@@ -105,6 +116,7 @@ class RetryingHttpClient:
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 100,
         breaker: CircuitBreaker | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.timeout = timeout
         self.retries = retries
@@ -120,6 +132,7 @@ class RetryingHttpClient:
             trust_env=False,
             follow_redirects=False,
             transport=transport,
+            verify=verify,
         )
 
     async def request_json(

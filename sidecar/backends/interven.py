@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 from sidecar import __version__
 from sidecar.backends.breaker import CircuitBreaker
 from sidecar.backends.errors import MalformedVerdict
-from sidecar.backends.http import RetryingHttpClient
+from sidecar.backends.http import RetryingHttpClient, trust_with
 from sidecar.settings import IntervenCredentials
 from sidecar.verdict import ApprovalState, ScanRequest, ScanVerdict
 
@@ -28,6 +29,7 @@ class IntervenBackend:
         retries: int,
         transport: httpx.AsyncBaseTransport | None = None,
         breaker: CircuitBreaker | None = None,
+        extra_ca: Path | None = None,
     ) -> None:
         if credentials.api_key is None:
             raise ValueError("INTERVEN_API_KEY is not set")
@@ -41,6 +43,7 @@ class IntervenBackend:
             retries=retries,
             transport=transport,
             breaker=breaker,
+            verify=trust_with(extra_ca),
         )
 
     async def scan(self, request: ScanRequest) -> ScanVerdict:

@@ -131,6 +131,11 @@ def test_bad_values_name_the_setting_on_one_line(tmp_path):
         (["run", "--scan-timeout", "-1"], {}, "--scan-timeout / SIDECAR_SCAN_TIMEOUT"),
         (["run", "--upstream-ca", "/nonexistent.pem"], {}, "--upstream-ca / SIDECAR_UPSTREAM_CA"),
         (["env"], {"SIDECAR_LISTEN": "nohost"}, "--listen / SIDECAR_LISTEN"),
+        (
+            ["run", "--scan-api-ca", str(ROOT / "pyproject.toml")],
+            {},
+            "--scan-api-ca / SIDECAR_SCAN_API_CA",
+        ),
     ]
     for args, env, expected in cases:
         result = _run(*args, "--confdir", str(tmp_path), INTERVEN_API_KEY=KEY, **env)

@@ -6,8 +6,9 @@ import logging
 import socket
 
 import pytest
+import trustme
 
-from tests.support.servers import Reply, verdict
+from tests.support.servers import Reply, ScanApiDouble, verdict
 from tests.support.sidecar import run_client
 
 JSON = {"Content-Type": "application/json"}
@@ -94,6 +95,33 @@ def test_unreachable_scan_api_fails_closed(confdir, upstream, tmp_path):
         assert upstream.requests_to("/allow/unreachable") == []
     finally:
         sidecar.stop()
+
+
+def test_scan_api_behind_a_private_ca(confdir, upstream, server_loop, tmp_path):
+    """A self-hosted gateway: trusted with --scan-api-ca; without it, TLS fails closed."""
+    from tests.support.sidecar import start_sidecar
+
+    gateway_ca = trustme.CA()
+    gateway = ScanApiDouble(server_loop, tls=gateway_ca)
+    ca_file = tmp_path / "gateway-ca.pem"
+    gateway_ca.cert_pem.write_to_path(str(ca_file))
+    trusting = start_sidecar(confdir, gateway.url, upstream.ca_file, scan_api_ca=str(ca_file))
+    try:
+        result = run_client(trusting, "curl", "GET", upstream.https + "/allow/private-gateway")
+        assert result.status == 200
+        assert result.headers["x-interven-decision"] == "ALLOW"
+        gateway.scans.wait_for(lambda s: s["json"]["url"].endswith("/allow/private-gateway"))
+    finally:
+        trusting.stop()
+    untrusting = start_sidecar(confdir, gateway.url, upstream.ca_file)
+    try:
+        result = run_client(untrusting, "curl", "GET", upstream.https + "/allow/unverified")
+        assert result.status == 503
+        assert result.json()["reason_codes"] == ["FAIL_CLOSED", "SCAN_UNAVAILABLE"]
+        assert upstream.requests_to("/allow/unverified") == []
+        assert not any(s["json"]["url"].endswith("/unverified") for s in gateway.scans.items)
+    finally:
+        untrusting.stop()
 
 
 def test_fail_open_forwards_logs_and_counts(make_sidecar, upstream, scan_api, caplog):

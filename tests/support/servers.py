@@ -161,7 +161,7 @@ class _ApprovalHandler(_Base):
 class ScanApiDouble:
     """The scan API contract on loopback: /v1/scan, /v1/scan/response, approvals."""
 
-    def __init__(self, loop: LoopThread) -> None:
+    def __init__(self, loop: LoopThread, tls: trustme.CA | None = None) -> None:
         self.scans = Recorder()
         self.response_posts = Recorder()
         self.approval_polls = Recorder()
@@ -180,8 +180,12 @@ class ScanApiDouble:
                 (r"/v1/approvals/([^/]+)/status", _ApprovalHandler, {"double": self}),
             ]
         )
-        self.port = loop.run(_listen(app, "127.0.0.1", None))
-        self.url = f"http://127.0.0.1:{self.port}"
+        ssl_ctx = None
+        if tls is not None:  # a self-hosted gateway with a private CA
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.issue_cert("127.0.0.1").configure_cert(ssl_ctx)
+        self.port = loop.run(_listen(app, "127.0.0.1", ssl_ctx))
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     def script(
         self, *replies: Reply, then: Callable[[dict[str, Any]], Reply] = rule_by_path
