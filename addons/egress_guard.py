@@ -44,6 +44,7 @@ from sidecar.enforce import (
     local_block,
 )
 from sidecar.engine import Policy
+from sidecar.loop_lag import watch_loop_lag
 from sidecar.metrics import SidecarMetrics
 from sidecar.policy_file import PolicyError, load_policy
 from sidecar.response_scan import ResponseScanJob, ResponseScanQueue
@@ -115,6 +116,7 @@ class EgressGuard:
     def __init__(self, credentials: IntervenCredentials | None = None) -> None:
         self._credentials = credentials
         self.settings: SidecarSettings | None = None
+        self._lag_watch: asyncio.Task[None] | None = None
         self.metrics = SidecarMetrics()
         self.backend: ScanBackend | None = None
         self.approvals: ApprovalWaiter | None = None
@@ -182,6 +184,7 @@ class EgressGuard:
             self.backend, self.metrics, settings.response_queue_size, settings.response_workers
         )
         self.responses.start()
+        self._lag_watch = asyncio.create_task(watch_loop_lag(self.metrics.event_loop_lag.observe))
         if settings.admin is not None:
             approvals = self.backend.approvals if isinstance(self.backend, LocalBackend) else None
             token = settings.admin_token.get_secret_value() if settings.admin_token else None
@@ -205,6 +208,8 @@ class EgressGuard:
             logger.warning("scan API circuit %s", state.value)
 
     async def done(self) -> None:
+        if self._lag_watch is not None:
+            self._lag_watch.cancel()
         if self.responses is not None:
             await self.responses.close(SHUTDOWN_GRACE)
         if self.backend is not None:

@@ -17,6 +17,7 @@ MAX_TOOL_LABELS = 64
 _TOOL_CHARS = re.compile(r"[^a-z0-9_]+")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5)
 APPROVAL_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
@@ -99,6 +100,12 @@ class SidecarMetrics:
             f"{PREFIX}_websocket_messages",
             "WebSocket messages from agents, by decision and what happened to them.",
             ["decision", "action"],
+            registry=r,
+        )
+        self.event_loop_lag = Histogram(
+            f"{PREFIX}_event_loop_lag_seconds",
+            "How late a 100 ms ticker on the event loop woke up: a stall delays every flow.",
+            buckets=LAG_BUCKETS,
             registry=r,
         )
         self.passthrough_connections = Counter(
