@@ -34,6 +34,7 @@ def _seed_run_pattern() -> str:
 
 # Joins texts for one pass: no detector pattern matches NUL, and `.` stops at newlines.
 _SEPARATOR = "\n\x00\n"
+CHUNK = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,20 +81,30 @@ class Matcher:
         The texts are scanned joined by a separator no pattern can cross, so the RE2
         set and each candidate detector make one pass, not one pass per text.
         """
-        if not texts:
-            return
+        first = 0
+        while first < len(texts):
+            # Chunks of about CHUNK characters: a detector the set saw re-scans only the
+            # chunks it matched in, not the whole body (most of the cost on big bodies).
+            last, size = first, 0
+            while last < len(texts) and (last == first or size + len(texts[last]) <= CHUNK):
+                size += len(texts[last]) + len(_SEPARATOR)
+                last += 1
+            yield from self._find_in(texts, first, last)
+            first = last
+
+    def _find_in(self, texts: Sequence[str], first: int, last: int) -> Iterator[tuple[int, Hit]]:
         starts: list[int] = []
         offset = 0
-        for t in texts:
+        for t in texts[first:last]:
             starts.append(offset)
             offset += len(t) + len(_SEPARATOR)
-        joined = _SEPARATOR.join(texts)
+        joined = _SEPARATOR.join(texts[first:last])
         for hit in self.find(joined):
             i = bisect.bisect_right(starts, hit.start) - 1
             base = starts[i]
-            if hit.end - base > len(texts[i]):
+            if hit.end - base > len(texts[first + i]):
                 continue  # crossed into the next text
-            yield i, Hit(hit.detector, hit.start - base, hit.end - base, hit.value)
+            yield first + i, Hit(hit.detector, hit.start - base, hit.end - base, hit.value)
 
     def find(self, text: str) -> Iterator[Hit]:
         if not text:

@@ -49,3 +49,17 @@ def test_find_all_maps_hits_back_to_their_texts():
         (1, "email", "bob.smith@corp.io"),
         (3, "aws_access_key_id", "AKIAZ3MHSPKQ7WXYT4RN"),
     }
+
+
+def test_find_all_maps_hits_back_to_their_texts_across_chunks():
+    from sidecar.engine.matcher import CHUNK, Matcher
+
+    texts = [f"plain text number {i} with nothing in it" for i in range(3000)]
+    planted = {0: "ops-a@corp.io", 1500: "ops-b@corp.io", 2999: "ops-c@corp.io"}
+    for i, email in planted.items():
+        texts[i] = f"mail {email} now"
+    assert sum(len(t) for t in texts) > 10 * CHUNK  # really spans many chunks
+    found = {i: hit.value for i, hit in Matcher().find_all(texts) if hit.detector.id == "email"}
+    assert found == planted
+    for i, hit in Matcher().find_all(texts):
+        assert texts[i][hit.start : hit.end] == hit.value
