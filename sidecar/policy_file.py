@@ -61,4 +61,4 @@ def _describe(error: ValidationError, data: dict[str, Any]) -> str:
         loc = loc[2:]
     field = ".".join(str(p) for p in loc)
     parts = [p for p in (where, field) if p]
-    return f"{' '.join(parts) or 'policy'}: {item['msg']}"
+    return f"{' '.join(parts) or 'policy'}: {str(item['msg']).removeprefix('Value error, ')}"

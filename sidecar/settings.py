@@ -26,6 +26,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
 
+from sidecar.engine.destinations import check_host_patterns
+
 DEFAULT_GATEWAY_URL = "https://api.intervensecurity.com"
 SCAN_API_MAX_BODY_BYTES = 256 * 1024
 
@@ -228,6 +230,11 @@ class SidecarSettings(BaseSettings):
             if not bare or any(c in bare for c in "*/: ") or "." not in bare:
                 raise ValueError(f"{host!r}: expected a host name or *.domain")
         return value
+
+    @field_validator("internal_hosts", mode="after")
+    @classmethod
+    def _check_internal(cls, value: list[str]) -> list[str]:
+        return check_host_patterns(value)
 
     @field_validator("proxy_auth", mode="after")
     @classmethod

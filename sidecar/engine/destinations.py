@@ -12,6 +12,7 @@ import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sidecar.engine.checks import entropy
 
@@ -26,7 +27,12 @@ METADATA_ADDRESSES = frozenset(
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
 
 
-def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=4096)  # every request asks this of its host, several times
+def parse_ip(host: str) -> IPAddress | None:
     """The address a client would connect to for this literal, in any accepted form."""
     h = host.strip("[]").lower()
     try:
@@ -98,20 +104,51 @@ def dns_exfiltration(host: str) -> bool:
 
 def host_matches(host: str, patterns: Iterable[str]) -> bool:
     """Exact names, `*.example.com` (subdomains only), `*` wildcards, and CIDR blocks."""
-    h = host.lower().rstrip(".")
-    addr = parse_ip(h)
+    return _host_set(tuple(patterns)).matches(host)
+
+
+def check_host_patterns(patterns: list[str]) -> list[str]:
+    """Load-time check: a pattern with "/" must be a CIDR block (else it never matches)."""
+    for pattern in patterns:
+        if "/" in pattern:
+            try:
+                ipaddress.ip_network(pattern.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{pattern!r} is not a CIDR block (e.g. 10.0.0.0/8)") from None
+    return patterns
+
+
+@dataclass(frozen=True, slots=True)
+class _HostSet:
+    """Host patterns compiled once: a set lookup, one regex, and a few networks."""
+
+    exact: frozenset[str]
+    wildcards: re.Pattern[str] | None
+    networks: tuple[IPNetwork, ...]
+
+    def matches(self, host: str) -> bool:
+        h = host.lower().rstrip(".")
+        if h in self.exact or (self.wildcards is not None and self.wildcards.match(h)):
+            return True
+        if self.networks:
+            addr = parse_ip(h)
+            return addr is not None and any(addr in net for net in self.networks)
+        return False
+
+
+@lru_cache(maxsize=256)  # policy and engine lists: a handful of distinct tuples
+def _host_set(patterns: tuple[str, ...]) -> _HostSet:
+    exact, wildcards, networks = set(), [], []
     for pattern in patterns:
         p = pattern.lower().strip()
-        if "/" in p and addr is not None:
-            try:
-                if addr in ipaddress.ip_network(p, strict=False):
-                    return True
-            except ValueError:
-                pass
-            continue
-        if p == h or (p.startswith("*.") and h.endswith(p[1:])) or fnmatch.fnmatchcase(h, p):
-            return True
-    return False
+        if "/" in p:  # a CIDR block; never a host name (names have no "/")
+            networks.append(ipaddress.ip_network(p, strict=False))  # checked at load
+        elif any(c in p for c in "*?["):
+            wildcards.append(fnmatch.translate(p))  # `*.x` covers subdomains only
+        else:
+            exact.add(p)
+    regex = re.compile("|".join(wildcards)) if wildcards else None
+    return _HostSet(frozenset(exact), regex, tuple(networks))
 
 
 def belongs_to(host: str, providers: Iterable[str]) -> bool:
@@ -154,9 +191,16 @@ _TOOL_PATHS = [re.compile(t[2]) for t in _TOOLS]
 
 def recognise_tool(method: str, host: str, path: str) -> tuple[str, str]:
     """(tool_name, operation) for well-known SaaS APIs; `custom_proxy` otherwise."""
-    for (pattern, want, _, tool, operation), path_re in zip(_TOOLS, _TOOL_PATHS, strict=True):
-        if want not in ("*", method):
-            continue
-        if host_matches(host, (pattern,)) and path_re.search(path):
+    for path_re, tool, operation in _tools_at(method, host.lower().rstrip(".")):
+        if path_re.search(path):
             return tool, operation
     return "custom_proxy", "read" if method in ("GET", "HEAD", "OPTIONS") else "write"
+
+
+@lru_cache(maxsize=1024)  # agents talk to few hosts; the path is checked per request
+def _tools_at(method: str, host: str) -> tuple[tuple[re.Pattern[str], str, str], ...]:
+    return tuple(
+        (path_re, tool, operation)
+        for (pattern, want, _, tool, operation), path_re in zip(_TOOLS, _TOOL_PATHS, strict=True)
+        if want in ("*", method) and host_matches(host, (pattern,))
+    )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sidecar.engine.destinations import host_matches
+from sidecar.engine.destinations import check_host_patterns, host_matches
 from sidecar.verdict import Decision
 
 
@@ -35,6 +35,8 @@ class RuleMatch(_Strict):
     def _upper(cls, value: list[str]) -> list[str]:
         return [m.upper() for m in value]
 
+    _hosts = field_validator("hosts")(check_host_patterns)
+
 
 class RuleCondition(_Strict):
     """What must have been found; every key given must hold."""
@@ -45,6 +47,8 @@ class RuleCondition(_Strict):
     risk_at_least: float | None = Field(default=None, ge=0, le=1)
     destination_in: list[str] = Field(default_factory=list)
     destination_not_in: list[str] = Field(default_factory=list)
+
+    _destinations = field_validator("destination_in", "destination_not_in")(check_host_patterns)
 
 
 class PolicyRule(_Strict):

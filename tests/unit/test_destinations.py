@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import fnmatch
+import ipaddress
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sidecar.engine.destinations import (
     dns_exfiltration,
@@ -102,6 +107,44 @@ def test_host_matches():
     assert host_matches(
         "bedrock-runtime.eu-west-1.amazonaws.com", ["bedrock-runtime.*.amazonaws.com"]
     )
+    assert host_matches("2130706433", ["127.0.0.0/8"])  # any literal form the client accepts
+    assert host_matches("[::ffff:10.1.1.1]", ["10.0.0.0/8"])
+    assert not host_matches("10.example.com", ["10.0.0.0/8"])
+    assert not host_matches("example.com", [])
+
+
+def _reference_host_matches(host: str, patterns: list[str]) -> bool:
+    """The rule as documented, one pattern at a time (what the compiled sets must equal)."""
+    h = host.lower().rstrip(".")
+    addr = parse_ip(h)
+    for p in (p.lower().strip() for p in patterns):
+        if "/" in p:
+            if addr is not None and addr in ipaddress.ip_network(p, strict=False):
+                return True
+        elif p == h or (p.startswith("*.") and h.endswith(p[1:])) or fnmatch.fnmatchcase(h, p):
+            return True
+    return False
+
+
+_labels = st.sampled_from(["a", "api", "github", "com", "svc", "x-1", "10", "0x7f", "1"])
+_names = st.lists(_labels, min_size=1, max_size=4).map(".".join)
+_addresses = st.ip_addresses().map(str)
+_patterns = st.one_of(
+    _names,
+    _names.map(lambda n: "*." + n),
+    _names.map(lambda n: n.replace("a", "*", 1)),
+    st.builds(
+        lambda a, bits: str(ipaddress.ip_network(f"{a}/{bits % (a.max_prefixlen + 1)}", False)),
+        st.ip_addresses(),
+        st.integers(0, 128),
+    ),
+    _names.map(str.upper),
+)
+
+
+@given(host=st.one_of(_names, _addresses), patterns=st.lists(_patterns, max_size=6))
+def test_compiled_host_patterns_match_exactly_like_the_rule(host, patterns):
+    assert host_matches(host, patterns) == _reference_host_matches(host, patterns)
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,14 @@ def test_json_and_yaml_files(tmp_path):
             "name: x\nrules:\n  - {rule_id: a, action: DENY, condition: {risk_at_least: 2}}\n",
             "condition.risk_at_least: Input should be less than or equal to 1",
         ),
+        (
+            "name: x\nrules:\n  - {rule_id: a, action: DENY, match: {hosts: [10.0.0.0/33]}}\n",
+            "rules[0] (a) match.hosts: '10.0.0.0/33' is not a CIDR block",
+        ),
+        (
+            "name: x\nrules:\n  - {rule_id: a, action: DENY, condition: {destination_in: [a/b]}}\n",
+            "condition.destination_in: 'a/b' is not a CIDR block",
+        ),
     ],
 )
 def test_errors_name_the_file_rule_and_field(text, message):

@@ -37,6 +37,7 @@ def test_environment_and_overrides(monkeypatch):
         ("approval_poll_interval", "soon", "--approval-poll-interval"),
         ("upstream_proxy", "not a url", "--upstream-proxy / SIDECAR_UPSTREAM_PROXY"),
         ("backend", "carrier-pigeon", "--backend / SIDECAR_BACKEND"),
+        ("internal_hosts", "10.0.0.0/8,10.1.2.3/40", "--internal-hosts / SIDECAR_INTERNAL_HOSTS"),
     ],
 )
 def test_bad_values_are_one_line_naming_the_setting(field, value, named):
