@@ -44,6 +44,7 @@ from sidecar.enforce import (
     local_block,
 )
 from sidecar.engine import Policy
+from sidecar.heap import freeze_startup_heap
 from sidecar.loop_lag import watch_loop_lag
 from sidecar.metrics import SidecarMetrics
 from sidecar.policy_file import PolicyError, load_policy
@@ -197,6 +198,8 @@ class EgressGuard:
                     settings.admin,
                     e.strerror,
                 )
+        frozen = freeze_startup_heap()
+        logger.debug("start-up heap frozen: %d objects out of the collector's reach", frozen)
 
     def _circuit_changed(self, state: BreakerState) -> None:
         is_open = state is BreakerState.OPEN

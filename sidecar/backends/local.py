@@ -1,8 +1,10 @@
 """The embedded engine as a backend: no network, same verdict contract as the scan API.
 
-Scans of large bodies run on a small thread pool so one 256 KB body never stalls the
-proxy's event loop; small ones run inline, where a thread hop would cost more than the
-scan. Approvals live in the confdir (see `ApprovalStore`).
+Scans of large bodies run on one worker thread so a 256 KB body never stalls the proxy's
+event loop; small ones run inline, where a thread hop would cost more than the scan. One
+worker, not more: the engine is mostly Python, so workers share the GIL, and a second one
+measured more CPU per scan and fewer scans per second (`bench/`). Approvals live in the
+confdir (see `ApprovalStore`).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def request_hash(request: ScanRequest) -> str:
 class LocalBackend:
     name = "local"
 
-    def __init__(self, engine: Engine, approvals: ApprovalStore, threads: int = 2) -> None:
+    def __init__(self, engine: Engine, approvals: ApprovalStore, threads: int = 1) -> None:
         self.engine = engine
         self.approvals = approvals
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="scan")
