@@ -1,7 +1,7 @@
 """Where the sidecar spends its CPU under one workload: py-spy on the live process.
 
     python -m bench.profile_proxy [--kind sidecar|bare] [--size 262144] [--concurrency 4]
-                                  [--requests 150] [--top 25]
+                                  [--requests 150] [--top 25] [--blocking]
 
 Starts the same lab as `proxy_bench` (HTTPS upstream on loopback, curl as the client),
 samples the proxy with py-spy (all threads, 200 Hz) while curl posts the workload, and
@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--requests", type=int, default=150)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--blocking", action="store_true", help="pause the proxy per sample: exact stacks, slower"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -60,7 +63,8 @@ def main() -> None:
             spy = subprocess.Popen(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
                  str(proxy.child.proc.pid), "--format", "raw", "--output", str(raw),
-                 "--rate", "200", "--threads", "--nonblocking"],
+                 "--rate", "200", "--threads",
+                 *([] if args.blocking else ["--nonblocking"])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             cpu = proxy.child.cpu()

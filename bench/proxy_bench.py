@@ -2,6 +2,7 @@
 through the sidecar, in one run on loopback.
 
     python -m bench.proxy_bench [--scale 1.0] [--leak-requests 100000] [--out bench/results]
+                                [--only throughput stalls held leak]
 
 Configurations: `direct` (client → upstream), `bare` (mitmproxy 11 with the sidecar's own
 options, no addon), `local-allow` / `local-deny` (the sidecar, embedded engine, default
@@ -32,9 +33,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ from bench.engine_bench import chat_body, percentile
 from tests.corpus import github
 
 BIN = Path(sys.executable).parent
+SECTIONS = ("throughput", "stalls", "held", "leak")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -228,12 +231,13 @@ def body_for(size: int, deny: bool, seed: int) -> bytes:
     return json.dumps(doc).encode()
 
 
-def client(proxy: Proxy | None, lab: Lab, connections: int) -> httpx.AsyncClient:
+def client(proxy: Proxy | None, lab: Lab, connections: int, timeout: float = 120
+           ) -> httpx.AsyncClient:  # fmt: skip
     return httpx.AsyncClient(
         proxy=f"http://{proxy.address}" if proxy else None,
         verify=Lab.context(proxy.ca_file if proxy else lab.ca_file),
         limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        timeout=httpx.Timeout(120),
+        timeout=httpx.Timeout(timeout),
         trust_env=False,
     )
 
@@ -280,7 +284,8 @@ class Curl:
         (work / "urls").write_text(f'url = "{url}"\noutput = "/dev/null"\n' * requests)
         # HTTP/1.1 keep-alive, as Python and Node agents speak it. (With an HTTP/2 client,
         # mitmproxy 11 opens a new upstream connection per request, bare or not.)
-        args = ["curl", "--http1.1", "--silent", "--show-error", "--config", str(work / "urls"),
+        args = ["curl", "--http1.1", "--silent", "--no-progress-meter", "--show-error",
+                "--config", str(work / "urls"),
                 "--data-binary", f"@{work / 'body'}", "-H", "Content-Type: application/json",
                 "--write-out", "%{http_code} %{time_total}\\n"]  # fmt: skip
         if concurrency > 1:
@@ -378,32 +383,74 @@ def _lag_counts(proxy: Proxy) -> dict[str, float] | None:
     return counts
 
 
-def held_memory(lab: Lab, proxy: Proxy, holds: int, ready: Callable[[], bool]) -> dict[str, float]:
-    """RSS growth per request held in flight (an approval, or bare's slow upstream)."""
+def held_memory(lab: Lab, proxy: Proxy, holds: int, held: Callable[[], float]) -> dict[str, float]:
+    """What a held request costs on top of the open connection it arrives on.
+
+    `holds` clients each open one keep-alive connection through the proxy with an allowed
+    request (RSS then, per idle connection), then send a request that is held on the
+    same connection (RSS again, per held request). Batches of 100, each settled before
+    the next: a burst of 1,000 TLS handshakes would measure the storm, not the state.
+    """
+    tls = Lab.context(proxy.ca_file)
+
+    Tasks = list[asyncio.Task[httpx.Response]]
+
+    async def batched(calls: list[Callable[[], Any]],
+                      settled: Callable[[Tasks], Awaitable[bool]]) -> Tasks:  # fmt: skip
+        tasks: Tasks = []
+        deadline = time.monotonic() + 600
+        while len(tasks) < len(calls):
+            tasks += [asyncio.create_task(call()) for call in calls[len(tasks) : len(tasks) + 100]]
+            while not await settled(tasks):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{len(tasks)} requests did not settle")
+                await asyncio.sleep(0.1)
+        return tasks
 
     async def main() -> dict[str, float]:
         async with client(proxy, lab, 32) as http:
             await drive(http, f"{lab.upstream_url}/allow/warm", b"{}", 32, 640)
-        await asyncio.sleep(0.5)
-        before = proxy.child.rss()
-        async with client(proxy, lab, holds) as http:
-            tasks = [asyncio.create_task(http.post(f"{lab.upstream_url}/hold/{i}", content=b"{}"))
-                     for i in range(holds)]  # fmt: skip
-            deadline = time.monotonic() + 300
-            while not await asyncio.to_thread(ready):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("requests were not all held")
-                await asyncio.sleep(0.25)
+        clients = [
+            httpx.AsyncClient(proxy=f"http://{proxy.address}", verify=tls, trust_env=False,
+                              timeout=httpx.Timeout(3600))
+            for _ in range(holds)
+        ]  # fmt: skip
+        try:
+            await asyncio.sleep(0.5)
+            rss_start = proxy.child.rss()
+            opened = await batched(
+                [partial(c.post, f"{lab.upstream_url}/allow/open", content=b"{}") for c in clients],
+                lambda tasks: asyncio.sleep(0, all(t.done() for t in tasks)),
+            )  # fmt: skip
+            assert all(t.result().status_code == 200 for t in opened)
+            await asyncio.sleep(0.5)
+            rss_idle = proxy.child.rss()
+            base = await asyncio.to_thread(held)
+
+            async def all_held(tasks: Tasks) -> bool:
+                return await asyncio.to_thread(held) - base >= len(tasks)
+
+            hung = await batched(
+                [partial(c.post, f"{lab.upstream_url}/hold/{i}", content=b"{}")
+                 for i, c in enumerate(clients)],
+                all_held,
+            )  # fmt: skip
             await asyncio.sleep(1.0)
-            during = proxy.child.rss()
-            for task in tasks:
+            rss_held = proxy.child.rss()
+            early = [t for t in hung if t.done()]
+            for task in hung:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*hung, return_exceptions=True)
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients))
         return {
             "held": holds,
-            "rss_before_mb": before / 2**20,
-            "rss_held_mb": during / 2**20,
-            "kb_per_held_request": (during - before) / holds / 1024,
+            "ended_early": len(early),
+            "rss_start_mb": rss_start / 2**20,
+            "rss_idle_connections_mb": rss_idle / 2**20,
+            "rss_held_mb": rss_held / 2**20,
+            "kb_per_idle_connection": (rss_idle - rss_start) / holds / 1024,
+            "kb_per_held_request": (rss_held - rss_idle) / holds / 1024,
         }
 
     return asyncio.run(main())
@@ -449,6 +496,41 @@ def api_round_trip(lab: Lab, samples: int) -> float:
     return asyncio.run(main())
 
 
+def held_requests(lab: Lab, holds: int, interven: tuple[str, ...], env: dict[str, str]
+                  ) -> dict[str, Any]:  # fmt: skip
+    """Bare mitmproxy holding requests on a slow upstream vs. the sidecar holding approvals."""
+    held: dict[str, Any] = {}
+    hold_flags = ("--max-pending-approvals", str(holds + 100), "--approval-timeout", "3600",
+                  "--approval-poll-interval", "60")  # fmt: skip
+    with proxy_in(lab, "bare") as bare:
+        held["bare_slow_upstream"] = held_memory(
+            lab, bare, holds, lambda: lab.stats(lab.upstream_url)["held"]
+        )
+        lab.release(lab.upstream_url)
+    with proxy_in(lab, "sidecar", *interven, *hold_flags, env=env) as sidecar:
+        held["sidecar_approvals"] = held_memory(
+            lab, sidecar, holds,
+            lambda: sidecar.metric("egress_sidecar_approvals_pending"),
+        )  # fmt: skip
+    held["approval_kb_over_bare"] = (
+        held["sidecar_approvals"]["kb_per_held_request"]
+        - held["bare_slow_upstream"]["kb_per_held_request"]
+    )
+    return held
+
+
+def leak_check(lab: Lab, total: int, key: str) -> dict[str, Any]:
+    """RSS over `total` allowed requests, then over `total / 5` against a dead scan API."""
+    leak: dict[str, Any] = {}
+    with proxy_in(lab, "sidecar") as sidecar:
+        leak["local_allow"] = rss_over(lab, sidecar, "/allow/leak", total, 200)
+    dead = ("--backend", "interven", "--scan-retries", "0", "--breaker-threshold", "1000")
+    dead_env = {"INTERVEN_API_KEY": key, "INTERVEN_GATEWAY_URL": "http://127.0.0.1:9"}
+    with proxy_in(lab, "sidecar", *dead, env=dead_env) as sidecar:
+        leak["dead_scan_api_fail_closed"] = rss_over(lab, sidecar, "/allow/leak", total // 5, 503)
+    return leak
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -490,7 +572,8 @@ def markdown(report: dict[str, Any]) -> str:
         parts = [f"{k} {v:.2f}" for k, v in ratio.items()]
         lines.append(f"- **{config}**: " + ", ".join(parts))
     for key in ("stalls", "held_requests", "scan_api", "rss_over_requests"):
-        lines += ["", f"**{key}**: `{json.dumps(report[key], default=str)}`"]
+        if key in report:
+            lines += ["", f"**{key}**: `{json.dumps(report[key], default=str)}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -519,6 +602,8 @@ def main() -> None:
     parser.add_argument("--leak-requests", type=int, default=100_000)
     parser.add_argument("--holds", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="run only these sections (default: all)")  # fmt: skip
     args = parser.parse_args()
 
     def n(count: int) -> int:
@@ -538,69 +623,46 @@ def main() -> None:
         interven = ("--backend", "interven", "--scan-api-ca", str(lab.ca_file))
         interven_env = {"INTERVEN_API_KEY": key, "INTERVEN_GATEWAY_URL": lab.scan_api_url}
         step = _progress()
-        step("direct")
-        results += run_config("direct", lab, None, workloads, "/allow/", peaks)
-        step("bare mitmproxy")
-        with proxy_in(lab, "bare") as bare:
-            results += run_config("bare", lab, bare, workloads, "/allow/", peaks)
-        step("sidecar, local engine, allow")
-        with proxy_in(lab, "sidecar") as sidecar:
-            results += run_config("local-allow", lab, sidecar, workloads, "/allow/", peaks)
-        step("sidecar, local engine, deny")
-        with proxy_in(lab, "sidecar") as sidecar:
-            results += run_config("local-deny", lab, sidecar, workloads, "/deny/", peaks)
-        step("sidecar, scan API double")
-        api_before = lab.stats(lab.scan_api_url)
-        with proxy_in(lab, "sidecar", *interven, env=interven_env) as sidecar:
-            results += run_config("interven", lab, sidecar, workloads, "/allow/", peaks)
-        api_after = lab.stats(lab.scan_api_url)
-        report["scan_api"] = {
-            "calls": api_after["requests"] - api_before["requests"],
-            "tls_connections": api_after["connections"] - api_before["connections"],
-            "api_round_trip_p50_ms": api_round_trip(lab, 300),
-        }
+        if "throughput" in args.only:
+            step("direct")
+            results += run_config("direct", lab, None, workloads, "/allow/", peaks)
+            step("bare mitmproxy")
+            with proxy_in(lab, "bare") as bare:
+                results += run_config("bare", lab, bare, workloads, "/allow/", peaks)
+            step("sidecar, local engine, allow")
+            with proxy_in(lab, "sidecar") as sidecar:
+                results += run_config("local-allow", lab, sidecar, workloads, "/allow/", peaks)
+            step("sidecar, local engine, deny")
+            with proxy_in(lab, "sidecar") as sidecar:
+                results += run_config("local-deny", lab, sidecar, workloads, "/deny/", peaks)
+            step("sidecar, scan API double")
+            api_before = lab.stats(lab.scan_api_url)
+            with proxy_in(lab, "sidecar", *interven, env=interven_env) as sidecar:
+                results += run_config("interven", lab, sidecar, workloads, "/allow/", peaks)
+            api_after = lab.stats(lab.scan_api_url)
+            report["scan_api"] = {
+                "calls": api_after["requests"] - api_before["requests"],
+                "tls_connections": api_after["connections"] - api_before["connections"],
+                "api_round_trip_p50_ms": api_round_trip(lab, 300),
+            }
 
-        step("event-loop stalls while 256 KB bodies are scanned")
-        stalls = {}
-        with proxy_in(lab, "bare") as bare:
-            stalls["bare"] = stall_check(lab, bare, n(1000))
-        with proxy_in(lab, "sidecar") as sidecar:
-            stalls["local"] = stall_check(lab, sidecar, n(1000))
-        report["stalls"] = stalls
+        if "stalls" in args.only:
+            step("event-loop stalls while 256 KB bodies are scanned")
+            stalls = {}
+            with proxy_in(lab, "bare") as bare:
+                stalls["bare"] = stall_check(lab, bare, n(1000))
+            with proxy_in(lab, "sidecar") as sidecar:
+                stalls["local"] = stall_check(lab, sidecar, n(1000))
+            report["stalls"] = stalls
 
-        step(f"memory with {args.holds} held requests")
-        held = {}
-        hold_flags = ("--max-pending-approvals", str(args.holds + 100), "--approval-timeout",
-                      "3600", "--approval-poll-interval", "60")  # fmt: skip
-        with proxy_in(lab, "bare") as bare:
-            before = lab.stats(lab.upstream_url)["held"]
-            held["bare_slow_upstream"] = held_memory(
-                lab, bare, args.holds,
-                lambda: lab.stats(lab.upstream_url)["held"] - before >= args.holds,
-            )  # fmt: skip
-            lab.release(lab.upstream_url)
-        with proxy_in(lab, "sidecar", *interven, *hold_flags, env=interven_env) as sidecar:
-            held["sidecar_approvals"] = held_memory(
-                lab, sidecar, args.holds,
-                lambda: sidecar.metric("egress_sidecar_approvals_pending") >= args.holds,
-            )  # fmt: skip
-        held["approval_kb_over_bare"] = (
-            held["sidecar_approvals"]["kb_per_held_request"]
-            - held["bare_slow_upstream"]["kb_per_held_request"]
-        )
-        report["held_requests"] = held
+        if "held" in args.only:
+            step(f"memory with {args.holds} held requests")
+            report["held_requests"] = held_requests(lab, args.holds, interven, interven_env)
 
-        step(f"RSS over {args.leak_requests} requests")
-        leak: dict[str, Any] = {}
-        with proxy_in(lab, "sidecar") as sidecar:
-            leak["local_allow"] = rss_over(lab, sidecar, "/allow/leak", args.leak_requests, 200)
-        dead = ("--backend", "interven", "--scan-retries", "0", "--breaker-threshold", "1000")
-        dead_env = {"INTERVEN_API_KEY": key, "INTERVEN_GATEWAY_URL": "http://127.0.0.1:9"}
-        with proxy_in(lab, "sidecar", *dead, env=dead_env) as sidecar:
-            leak["dead_scan_api_fail_closed"] = rss_over(
-                lab, sidecar, "/allow/leak", args.leak_requests // 5, 503
-            )
-        report["rss_over_requests"] = leak
+        if "leak" in args.only:
+            step(f"RSS over {args.leak_requests} requests")
+            report["rss_over_requests"] = leak_check(lab, args.leak_requests, key)
+        step("done")
 
     report["ratios"] = compare(results)
     report["results"] = [asdict(r) for r in results]
@@ -610,9 +672,11 @@ def main() -> None:
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "proxy_bench.json").write_text(json.dumps(report, indent=2, default=str))
+    # A partial run never overwrites the full report.
+    stem = "proxy_bench" + "".join(f"-{s}" for s in args.only if set(args.only) != set(SECTIONS))
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str))
     text = markdown(report)
-    (args.out / "proxy_bench.md").write_text(text)
+    (args.out / f"{stem}.md").write_text(text)
     print(text)
 
 
