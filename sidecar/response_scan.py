@@ -96,7 +96,7 @@ class ResponseScanQueue:
             return
         body = body_for_scan(content, job.content_type)
         try:
-            await self._backend.scan_response(job.trace_id, body, job.status)
+            await self._backend.scan_response(job.trace_id, body, job.status, len(content))
         except ScanError as e:
             self._metrics.response_dropped.labels(e.kind).inc()
             logger.warning("response scan for %s not posted (%s)", job.trace_id, e.kind)

@@ -54,7 +54,9 @@ class IntervenBackend:
         except ValidationError as e:
             raise MalformedVerdict(f"scan: {_first_problem(e)}") from None
 
-    async def scan_response(self, trace_id: str, body: Any, status: int) -> None:
+    async def scan_response(
+        self, trace_id: str, body: Any, status: int, body_bytes: int | None = None
+    ) -> None:
         payload = {"trace_id": trace_id, "response_body": body, "response_status": status}
         await self._http.request_json("POST", "/v1/scan/response", "scan_response", json=payload)
 

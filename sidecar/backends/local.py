@@ -91,13 +91,18 @@ class LocalBackend:
         while len(self._hosts) > MAX_TRACKED_TRACES:
             self._hosts.popitem(last=False)
 
-    async def scan_response(self, trace_id: str, body: Any, status: int) -> None:
+    async def scan_response(
+        self, trace_id: str, body: Any, status: int, body_bytes: int | None = None
+    ) -> None:
         host = self._hosts.pop(trace_id, None)
         if host is None:
             raise ScanRejected("scan_response: unknown trace id", 404)
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._pool, self.engine.observe_response, host, body)
+            if body_bytes is not None and body_bytes <= INLINE_LIMIT:
+                self.engine.observe_response(host, body)  # a thread hop would cost more
+            else:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._pool, self.engine.observe_response, host, body)
         except Exception as e:
             raise EngineError(f"engine failed on a response: {type(e).__name__}") from None
 
