@@ -1,6 +1,6 @@
 """Where the sidecar spends its CPU under one workload: py-spy on the live process.
 
-    python -m bench.profile_proxy [--kind sidecar|bare] [--size 262144] [--concurrency 4]
+    python -m bench.profile_proxy [--kind sidecar|interven|bare] [--size 262144] [--concurrency 4]
                                   [--requests 150] [--top 25] [--blocking]
 
 Starts the same lab as `proxy_bench` (HTTPS upstream on loopback, curl as the client),
@@ -18,7 +18,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from bench.proxy_bench import ROOT, Curl, Lab, Proxy, body_for
+from bench.proxy_bench import ROOT, Curl, Lab, Proxy, body_for, interven_env
 
 
 def summarise(raw: Path, top: int) -> str:
@@ -41,7 +41,8 @@ def summarise(raw: Path, top: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_proxy")
-    parser.add_argument("--kind", choices=["sidecar", "bare"], default="sidecar")
+    parser.add_argument("--kind", choices=["sidecar", "interven", "bare"], default="sidecar",
+                        help="interven: the sidecar with the scan-API double")  # fmt: skip
     parser.add_argument("--size", type=int, default=256 * 1024)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--requests", type=int, default=150)
@@ -56,7 +57,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lab = Lab(Path(tmp))
         try:
-            proxy = Proxy(lab, args.kind)
+            if args.kind == "interven":
+                proxy = Proxy(lab, "sidecar", "--backend", "interven", "--scan-api-ca",
+                              str(lab.ca_file), env=interven_env(lab))  # fmt: skip
+            else:
+                proxy = Proxy(lab, args.kind)
             curl = Curl(lab, proxy)
             url = f"{lab.upstream_url}/allow/profile"
             curl.run(url, body_for(2048, False, 0), 8, 100, 200)

@@ -1,14 +1,16 @@
 """What the sidecar costs: the same HTTPS workload direct, through bare mitmproxy, and
 through the sidecar, in one run on loopback.
 
-    python -m bench.proxy_bench [--scale 1.0] [--leak-requests 100000] [--out bench/results]
-                                [--only throughput stalls held leak]
+    python -m bench.proxy_bench [--scale 1.0] [--rounds 3] [--leak-requests 100000]
+                                [--holds 1000] [--only throughput stalls held leak]
+                                [--out bench/results]
 
 Configurations: `direct` (client → upstream), `bare` (mitmproxy 11 with the sidecar's own
 options, no addon), `local-allow` / `local-deny` (the sidecar, embedded engine, default
 policy; the deny bodies carry a GitHub token), `interven` (the sidecar with a scan-API
-double over HTTPS on loopback). Each proxy is a fresh process, measured from outside
-(CPU time, RSS, peak RSS); the client is httpx over keep-alive HTTP/1.1 connections.
+double over HTTPS on loopback). Each proxy is its own process, measured from outside
+(CPU time, RSS, peak RSS); the client is curl over keep-alive HTTP/1.1 connections. The
+workloads run in interleaved rounds, so a noisy moment hits every configuration alike.
 
 Then: event-loop stalls while 256 KB bodies are scanned, memory per held approval,
 connection reuse towards the scan API, and RSS over many requests (normal traffic and a
@@ -218,6 +220,14 @@ class Proxy:
         self.child.stop()
 
 
+BENCH_KEY = "bench-key-0123456789"
+
+
+def interven_env(lab: Lab) -> dict[str, str]:
+    """Environment pointing the sidecar's `interven` backend at the lab's scan-API double."""
+    return {"INTERVEN_API_KEY": BENCH_KEY, "INTERVEN_GATEWAY_URL": lab.scan_api_url}
+
+
 # ---------------------------------------------------------------- the client
 
 
@@ -313,26 +323,54 @@ class Curl:
         return latencies, errors, wall
 
 
-def run_config(name: str, lab: Lab, proxy: Proxy | None, workloads: list[Workload],
-               path: str, peaks: dict[str, int]) -> list[Result]:  # fmt: skip
-    deny = "/deny/" in path
-    expected = 403 if deny else 200
-    curl = Curl(lab, proxy)
+@dataclass
+class Config:
+    name: str
+    proxy: Proxy | None
+    path: str  # "/allow/" or "/deny/"
+
+    @property
+    def expected(self) -> int:
+        return 403 if "/deny/" in self.path else 200
+
+
+def run_interleaved(lab: Lab, configs: list[Config], workloads: list[Workload], rounds: int,
+                    peaks: dict[str, int]) -> list[Result]:  # fmt: skip
+    """Every workload through every configuration, `rounds` times, interleaved: whatever
+    else the machine does at a given moment lands on all configurations alike.
+
+    Per configuration and workload: the median of the rounds' throughput and CPU, and
+    percentiles over the latencies of all rounds.
+    """
+    runs: dict[tuple[str, str], list[tuple[list[float], int, float, float | None]]] = {}
+    for c in configs:
+        body = body_for(2048, c.path == "/deny/", 0)
+        Curl(lab, c.proxy).run(f"{lab.upstream_url}{c.path}warm", body, 32, 640, c.expected)
+    for _ in range(rounds):
+        for w in workloads:
+            for c in configs:
+                body = body_for(w.body_bytes, c.path == "/deny/", w.body_bytes)
+                cpu0 = c.proxy.child.cpu() if c.proxy else 0.0
+                lat, errors, wall = Curl(lab, c.proxy).run(
+                    f"{lab.upstream_url}{c.path}{w.name}", body, w.concurrency, w.requests,
+                    c.expected,
+                )  # fmt: skip
+                cpu = (c.proxy.child.cpu() - cpu0) / w.requests * 1000 if c.proxy else None
+                runs.setdefault((c.name, w.name), []).append((lat, errors, wall, cpu))
     results = []
-    curl.run(f"{lab.upstream_url}{path}warm", body_for(2048, deny, 0), 32, 640, expected)
-    for w in workloads:
-        body = body_for(w.body_bytes, deny, w.body_bytes)
-        cpu0 = proxy.child.cpu() if proxy else 0.0
-        lat, errors, wall = curl.run(
-            f"{lab.upstream_url}{path}{w.name}", body, w.concurrency, w.requests, expected
-        )
-        cpu = (proxy.child.cpu() - cpu0) / w.requests * 1000 if proxy else None
-        ms = [x * 1000 for x in lat]
-        results.append(Result(name, w.name, w.requests, errors, wall, w.requests / wall,
-                              statistics.median(ms), percentile(ms, 0.95),
-                              percentile(ms, 0.99), cpu))  # fmt: skip
-    if proxy:
-        peaks[name] = proxy.child.peak_rss()
+    for c in configs:
+        for w in workloads:
+            rs = runs[(c.name, w.name)]
+            ms = [x * 1000 for lat, *_ in rs for x in lat]
+            cpus = [cpu for *_, cpu in rs if cpu is not None]
+            results.append(Result(
+                c.name, w.name, w.requests * len(rs), sum(r[1] for r in rs),
+                sum(r[2] for r in rs), statistics.median(w.requests / r[2] for r in rs),
+                statistics.median(ms), percentile(ms, 0.95), percentile(ms, 0.99),
+                statistics.median(cpus) if cpus else None,
+            ))  # fmt: skip
+        if c.proxy:
+            peaks[c.name] = c.proxy.child.peak_rss()
     return results
 
 
@@ -599,6 +637,7 @@ def proxy_in(lab: Lab, kind: str, *extra: str, env: dict[str, str] | None = None
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.proxy_bench")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds")
     parser.add_argument("--leak-requests", type=int, default=100_000)
     parser.add_argument("--holds", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -610,35 +649,38 @@ def main() -> None:
         return max(20, int(count * args.scale))
 
     workloads = [
-        Workload("2KB-c1", 2 * 1024, 1, n(1500)),
-        Workload("2KB-c32", 2 * 1024, 32, n(6000)),
-        Workload("64KB-c8", 64 * 1024, 8, n(800)),
-        Workload("256KB-c4", 256 * 1024, 4, n(300)),
+        Workload("2KB-c1", 2 * 1024, 1, n(800)),
+        Workload("2KB-c32", 2 * 1024, 32, n(3000)),
+        Workload("64KB-c8", 64 * 1024, 8, n(500)),
+        Workload("256KB-c4", 256 * 1024, 4, n(200)),
     ]
-    key = "bench-key-0123456789"
+    key = BENCH_KEY
     results: list[Result] = []
     peaks: dict[str, int] = {}
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, lab_in(Path(tmp)) as lab:
         interven = ("--backend", "interven", "--scan-api-ca", str(lab.ca_file))
-        interven_env = {"INTERVEN_API_KEY": key, "INTERVEN_GATEWAY_URL": lab.scan_api_url}
+        api_env = interven_env(lab)
         step = _progress()
         if "throughput" in args.only:
-            step("direct")
-            results += run_config("direct", lab, None, workloads, "/allow/", peaks)
-            step("bare mitmproxy")
-            with proxy_in(lab, "bare") as bare:
-                results += run_config("bare", lab, bare, workloads, "/allow/", peaks)
-            step("sidecar, local engine, allow")
-            with proxy_in(lab, "sidecar") as sidecar:
-                results += run_config("local-allow", lab, sidecar, workloads, "/allow/", peaks)
-            step("sidecar, local engine, deny")
-            with proxy_in(lab, "sidecar") as sidecar:
-                results += run_config("local-deny", lab, sidecar, workloads, "/deny/", peaks)
-            step("sidecar, scan API double")
+            step(
+                f"throughput: 5 configurations x {len(workloads)} workloads x {args.rounds} rounds"
+            )
             api_before = lab.stats(lab.scan_api_url)
-            with proxy_in(lab, "sidecar", *interven, env=interven_env) as sidecar:
-                results += run_config("interven", lab, sidecar, workloads, "/allow/", peaks)
+            with (
+                proxy_in(lab, "bare") as bare,
+                proxy_in(lab, "sidecar") as local_allow,
+                proxy_in(lab, "sidecar") as local_deny,
+                proxy_in(lab, "sidecar", *interven, env=api_env) as with_api,
+            ):
+                configs = [
+                    Config("direct", None, "/allow/"),
+                    Config("bare", bare, "/allow/"),
+                    Config("local-allow", local_allow, "/allow/"),
+                    Config("local-deny", local_deny, "/deny/"),
+                    Config("interven", with_api, "/allow/"),
+                ]
+                results += run_interleaved(lab, configs, workloads, args.rounds, peaks)
             api_after = lab.stats(lab.scan_api_url)
             report["scan_api"] = {
                 "calls": api_after["requests"] - api_before["requests"],
@@ -657,7 +699,7 @@ def main() -> None:
 
         if "held" in args.only:
             step(f"memory with {args.holds} held requests")
-            report["held_requests"] = held_requests(lab, args.holds, interven, interven_env)
+            report["held_requests"] = held_requests(lab, args.holds, interven, api_env)
 
         if "leak" in args.only:
             step(f"RSS over {args.leak_requests} requests")
