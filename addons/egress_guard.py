@@ -44,7 +44,6 @@ from sidecar.enforce import (
     local_block,
 )
 from sidecar.engine import Policy
-from sidecar.heap import freeze_startup_heap
 from sidecar.loop_lag import watch_loop_lag
 from sidecar.metrics import SidecarMetrics
 from sidecar.policy_file import PolicyError, load_policy
@@ -58,6 +57,7 @@ from sidecar.settings import (
     load_settings,
 )
 from sidecar.stream_tap import ResponseTap
+from sidecar.tuning import freeze_startup_heap, share_gil_promptly
 from sidecar.verdict import Decision, ScanRequest
 
 logger = logging.getLogger("egress_sidecar")
@@ -198,6 +198,7 @@ class EgressGuard:
                     settings.admin,
                     e.strerror,
                 )
+        share_gil_promptly()
         frozen = freeze_startup_heap()
         logger.debug("start-up heap frozen: %d objects out of the collector's reach", frozen)
 

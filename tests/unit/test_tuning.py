@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import gc
+import sys
 
-from sidecar.heap import freeze_startup_heap
+from sidecar.tuning import GIL_SWITCH_INTERVAL, freeze_startup_heap, share_gil_promptly
 
 
 class _Compiled:
@@ -22,3 +23,12 @@ def test_start_up_objects_leave_the_collectors_reach():
     finally:
         gc.unfreeze()
     assert any(o is survivor for o in gc.get_objects())
+
+
+def test_the_loop_gets_the_gil_back_within_a_millisecond():
+    before = sys.getswitchinterval()
+    try:
+        share_gil_promptly()
+        assert sys.getswitchinterval() == GIL_SWITCH_INTERVAL <= 0.001 < before
+    finally:
+        sys.setswitchinterval(before)

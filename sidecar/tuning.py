@@ -1,0 +1,32 @@
+"""Interpreter settings for an event loop that shares its process with a scan thread.
+
+Both were measured with `bench/` on a 2-core machine while 256 KB bodies were scanned:
+
+- The garbage collector's oldest-generation pass walks every object, including all that
+  was loaded at start (mitmproxy, the compiled detectors, the policy), holding the GIL:
+  such passes paused the event loop for up to 85 ms. `gc.freeze()` moves the start-up
+  heap to a permanent generation the collector no longer visits (longest pass after it:
+  9-13 ms).
+- When the loop wakes for I/O while the scan thread holds the GIL, it waits up to the
+  switch interval (5 ms by default) for every wake-up. At 1 ms the longest loop pause
+  went from 10-20 ms to under 10 ms, at unchanged scan throughput.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+
+GIL_SWITCH_INTERVAL = 0.001  # seconds
+
+
+def share_gil_promptly() -> None:
+    """Let the event loop take the GIL back from a running scan within 1 ms."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+
+
+def freeze_startup_heap() -> int:
+    """Collect once, then exempt every surviving object; returns how many were frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
