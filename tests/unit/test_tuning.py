@@ -28,7 +28,8 @@ def test_start_up_objects_leave_the_collectors_reach():
 def test_the_loop_gets_the_gil_back_within_a_millisecond():
     before = sys.getswitchinterval()
     try:
+        sys.setswitchinterval(0.005)  # CPython's default; in-process sidecars may have run
         share_gil_promptly()
-        assert sys.getswitchinterval() == GIL_SWITCH_INTERVAL <= 0.001 < before
+        assert sys.getswitchinterval() == GIL_SWITCH_INTERVAL <= 0.001
     finally:
         sys.setswitchinterval(before)
