@@ -23,6 +23,8 @@ import tornado.iostream
 import tornado.netutil
 import tornado.web
 
+from tests.support.servers import verdict
+
 
 class Stats:
     def __init__(self) -> None:
@@ -75,27 +77,18 @@ class UpstreamHandler(_Handler):
     get = post = put = _answer
 
 
-def verdict(url: str) -> dict[str, object]:
-    decision = "DENY" if "/deny/" in url else "REQUIRE_APPROVAL" if "/hold/" in url else "ALLOW"
-    doc: dict[str, object] = {
-        "decision": decision,
-        "risk_score": 0.1 if decision == "ALLOW" else 0.9,
-        "risk_band": "LOW" if decision == "ALLOW" else "HIGH",
-        "reason_codes": [] if decision == "ALLOW" else ["SECRETS"],
-        "trace_id": str(uuid.uuid4()),
-        "tool_name": "custom_proxy",
-        "operation": "unknown",
-        "classifications": [],
-        "signals": [],
-    }
-    if decision == "REQUIRE_APPROVAL":
-        doc["approval_id"] = str(uuid.uuid4())
-    return doc
+def verdict_for(url: str) -> dict[str, Any]:
+    """The verdict the path asks for, as the scan API serialises it (tests' own shape)."""
+    if "/deny/" in url:
+        return verdict("DENY")
+    if "/hold/" in url:
+        return verdict("REQUIRE_APPROVAL", approval_id=str(uuid.uuid4()))
+    return verdict("ALLOW")
 
 
 class ScanHandler(_Handler):
     def post(self) -> None:
-        self.reply(verdict(json.loads(self.request.body)["url"]))
+        self.reply(verdict_for(json.loads(self.request.body)["url"]))
 
 
 class ResponseHandler(_Handler):
