@@ -22,6 +22,7 @@ from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy.layer import NextLayer
 from mitmproxy.proxy.layers import TCPLayer
 
+from addons.tls_buffers import ReleaseTlsBuffers
 from sidecar.admin import AdminServer
 from sidecar.approvals import ApprovalCapacityExceeded, ApprovalWaiter
 from sidecar.backends import BackendConfigError, backend_name, create_backend
@@ -531,4 +532,4 @@ def _ca_cert_exists() -> bool:
     return (Path(ctx.options.confdir).expanduser() / "mitmproxy-ca-cert.pem").is_file()
 
 
-addons = [EgressGuard()]
+addons = [EgressGuard(), ReleaseTlsBuffers()]

@@ -20,6 +20,7 @@ from mitmproxy.options import Options
 from mitmproxy.tools.dump import DumpMaster
 
 from addons.egress_guard import EgressGuard, option_values
+from addons.tls_buffers import ReleaseTlsBuffers
 from sidecar.ca import CaFiles
 from sidecar.settings import HostPort, IntervenCredentials, SidecarSettings
 
@@ -106,7 +107,7 @@ def build_master(
         Options(confdir=str(settings.confdir)), with_termlog=False, with_dumper=False
     )
     guard = EgressGuard(credentials=credentials)
-    master.addons.add(guard, _ReadyNotifier(guard, ca, on_ready))
+    master.addons.add(guard, ReleaseTlsBuffers(), _ReadyNotifier(guard, ca, on_ready))
     # Addon options (mitmproxy's and ours) exist only once the addons are added.
     master.options.update(**mitmproxy_option_values(settings), **option_values(settings))
     return master
