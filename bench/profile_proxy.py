@@ -18,7 +18,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from bench.proxy_bench import ROOT, Curl, Lab, Proxy, body_for, interven_env
+from bench.proxy_bench import ROOT, Curl, Lab, Proxy, body_for
 
 
 def summarise(raw: Path, top: int) -> str:
@@ -57,11 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lab = Lab(Path(tmp))
         try:
-            if args.kind == "interven":
-                proxy = Proxy(lab, "sidecar", "--backend", "interven", "--scan-api-ca",
-                              str(lab.ca_file), env=interven_env(lab))  # fmt: skip
-            else:
-                proxy = Proxy(lab, args.kind)
+            proxy = Proxy(lab, args.kind)
             curl = Curl(lab, proxy)
             url = f"{lab.upstream_url}/allow/profile"
             curl.run(url, body_for(2048, False, 0), 8, 100, 200)

@@ -51,6 +51,7 @@ from bench.engine_bench import chat_body, percentile
 from tests.corpus import github
 
 BIN = Path(sys.executable).parent
+BENCH_KEY = "bench-key-0123456789"
 SECTIONS = ("throughput", "stalls", "held", "leak")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,10 +174,18 @@ class Lab:
 
 
 class Proxy:
-    """A proxy configuration: its process, address, CA and (for the sidecar) admin."""
+    """A proxy configuration: its process, address, CA and (for the sidecar) admin.
+
+    Kinds: `bare` (mitmproxy, no addon), `sidecar` (embedded engine), `interven` (the
+    sidecar with the lab's scan-API double as its backend).
+    """
 
     def __init__(self, lab: Lab, kind: str, *extra: str, env: dict[str, str] | None = None):
         self.kind = kind
+        if kind == "interven":
+            extra = ("--backend", "interven", "--scan-api-ca", str(lab.ca_file), *extra)
+            env = {"INTERVEN_API_KEY": BENCH_KEY, "INTERVEN_GATEWAY_URL": lab.scan_api_url,
+                   **(env or {})}  # fmt: skip
         confdir = Path(tempfile.mkdtemp(dir=lab.tmp, prefix=f"{kind}-"))
         self.ca_file = confdir / "mitmproxy-ca-cert.pem"
         self.admin: str | None = None
@@ -218,14 +227,6 @@ class Proxy:
 
     def stop(self) -> None:
         self.child.stop()
-
-
-BENCH_KEY = "bench-key-0123456789"
-
-
-def interven_env(lab: Lab) -> dict[str, str]:
-    """Environment pointing the sidecar's `interven` backend at the lab's scan-API double."""
-    return {"INTERVEN_API_KEY": BENCH_KEY, "INTERVEN_GATEWAY_URL": lab.scan_api_url}
 
 
 # ---------------------------------------------------------------- the client
@@ -534,8 +535,7 @@ def api_round_trip(lab: Lab, samples: int) -> float:
     return asyncio.run(main())
 
 
-def held_requests(lab: Lab, holds: int, interven: tuple[str, ...], env: dict[str, str]
-                  ) -> dict[str, Any]:  # fmt: skip
+def held_requests(lab: Lab, holds: int) -> dict[str, Any]:
     """Bare mitmproxy holding requests on a slow upstream vs. the sidecar holding approvals."""
     held: dict[str, Any] = {}
     hold_flags = ("--max-pending-approvals", str(holds + 100), "--approval-timeout", "3600",
@@ -545,7 +545,7 @@ def held_requests(lab: Lab, holds: int, interven: tuple[str, ...], env: dict[str
             lab, bare, holds, lambda: lab.stats(lab.upstream_url)["held"]
         )
         lab.release(lab.upstream_url)
-    with proxy_in(lab, "sidecar", *interven, *hold_flags, env=env) as sidecar:
+    with proxy_in(lab, "interven", *hold_flags) as sidecar:
         held["sidecar_approvals"] = held_memory(
             lab, sidecar, holds,
             lambda: sidecar.metric("egress_sidecar_approvals_pending"),
@@ -557,14 +557,14 @@ def held_requests(lab: Lab, holds: int, interven: tuple[str, ...], env: dict[str
     return held
 
 
-def leak_check(lab: Lab, total: int, key: str) -> dict[str, Any]:
+def leak_check(lab: Lab, total: int) -> dict[str, Any]:
     """RSS over `total` allowed requests, then over `total / 5` against a dead scan API."""
     leak: dict[str, Any] = {}
     with proxy_in(lab, "sidecar") as sidecar:
         leak["local_allow"] = rss_over(lab, sidecar, "/allow/leak", total, 200)
-    dead = ("--backend", "interven", "--scan-retries", "0", "--breaker-threshold", "1000")
-    dead_env = {"INTERVEN_API_KEY": key, "INTERVEN_GATEWAY_URL": "http://127.0.0.1:9"}
-    with proxy_in(lab, "sidecar", *dead, env=dead_env) as sidecar:
+    dead = ("--scan-retries", "0", "--breaker-threshold", "1000")
+    dead_api = {"INTERVEN_GATEWAY_URL": "http://127.0.0.1:9"}  # nothing listens there
+    with proxy_in(lab, "interven", *dead, env=dead_api) as sidecar:
         leak["dead_scan_api_fail_closed"] = rss_over(lab, sidecar, "/allow/leak", total // 5, 503)
     return leak
 
@@ -654,13 +654,10 @@ def main() -> None:
         Workload("64KB-c8", 64 * 1024, 8, n(500)),
         Workload("256KB-c4", 256 * 1024, 4, n(200)),
     ]
-    key = BENCH_KEY
     results: list[Result] = []
     peaks: dict[str, int] = {}
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, lab_in(Path(tmp)) as lab:
-        interven = ("--backend", "interven", "--scan-api-ca", str(lab.ca_file))
-        api_env = interven_env(lab)
         step = _progress()
         if "throughput" in args.only:
             step(
@@ -671,7 +668,7 @@ def main() -> None:
                 proxy_in(lab, "bare") as bare,
                 proxy_in(lab, "sidecar") as local_allow,
                 proxy_in(lab, "sidecar") as local_deny,
-                proxy_in(lab, "sidecar", *interven, env=api_env) as with_api,
+                proxy_in(lab, "interven") as with_api,
             ):
                 configs = [
                     Config("direct", None, "/allow/"),
@@ -699,11 +696,11 @@ def main() -> None:
 
         if "held" in args.only:
             step(f"memory with {args.holds} held requests")
-            report["held_requests"] = held_requests(lab, args.holds, interven, api_env)
+            report["held_requests"] = held_requests(lab, args.holds)
 
         if "leak" in args.only:
             step(f"RSS over {args.leak_requests} requests")
-            report["rss_over_requests"] = leak_check(lab, args.leak_requests, key)
+            report["rss_over_requests"] = leak_check(lab, args.leak_requests)
         step("done")
 
     report["ratios"] = compare(results)
