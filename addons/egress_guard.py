@@ -24,13 +24,14 @@ from mitmproxy.proxy.layers import TCPLayer
 
 from addons.tls_buffers import ReleaseTlsBuffers
 from sidecar.admin import AdminServer
+from sidecar.approval_store import ApprovalStore
 from sidecar.approvals import ApprovalCapacityExceeded, ApprovalWaiter
 from sidecar.backends import BackendConfigError, backend_name, create_backend
 from sidecar.backends.base import ScanBackend
 from sidecar.backends.breaker import BreakerState
 from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
-from sidecar.backends.local import LocalBackend
 from sidecar.bodies import BodyTooLarge, BodyUndecodable, body_for_scan, decode_body
+from sidecar.credentials import Credentials, load_credentials
 from sidecar.decision_log import log_decision
 from sidecar.enforce import (
     APPROVAL_CAPACITY,
@@ -39,32 +40,38 @@ from sidecar.enforce import (
     FAIL_CLOSED,
     SIDECAR_CREDENTIAL,
     Enforcement,
+    approval_refused,
     approval_result,
     fail_open,
     from_verdict,
     local_block,
+    shadowed,
 )
 from sidecar.engine import Policy
+from sidecar.llm import recognise
 from sidecar.loop_lag import watch_loop_lag
 from sidecar.metrics import SidecarMetrics
 from sidecar.policy_file import PolicyError, load_policy
 from sidecar.response_scan import ResponseScanJob, ResponseScanQueue
 from sidecar.settings import (
+    ApprovalMode,
+    EnforcementMode,
     FailMode,
-    IntervenCredentials,
     SettingsError,
     SidecarSettings,
-    load_credentials,
     load_settings,
 )
 from sidecar.stream_tap import ResponseTap
 from sidecar.tuning import freeze_startup_heap, share_gil_promptly
-from sidecar.verdict import Decision, ScanRequest
+from sidecar.verdict import ApprovalStatus, Decision, ScanRequest
 
 logger = logging.getLogger("egress_sidecar")
 
 METADATA_KEY = "egress_sidecar"
 TAP_KEY = "egress_sidecar_tap"
+LLM_KEY = "egress_sidecar_llm"  # the provider, when the request was an LLM call
+FORWARDED_KEY = "egress_sidecar_forwarded"  # when the request left, for outcome latency
+CONTEXT_LIMIT = 32 * 1024  # characters of conversation sent as `context` (the latest)
 SHUTDOWN_GRACE = 5.0
 
 # Settings the addon exposes as mitmproxy options (`egress_<name>`). The rest map onto
@@ -73,6 +80,8 @@ ADDON_SETTINGS = (
     "backend",
     "admin",
     "fail_mode",
+    "enforcement",
+    "approval_mode",
     "scan_timeout",
     "scan_retries",
     "approval_timeout",
@@ -115,7 +124,7 @@ def _option_value(value: Any) -> Any:
 class EgressGuard:
     """Scans each request with the configured backend and enforces the verdict."""
 
-    def __init__(self, credentials: IntervenCredentials | None = None) -> None:
+    def __init__(self, credentials: Credentials | None = None) -> None:
         self._credentials = credentials
         self.settings: SidecarSettings | None = None
         self._lag_watch: asyncio.Task[None] | None = None
@@ -124,7 +133,8 @@ class EgressGuard:
         self.approvals: ApprovalWaiter | None = None
         self.responses: ResponseScanQueue | None = None
         self.admin: AdminServer | None = None
-        self._own_secret: bytes | None = None
+        self._own_secrets: list[bytes] = []
+        self._shadow = False  # --enforcement shadow
         self._policy: Policy | None = None
         self.in_flight: set[str] = set()  # flow ids between request headers and the answer
         self.idle = asyncio.Event()  # set while nothing is in flight (graceful shutdown)
@@ -156,8 +166,10 @@ class EgressGuard:
         values["policy"] = values["policy"] or None
         values["ca_bundle_out"] = values["ca_bundle_out"] or None
         values["scan_api_ca"] = values["scan_api_ca"] or None
+        values["confdir"] = ctx.options.confdir  # approvals live next to the CA
         try:
             self.settings = load_settings(**values)
+            self._shadow = self.settings.enforcement is EnforcementMode.SHADOW
             if self._credentials is None:
                 self._credentials = load_credentials()
         except SettingsError as e:
@@ -173,8 +185,7 @@ class EgressGuard:
         assert settings is not None
         assert credentials is not None
         self.backend = create_backend(settings, credentials, self._policy, self._circuit_changed)
-        if credentials.api_key is not None:
-            self._own_secret = credentials.api_key.get_secret_value().encode()
+        self._own_secrets = credentials.secrets()
         self.approvals = ApprovalWaiter(
             self.backend,
             self.metrics,
@@ -188,7 +199,9 @@ class EgressGuard:
         self.responses.start()
         self._lag_watch = asyncio.create_task(watch_loop_lag(self.metrics.event_loop_lag.observe))
         if settings.admin is not None:
-            approvals = self.backend.approvals if isinstance(self.backend, LocalBackend) else None
+            approvals = getattr(self.backend, "approvals", None)
+            if not isinstance(approvals, ApprovalStore):  # decided by the remote API
+                approvals = None
             token = settings.admin_token.get_secret_value() if settings.admin_token else None
             self.admin = AdminServer(self.metrics, self.readiness, approvals, token)
             try:
@@ -261,6 +274,8 @@ class EgressGuard:
             logger.exception("egress-sidecar: internal error while judging a request")
             self.metrics.scan_errors.labels(INTERNAL_ERROR_KIND).inc()
             enforcement, scan_seconds = self._internal_error(), None
+        if self._shadow:
+            enforcement = shadowed(enforcement)
         self._apply(flow, enforcement)
         self._record(flow, enforcement, scan_seconds, time.monotonic() - started)
 
@@ -291,6 +306,9 @@ class EgressGuard:
         if raw is None and isinstance(tap, ResponseTap):
             raw = tap.captured
         if enforcement.from_backend and raw is not None and self.responses is not None:
+            forwarded = flow.metadata.get(FORWARDED_KEY)
+            finished = flow.response.timestamp_end or time.time()
+            latency = None if forwarded is None else max(0, round((finished - forwarded) * 1000))
             self.responses.submit(
                 ResponseScanJob(
                     trace_id=enforcement.trace_id,
@@ -298,6 +316,8 @@ class EgressGuard:
                     content_encoding=flow.response.headers.get("content-encoding", ""),
                     content_type=flow.response.headers.get("content-type", ""),
                     status=flow.response.status_code,
+                    latency_ms=latency,
+                    llm_provider=flow.metadata.get(LLM_KEY),
                 )
             )
 
@@ -327,7 +347,7 @@ class EgressGuard:
         try:
             if len(content) > settings.max_body_bytes:
                 raise BodyTooLarge("message larger than the scan limit")
-            if self._own_secret and self._own_secret in content:
+            if any(secret in content for secret in self._own_secrets):
                 enforcement = local_block(SIDECAR_CREDENTIAL, "sidecar credential", 403)
             else:
                 enforcement = from_verdict(await backend.scan(scan_request))
@@ -339,6 +359,10 @@ class EgressGuard:
         except Exception:
             logger.exception("egress-sidecar: internal error while judging a WebSocket message")
             enforcement = self._internal_error()
+        if self._shadow:
+            enforcement = shadowed(enforcement)
+        if enforcement.would is not None:
+            self._count_shadow(enforcement)
         if not enforcement.forward:
             message.drop()
         elif enforcement.replacement_body is not None:
@@ -350,6 +374,7 @@ class EgressGuard:
                 "event_kind": "websocket_message",
                 "trace_id": enforcement.trace_id,
                 "decision": enforcement.decision.value,
+                "would": enforcement.would,
                 "forwarded": enforcement.forward,
                 "reasons": enforcement.reasons,
                 "tool": enforcement.tool,
@@ -396,7 +421,10 @@ class EgressGuard:
             _scan_headers(req.headers),
             content,
             req.headers.get("content-type", ""),
+            llm_at=(req.pretty_host.lower(), req.path),
         )
+        if scan_request.llm is not None:
+            flow.metadata[LLM_KEY] = scan_request.llm.provider
         started = time.monotonic()
         try:
             verdict = await backend.scan(scan_request)
@@ -408,29 +436,54 @@ class EgressGuard:
         self.metrics.scan_duration.labels(backend.name).observe(scan_seconds)
 
         enforcement = from_verdict(verdict)
-        if verdict.decision is Decision.REQUIRE_APPROVAL:
+        if verdict.decision is Decision.REQUIRE_APPROVAL and not self._shadow:
             assert verdict.approval_id is not None
-            enforcement = await self._hold(flow, verdict.approval_id, enforcement)
+            if settings.approval_mode is ApprovalMode.REFUSE:
+                enforcement = await self._refuse(verdict.approval_id, enforcement)
+            else:
+                enforcement = await self._hold(flow, verdict.approval_id, enforcement)
         return enforcement, scan_seconds
+
+    async def _refuse(self, approval_id: str, pending: Enforcement) -> Enforcement:
+        """Refuse now, unless a reviewer already approved this id (an agent's retry)."""
+        assert self.backend is not None
+        try:
+            state = await self.backend.approval_status(approval_id)
+        except ScanError:
+            return approval_refused(pending, approval_id)
+        if state.status is ApprovalStatus.APPROVED:
+            return approval_result(pending, "approved")
+        return approval_refused(pending, approval_id)
 
     def _internal_error(self) -> Enforcement:
         message = "Blocked by egress-sidecar: internal error while judging the request."
         return local_block(FAIL_CLOSED, message, 500, error_kind=INTERNAL_ERROR_KIND)
 
     def _scan_request(
-        self, method: str, url: str, headers: dict[str, str], content: bytes, content_type: str
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        content: bytes,
+        content_type: str,
+        llm_at: tuple[str, str] | None = None,
     ) -> ScanRequest:
+        """`llm_at`: (host, path) when the request may be an LLM call worth recognising."""
         assert self.settings is not None
-        credentials = self._credentials
+        identity = self._credentials.interven if self._credentials else None
+        body = body_for_scan(content, content_type)
+        call = recognise(llm_at[0], llm_at[1], body) if llm_at and body is not None else None
         return ScanRequest(
             method=method,
             url=url,
             headers=headers,
-            body=body_for_scan(content, content_type),
-            agent_id=credentials.agent_id if credentials else None,
-            agent_name=credentials.agent_name if credentials else None,
+            body=body,
+            agent_id=identity.agent_id if identity else None,
+            agent_name=identity.agent_name if identity else None,
             runtime_type=self.settings.runtime_type,
+            context=call.context()[-CONTEXT_LIMIT:] if call is not None else None,
             body_bytes=len(content),
+            llm=call,
         )
 
     def _without_verdict(self, error: ScanError) -> Enforcement:
@@ -439,7 +492,8 @@ class EgressGuard:
             self.metrics.fail_open_forwards.labels(error.kind).inc()
             logger.warning("fail-open forward: no verdict (%s)", error.kind)
             return fail_open(error.kind)
-        self.metrics.fail_closed_blocks.labels(error.kind).inc()
+        if not self._shadow:  # in shadow it is forwarded, and counted as a would-deny
+            self.metrics.fail_closed_blocks.labels(error.kind).inc()
         message = f"Blocked by egress-sidecar: no scan verdict ({error.kind}); fail mode is closed."
         return local_block(FAIL_CLOSED, message, 503, error_kind=error.kind)
 
@@ -466,6 +520,7 @@ class EgressGuard:
     def _apply(self, flow: http.HTTPFlow, enforcement: Enforcement) -> None:
         flow.metadata[METADATA_KEY] = enforcement
         if enforcement.forward:
+            flow.metadata[FORWARDED_KEY] = time.time()
             if enforcement.replacement_body is not None:
                 # `.content` re-encodes for Content-Encoding and fixes Content-Length.
                 flow.request.content = enforcement.replacement_body
@@ -488,10 +543,13 @@ class EgressGuard:
     ) -> None:
         tool = self.metrics.tool_label(enforcement.tool)
         self.metrics.requests.labels(enforcement.decision.value, tool).inc()
+        if enforcement.would is not None:
+            self._count_shadow(enforcement)
         log_decision(
             {
                 "trace_id": enforcement.trace_id,
                 "decision": enforcement.decision.value,
+                "would": enforcement.would,
                 "forwarded": enforcement.forward,
                 "status": None if enforcement.forward else enforcement.status,
                 "reasons": enforcement.reasons,
@@ -507,16 +565,24 @@ class EgressGuard:
                 "client": flow.client_conn.peername[0] if flow.client_conn.peername else None,
                 "scan_ms": None if scan_seconds is None else round(scan_seconds * 1000, 2),
                 "total_ms": round(total_seconds * 1000, 2),
+                "llm": flow.metadata.get(LLM_KEY),
             }
         )
 
+    def _count_shadow(self, enforcement: Enforcement) -> None:
+        assert enforcement.would is not None
+        tool = self.metrics.tool_label(enforcement.tool)
+        self.metrics.shadow_decisions.labels(enforcement.would.value, tool).inc()
+
     def _carries_own_secret(self, req: http.Request, content: bytes) -> bool:
-        secret = self._own_secret
-        if not secret:
+        if not self._own_secrets:
             return False
-        if secret in content or secret in req.url.encode():
-            return True
-        return any(secret in value.encode() for value in req.headers.values())
+        url = req.url.encode()
+        headers = [value.encode() for value in req.headers.values()]
+        return any(
+            secret in content or secret in url or any(secret in h for h in headers)
+            for secret in self._own_secrets
+        )
 
 
 def _scan_headers(headers: http.Headers) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Local approvals (REQUIRE_APPROVAL with the embedded engine), persisted in the confdir.
+"""Approvals decided at the sidecar (the embedded engine, and backends whose reviews
+cannot be polled), persisted in the confdir.
 
 Every change is written atomically (0600), so a restart loses no pending approval and no
 decision. An agent that retries a request after a restart finds the approval it already
@@ -7,6 +8,7 @@ asked for: an identical request reuses a pending approval, and uses an approved 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -16,10 +18,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar.verdict import ApprovalStatus
+from sidecar.verdict import ApprovalStatus, ScanRequest
 
 FILE_NAME = "approvals.json"
 MAX_RECORDS = 5000
+
+
+def request_hash(request: ScanRequest) -> str:
+    """Identifies a retried request: method, URL and body (never stored in clear)."""
+    body = json.dumps(request.body, sort_keys=True, separators=(",", ":"), default=str)
+    raw = f"{request.method}\n{request.url}\n{body}".encode()
+    return hashlib.sha256(raw).hexdigest()
 
 
 class ApprovalNotFound(KeyError):
@@ -114,6 +123,23 @@ class ApprovalStore:
             self._records[record.id] = record
             self._save()
             return record.id
+
+    def track(self, approval_id: str, request_hash: str, **summary: Any) -> str:
+        """Hold under a backend's own approval id (a review that backend cannot be polled
+        for): it is decided here, with `approvals approve|deny` or the admin endpoint."""
+        now = self._clock()
+        with self._lock:
+            if approval_id not in self._records:
+                self._records[approval_id] = ApprovalRecord(
+                    id=approval_id,
+                    status=ApprovalStatus.PENDING.value,
+                    created=now,
+                    expires=now + self._expiry,
+                    request_hash=request_hash,
+                    **summary,
+                )
+                self._save()
+            return approval_id
 
     def status(self, approval_id: str) -> ApprovalStatus:
         with self._lock:

@@ -26,13 +26,13 @@ from sidecar.backends import BackendConfigError, backend_name
 from sidecar.backends.local import to_scan_verdict
 from sidecar.bodies import body_for_scan
 from sidecar.ca import CaFiles, ensure_ca, new_ca_pem
+from sidecar.credentials import load_credentials
 from sidecar.engine import Engine
 from sidecar.policy_file import PolicyError, load_policy
 from sidecar.settings import (
     HostPort,
     SettingsError,
     SidecarSettings,
-    load_credentials,
     load_settings,
 )
 from sidecar.verdict import ScanRequest
@@ -45,7 +45,13 @@ RUN_FLAGS = (
     ("--listen", "listen", "proxy address HOST:PORT (default 127.0.0.1:8080; port 0 = any)"),
     ("--admin", "admin", "admin server HOST:PORT, or 'off' (default 127.0.0.1:9090)"),
     ("--confdir", "confdir", "CA and state directory (default ~/.egress-sidecar)"),
-    ("--backend", "backend", "scan backend: interven (default when INTERVEN_API_KEY is set)"),
+    (
+        "--backend",
+        "backend",
+        "interven (default with INTERVEN_API_KEY), local (default), kirtonic, inviolet, velerian",
+    ),
+    ("--enforcement", "enforcement", "enforce (default), or shadow: forward all, log would-be"),
+    ("--approval-mode", "approval_mode", "hold (default) held requests, or refuse them at once"),
     (
         "--ca-cert",
         "ca_cert",
@@ -126,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = policy_sub.add_parser("show", help="print the built-in default policy")
     show.set_defaults(handler=cmd_policy_show)
 
-    approvals = sub.add_parser("approvals", help="list and decide held requests (local engine)")
+    approvals = sub.add_parser("approvals", help="list and decide requests held at this sidecar")
     approvals_sub = approvals.add_subparsers(dest="approvals_command", required=True,
                                              metavar="ACTION")  # fmt: skip
     for action, help_text in (("list", "pending approvals"), ("approve", "let it through"),
@@ -173,8 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sidecar.serve import ADDRESS_FILE, ReadyInfo, serve
 
     settings = _settings(args, RUN_FLAGS)
-    credentials = load_credentials()
     try:
+        credentials = load_credentials()
         backend = backend_name(settings, credentials)
         if backend == "local":
             backend = f"local (policy: {load_policy(settings.policy).name})"
@@ -189,7 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         redirected = f" (transparent: {info.transparent})" if info.transparent else ""
         print(
             f"{PROG} {__version__} listening on {info.proxy}{redirected}\n"
-            f"  backend:   {backend}, fail mode: {settings.fail_mode.value}\n"
+            f"  backend:   {backend}, fail mode: {settings.fail_mode.value}, "
+            f"enforcement: {settings.enforcement.value}\n"
             f"  admin:     {admin}\n"
             f"  CA cert:   {ca.cert}\n"
             f"  agents:    {_agent_command(settings, info.proxy)}",

@@ -18,6 +18,7 @@ HEADER_DECISION = "X-Interven-Decision"
 HEADER_TRACE = "X-Interven-Trace-Id"
 HEADER_REASONS = "X-Interven-Reasons"
 HEADER_APPROVAL = "X-Interven-Approval"
+HEADER_SHADOW = "X-Interven-Shadow-Decision"
 
 # Reason codes the sidecar itself adds (the backend's own codes pass through unchanged).
 FAIL_OPEN = "FAIL_OPEN"
@@ -26,6 +27,7 @@ BODY_TOO_LARGE = "BODY_TOO_LARGE"
 BODY_UNDECODABLE = "BODY_UNDECODABLE"
 SIDECAR_CREDENTIAL = "SIDECAR_CREDENTIAL"
 APPROVAL_CAPACITY = "APPROVAL_CAPACITY"
+APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
 
 
 @dataclass(slots=True)
@@ -46,6 +48,8 @@ class Enforcement:
     from_backend: bool = True
     error_kind: str | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)
+    # Shadow: forwarded untouched although the verdict (or the lack of one) said this.
+    would: Decision | None = None
 
     def headers(self) -> dict[str, str]:
         h = {HEADER_DECISION: self.decision.value, HEADER_TRACE: self.trace_id}
@@ -53,6 +57,8 @@ class Enforcement:
             h[HEADER_REASONS] = ",".join(self.reasons)
         if self.approval:
             h[HEADER_APPROVAL] = self.approval
+        if self.would is not None:
+            h[HEADER_SHADOW] = self.would.value
         return h
 
     def block_body(self) -> bytes:
@@ -90,13 +96,44 @@ def from_verdict(verdict: ScanVerdict) -> Enforcement:
         tool=verdict.tool_name,
         operation=verdict.operation,
         policy_name=verdict.policy_name,
+        would=verdict.shadow_of,
     )
     if verdict.decision is Decision.SANITIZE:
         e.replacement_body = sanitized_content(verdict.sanitized_body)
     elif verdict.decision is Decision.DENY:
         e.status = 403
-        e.message = "Blocked by egress-sidecar: the scan verdict was DENY."
+        e.message = verdict.message or "Blocked by egress-sidecar: the scan verdict was DENY."
     return e
+
+
+def shadowed(e: Enforcement) -> Enforcement:
+    """Shadow mode: forward untouched whatever would have been blocked, rewritten or held,
+    and remember what that was. A request carrying the sidecar's own credential is still
+    refused: that invariant does not depend on the roll-out stage."""
+    changes = not e.forward or e.replacement_body is not None
+    if not changes or SIDECAR_CREDENTIAL in e.reasons:
+        return e
+    e.would = e.decision
+    e.decision = Decision.ALLOW
+    e.forward = True
+    e.replacement_body = None
+    e.status = 200
+    e.approval = None
+    return e
+
+
+def approval_refused(pending: Enforcement, approval_id: str) -> Enforcement:
+    """`--approval-mode refuse`: answer now with the id a reviewer can approve."""
+    pending.forward = False
+    pending.status = 403
+    pending.approval = "required"
+    pending.reasons = [*pending.reasons, APPROVAL_REQUIRED]
+    pending.message = (
+        f"Blocked by egress-sidecar: approval {approval_id} is required; "
+        "retry once a reviewer has approved it."
+    )
+    pending.extra_body = {"approval_id": approval_id}
+    return pending
 
 
 def approval_result(pending: Enforcement, outcome: str) -> Enforcement:

@@ -33,6 +33,13 @@ class SidecarMetrics:
             ["decision", "tool"],
             registry=r,
         )
+        self.shadow_decisions = Counter(
+            f"{PREFIX}_shadow_decisions",
+            "Requests forwarded untouched in shadow mode (ours or the backend's) although "
+            "the verdict would have blocked, rewritten or held them, by that decision.",
+            ["would", "tool"],
+            registry=r,
+        )
         self.scan_duration = Histogram(
             f"{PREFIX}_scan_duration_seconds",
             "Time to obtain a verdict, retries included.",

@@ -12,9 +12,10 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from sidecar.backends.base import ScanBackend
+from sidecar.backends.base import ObservedResponse, ScanBackend
 from sidecar.backends.errors import ScanError
 from sidecar.bodies import BodyUndecodable, body_for_scan, decode_body
+from sidecar.llm import read_reply
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import SCAN_API_MAX_BODY_BYTES
 
@@ -28,6 +29,8 @@ class ResponseScanJob:
     content_encoding: str
     content_type: str
     status: int
+    latency_ms: int | None = None
+    llm_provider: str | None = None  # the request was an LLM call to this provider
 
 
 class ResponseScanQueue:
@@ -94,9 +97,27 @@ class ResponseScanQueue:
         except BodyUndecodable:
             self._metrics.response_dropped.labels("undecodable").inc()
             return
-        body = body_for_scan(content, job.content_type)
+        reply = None
+        if job.llm_provider is not None:
+            reply = read_reply(job.llm_provider, content, job.content_type)
+        streamed = job.content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+        if reply is not None and streamed:
+            # The assembled answer, not the raw events: a secret split across deltas is
+            # whole only here.
+            body: object = reply.text
+        else:
+            body = body_for_scan(content, job.content_type)
+        observed = ObservedResponse(
+            trace_id=job.trace_id,
+            body=body,
+            status=job.status,
+            body_bytes=len(content),
+            latency_ms=job.latency_ms,
+            text=reply.text if reply is not None else None,
+            finish_reason=reply.finish_reason if reply is not None else None,
+        )
         try:
-            await self._backend.scan_response(job.trace_id, body, job.status, len(content))
+            await self._backend.scan_response(observed)
         except ScanError as e:
             self._metrics.response_dropped.labels(e.kind).inc()
             logger.warning("response scan for %s not posted (%s)", job.trace_id, e.kind)

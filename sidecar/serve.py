@@ -22,7 +22,8 @@ from mitmproxy.tools.dump import DumpMaster
 from addons.egress_guard import EgressGuard, option_values
 from addons.tls_buffers import ReleaseTlsBuffers
 from sidecar.ca import CaFiles
-from sidecar.settings import HostPort, IntervenCredentials, SidecarSettings
+from sidecar.credentials import Credentials
+from sidecar.settings import HostPort, SidecarSettings
 
 ADDRESS_FILE = "proxy-address"
 logger = logging.getLogger("egress_sidecar")
@@ -98,7 +99,7 @@ class _ReadyNotifier:
 
 def build_master(
     settings: SidecarSettings,
-    credentials: IntervenCredentials,
+    credentials: Credentials,
     ca: CaFiles,
     on_ready: Callable[[ReadyInfo], None],
 ) -> DumpMaster:
@@ -130,7 +131,7 @@ async def drain_and_stop(master: DumpMaster, grace: float) -> None:
 
 async def serve(
     settings: SidecarSettings,
-    credentials: IntervenCredentials,
+    credentials: Credentials,
     ca: CaFiles,
     on_ready: Callable[[ReadyInfo], None],
 ) -> None:

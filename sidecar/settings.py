@@ -1,8 +1,8 @@
 """Every knob of the sidecar, its environment name and its default, in one place.
 
-`SidecarSettings` reads `SIDECAR_<NAME>`; `IntervenCredentials` reads the scan API's
-own variables exactly as its SDK does (`INTERVEN_API_KEY`, ...). CLI flags are passed
-as init values, so they override the environment.
+`SidecarSettings` reads `SIDECAR_<NAME>`; each backend's credentials are read from its
+own variables by `sidecar.credentials`. CLI flags are passed as init values, so they
+override the environment.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from pydantic_settings import SettingsError as EnvParseError
 
 from sidecar.engine.destinations import check_host_patterns
 
-DEFAULT_GATEWAY_URL = "https://api.intervensecurity.com"
 SCAN_API_MAX_BODY_BYTES = 256 * 1024
 
 
@@ -37,6 +36,24 @@ class FailMode(StrEnum):
 
     CLOSED = "closed"
     OPEN = "open"
+
+
+class EnforcementMode(StrEnum):
+    """enforce: verdicts are applied; shadow: everything is forwarded untouched and each
+    would-be block, rewrite or hold is logged and counted (a safe roll-out)."""
+
+    ENFORCE = "enforce"
+    SHADOW = "shadow"
+
+
+class ApprovalMode(StrEnum):
+    """What REQUIRE_APPROVAL (Kirtonic: `review`) does to the request."""
+
+    HOLD = "hold"
+    REFUSE = "refuse"
+
+
+BackendName = Literal["interven", "local", "kirtonic", "inviolet", "velerian"]
 
 
 class HostPort(BaseModel):
@@ -116,9 +133,20 @@ class SidecarSettings(BaseSettings):
         default=Path("~/.egress-sidecar"),
         description="CA material and state. Created 0700.",
     )
-    backend: Literal["interven", "local"] | None = Field(
+    backend: BackendName | None = Field(
         default=None,
-        description="Scan backend: `interven` when INTERVEN_API_KEY is set, else `local`.",
+        description="Scan backend: interven, local, kirtonic, inviolet or velerian; default "
+        "`interven` when INTERVEN_API_KEY is set, else `local`.",
+    )
+    enforcement: EnforcementMode = Field(
+        default=EnforcementMode.ENFORCE,
+        description="enforce: apply verdicts; shadow: forward everything, log and count "
+        "what would have been blocked, rewritten or held.",
+    )
+    approval_mode: ApprovalMode = Field(
+        default=ApprovalMode.HOLD,
+        description="hold: keep a request that needs approval until a human decides; "
+        "refuse: answer 403 at once with the approval id.",
     )
     policy: Path | None = Field(
         default=None,
@@ -281,28 +309,14 @@ class SidecarSettings(BaseSettings):
         return value.expanduser()
 
 
-class IntervenCredentials(BaseSettings):
-    """The scan API's credentials, read exactly as its SDK reads them."""
-
-    model_config = SettingsConfigDict(env_prefix="INTERVEN_", extra="ignore", frozen=True)
-
-    api_key: SecretStr | None = None
-    gateway_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_GATEWAY_URL)
-    agent_id: str | None = None
-    agent_name: str | None = None
-
-    @field_validator("api_key", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        return None if value == "" else value
-
-
 class SettingsError(ValueError):
     """A setting has a bad value; the message is one line naming the setting."""
 
 
-def describe_validation_error(error: ValidationError, env_prefix: str = "SIDECAR_") -> str:
-    """One line per bad field, naming both the flag and the environment variable."""
+def describe_validation_error(
+    error: ValidationError, env_prefix: str = "SIDECAR_", flags: bool = True
+) -> str:
+    """One line per bad field, naming the flag (when there is one) and the variable."""
     parts = []
     for item in error.errors():
         message = str(item["msg"]).removeprefix("Value error, ")
@@ -310,10 +324,11 @@ def describe_validation_error(error: ValidationError, env_prefix: str = "SIDECAR
             parts.append(message)
             continue
         field, *inner = [str(p) for p in item["loc"]]
-        flag = "--" + field.replace("_", "-")
-        env = env_prefix + field.upper()
+        name = env_prefix + field.upper()
+        if flags:
+            name = "--" + field.replace("_", "-") + " / " + name
         where = f"{'.'.join(inner)}: " if inner else ""
-        parts.append(f"{flag} / {env}: {where}{message}")
+        parts.append(f"{name}: {where}{message}")
     return "; ".join(parts)
 
 
@@ -324,14 +339,5 @@ def load_settings(**overrides: object) -> SidecarSettings:
         return SidecarSettings(**clean)  # type: ignore[arg-type]
     except ValidationError as e:
         raise SettingsError(describe_validation_error(e)) from None
-    except EnvParseError as e:
-        raise SettingsError(str(e)) from None
-
-
-def load_credentials() -> IntervenCredentials:
-    try:
-        return IntervenCredentials()
-    except ValidationError as e:
-        raise SettingsError(describe_validation_error(e, env_prefix="INTERVEN_")) from None
     except EnvParseError as e:
         raise SettingsError(str(e)) from None

@@ -10,7 +10,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from sidecar.llm import LlmCall
 
 
 class Decision(StrEnum):
@@ -47,8 +49,10 @@ class ScanRequest(BaseModel):
     agent_name: str | None = None
     runtime_type: str | None = None
     context: str | None = None
-    # Size of the decoded body as sent; local only (never serialised to a scan API).
+    # Local only, never serialised to a scan API: the decoded body's size, and the LLM
+    # call the request was recognised as (backends that classify prompts read it).
     body_bytes: int | None = Field(default=None, exclude=True)
+    llm: LlmCall | None = Field(default=None, exclude=True)
 
 
 class ScanVerdict(BaseModel):
@@ -69,6 +73,27 @@ class ScanVerdict(BaseModel):
     approval_id: str | None = None
     policy_id: str | None = None
     policy_name: str | None = None
+
+    # Set only by backends in-process, never read from an answer (private attributes are
+    # not validated from input): the decision a backend's own shadow mode withheld, and a
+    # message for the agent when the backend gives one.
+    _shadow_of: Decision | None = PrivateAttr(default=None)
+    _message: str | None = PrivateAttr(default=None)
+
+    @property
+    def shadow_of(self) -> Decision | None:
+        return self._shadow_of
+
+    @property
+    def message(self) -> str | None:
+        return self._message
+
+    def with_notes(
+        self, shadow_of: Decision | None = None, message: str | None = None
+    ) -> ScanVerdict:
+        self._shadow_of = shadow_of
+        self._message = message
+        return self
 
     @field_validator("risk_band", mode="before")
     @classmethod

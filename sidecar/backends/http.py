@@ -64,7 +64,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - current)
 
 
-def raise_for_status(response: httpx.Response, what: str) -> None:
+def raise_for_status(
+    response: httpx.Response, what: str, key_name: str = "INTERVEN_API_KEY"
+) -> None:
     """Turn a non-2xx answer into the typed error the fail mode switches on."""
     status = response.status_code
     if status < 300:
@@ -73,7 +75,7 @@ def raise_for_status(response: httpx.Response, what: str) -> None:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise ScanRateLimited(f"{what}: HTTP 429", retry_after=retry_after)
     if status in (401, 403):
-        raise ScanAuthError(f"{what}: HTTP {status} (check INTERVEN_API_KEY)", status)
+        raise ScanAuthError(f"{what}: HTTP {status} (check {key_name})", status)
     if status >= 500:
         raise ScanServerError(f"{what}: HTTP {status}", status)
     raise ScanRejected(f"{what}: HTTP {status}", status)
@@ -117,8 +119,10 @@ class RetryingHttpClient:
         max_connections: int = 100,
         breaker: CircuitBreaker | None = None,
         verify: ssl.SSLContext | bool = True,
+        key_name: str = "INTERVEN_API_KEY",
     ) -> None:
         self.timeout = timeout
+        self.key_name = key_name
         self.retries = retries
         self.breaker = breaker
         self._client = httpx.AsyncClient(
@@ -148,7 +152,9 @@ class RetryingHttpClient:
 
         async def attempt() -> Any:
             response = await self._send(method, path, what, json)
-            raise_for_status(response, what)
+            raise_for_status(response, what, self.key_name)
+            if response.status_code == 204:
+                return None
             try:
                 return response.json()
             except ValueError:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
 
 from sidecar import __version__
+from sidecar.backends.base import ObservedResponse
 from sidecar.backends.breaker import CircuitBreaker
 from sidecar.backends.errors import MalformedVerdict
 from sidecar.backends.http import RetryingHttpClient, trust_with
-from sidecar.settings import IntervenCredentials
+from sidecar.credentials import IntervenCredentials
 from sidecar.verdict import ApprovalState, ScanRequest, ScanVerdict
 
 
@@ -54,10 +54,12 @@ class IntervenBackend:
         except ValidationError as e:
             raise MalformedVerdict(f"scan: {_first_problem(e)}") from None
 
-    async def scan_response(
-        self, trace_id: str, body: Any, status: int, body_bytes: int | None = None
-    ) -> None:
-        payload = {"trace_id": trace_id, "response_body": body, "response_status": status}
+    async def scan_response(self, response: ObservedResponse) -> None:
+        payload = {
+            "trace_id": response.trace_id,
+            "response_body": response.body,
+            "response_status": response.status,
+        }
         await self._http.request_json("POST", "/v1/scan/response", "scan_response", json=payload)
 
     async def approval_status(self, approval_id: str) -> ApprovalState:

@@ -10,18 +10,17 @@ confdir (see `ApprovalStore`).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 from urllib.parse import urlsplit
 
-from sidecar.approval_store import ApprovalNotFound, ApprovalStore
+from sidecar.approval_store import ApprovalStore, request_hash
+from sidecar.backends.base import ObservedResponse
 from sidecar.backends.errors import ScanError, ScanRejected
+from sidecar.backends.governed import HeldAtSidecar
 from sidecar.engine import Engine, LocalVerdict
-from sidecar.verdict import ApprovalState, ApprovalStatus, Decision, ScanRequest, ScanVerdict
+from sidecar.verdict import Decision, ScanRequest, ScanVerdict
 
 INLINE_LIMIT = 16 * 1024  # characters; larger bodies are scanned off the event loop
 MAX_TRACKED_TRACES = 10_000
@@ -42,14 +41,7 @@ def _size(request: ScanRequest) -> int:
     return 0 if request.body is None else INLINE_LIMIT + 1  # unknown: assume large
 
 
-def request_hash(request: ScanRequest) -> str:
-    """Identifies a retried request: method, URL and body (never stored in clear)."""
-    body = json.dumps(request.body, sort_keys=True, separators=(",", ":"), default=str)
-    raw = f"{request.method}\n{request.url}\n{body}".encode()
-    return hashlib.sha256(raw).hexdigest()
-
-
-class LocalBackend:
+class LocalBackend(HeldAtSidecar):
     name = "local"
 
     def __init__(self, engine: Engine, approvals: ApprovalStore, threads: int = 1) -> None:
@@ -91,29 +83,19 @@ class LocalBackend:
         while len(self._hosts) > MAX_TRACKED_TRACES:
             self._hosts.popitem(last=False)
 
-    async def scan_response(
-        self, trace_id: str, body: Any, status: int, body_bytes: int | None = None
-    ) -> None:
-        host = self._hosts.pop(trace_id, None)
+    async def scan_response(self, response: ObservedResponse) -> None:
+        host = self._hosts.pop(response.trace_id, None)
         if host is None:
             raise ScanRejected("scan_response: unknown trace id", 404)
+        body = response.body
         try:
-            if body_bytes is not None and body_bytes <= INLINE_LIMIT:
+            if response.body_bytes <= INLINE_LIMIT:
                 self.engine.observe_response(host, body)  # a thread hop would cost more
             else:
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(self._pool, self.engine.observe_response, host, body)
         except Exception as e:
             raise EngineError(f"engine failed on a response: {type(e).__name__}") from None
-
-    async def approval_status(self, approval_id: str) -> ApprovalState:
-        try:
-            status = self.approvals.status(approval_id)
-        except ApprovalNotFound:
-            raise ScanRejected("approval_status: unknown approval", 404) from None
-        if status is ApprovalStatus.APPROVED:
-            self.approvals.mark_used(approval_id)
-        return ApprovalState(status=status)
 
     async def aclose(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 
-# Every scan API key the suite gives a sidecar.
+# Every governance API key the suite gives a sidecar.
 SIDECAR_KEYS = ("iv_live_TESTKEY_never_forward_3f9a1c", "iv_live_cli_test_key",
-                "iv_live_lifecycle")  # fmt: skip
+                "iv_live_lifecycle", "kt_live_TESTKEY_8d2e", "inv_live_TESTKEY_51b0",
+                "vk_live_TESTKEY_c7a4")  # fmt: skip
 
 _lock = threading.Lock()
 _texts: list[str] = []

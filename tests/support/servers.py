@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import tornado.httpserver
+import tornado.httputil
 import tornado.netutil
 import tornado.web
 import tornado.websocket
@@ -220,9 +221,7 @@ class _UpstreamHandler(tornado.web.RequestHandler):
 
     def _handle(self) -> None:
         r = self.request
-        self.upstream.received.add(
-            UpstreamRequest(r.protocol, r.method or "", r.uri or "", dict(r.headers), r.body)
-        )
+        self.upstream.record(r)
         doc: dict[str, Any] = {"ok": True, "path": r.uri, "secret_looking": "upstream-says-hello"}
         if r.uri and r.uri.startswith("/pii"):
             doc["customer"] = {"name": "Grace", "ssn": PII_SSN, "email": "grace.h@navy.example.net"}
@@ -250,6 +249,51 @@ class _SseHandler(tornado.web.RequestHandler):
         self.finish("data: second\n\n")
 
 
+# What the LLM endpoints answer; the streamed one splits the secret across two deltas.
+LLM_SECRET = "sk-proj-SPLITSECRET0123456789abcdef"
+LLM_ANSWER = "Hello from the model"
+
+
+class _OpenAiHandler(tornado.web.RequestHandler):
+    """`/openai/v1/chat/completions`: JSON, or (with "stream": true) SSE chunks that pause
+    after the first until the test opens the gate named by the request's `user` field."""
+
+    def initialize(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    async def post(self) -> None:
+        doc = json.loads(self.request.body)
+        self.upstream.record(self.request)
+        if not doc.get("stream"):
+            message = {"role": "assistant", "content": LLM_ANSWER}
+            self.finish({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+            return
+        self.set_header("Content-Type", "text/event-stream")
+        half = len(LLM_SECRET) // 2
+        deltas = [{"role": "assistant", "content": f"The key is {LLM_SECRET[:half]}"},
+                  {"content": LLM_SECRET[half:]}]  # fmt: skip
+        self.write(_chunk(deltas[0], None))
+        await self.flush()
+        await self.upstream.gate(str(doc.get("user", ""))).wait()
+        self.write(_chunk(deltas[1], None) + _chunk({}, "length"))
+        self.finish("data: [DONE]\n\n")
+
+
+def _chunk(delta: dict[str, Any], finish: str | None) -> str:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return f"data: {json.dumps({'object': 'chat.completion.chunk', 'choices': [choice]})}\n\n"
+
+
+class _AnthropicHandler(tornado.web.RequestHandler):
+    def initialize(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def post(self) -> None:
+        self.upstream.record(self.request)
+        self.finish({"type": "message", "role": "assistant", "stop_reason": "end_turn",
+                     "content": [{"type": "text", "text": LLM_ANSWER}]})  # fmt: skip
+
+
 class _WsHandler(tornado.websocket.WebSocketHandler):
     def initialize(self, upstream: Upstream) -> None:
         self.upstream = upstream
@@ -273,8 +317,11 @@ class Upstream:
         self.ws_messages = Recorder()
         self._loop = loop
         self.sse_release = loop.run(_make_event())
+        self._gates: dict[str, asyncio.Event] = {}
         app = tornado.web.Application([
             (r"/sse", _SseHandler, {"upstream": self}),
+            (r"/openai/v1/chat/completions", _OpenAiHandler, {"upstream": self}),
+            (r"/anthropic/v1/messages", _AnthropicHandler, {"upstream": self}),
             (r"/ws", _WsHandler, {"upstream": self}),
             (r"/.*", _UpstreamHandler, {"upstream": self}),
         ])  # fmt: skip
@@ -285,6 +332,18 @@ class Upstream:
 
     def release_sse(self) -> None:
         self._loop.loop.call_soon_threadsafe(self.sse_release.set)
+
+    def record(self, r: tornado.httputil.HTTPServerRequest) -> None:
+        self.received.add(
+            UpstreamRequest(r.protocol, r.method or "", r.uri or "", dict(r.headers), r.body)
+        )
+
+    def gate(self, name: str) -> asyncio.Event:
+        """A named gate a streaming handler waits at (created on the servers' loop)."""
+        return self._gates.setdefault(name, asyncio.Event())
+
+    def open_gate(self, name: str) -> None:
+        self._loop.loop.call_soon_threadsafe(lambda: self.gate(name).set())
 
     def requests_to(self, path: str) -> list[UpstreamRequest]:
         return [r for r in self.received.items if r.path == path]

@@ -17,12 +17,22 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.ca import CaFiles, ensure_ca
+from sidecar.credentials import (
+    Credentials,
+    IntervenCredentials,
+    InvioletCredentials,
+    KirtonicCredentials,
+    VelerianCredentials,
+)
 from sidecar.serve import ReadyInfo, build_master
-from sidecar.settings import IntervenCredentials, load_settings
+from sidecar.settings import load_settings
 from tests.support import leaks
 from tests.support.servers import WAIT
 
 API_KEY = leaks.SIDECAR_KEYS[0]
+GOVERNANCE_KEYS = {"kirtonic": leaks.SIDECAR_KEYS[3], "inviolet": leaks.SIDECAR_KEYS[4],
+                   "velerian": leaks.SIDECAR_KEYS[5]}  # fmt: skip
+VELERIAN_ABP = "abp_agent_egress"
 AGENT_ID = "00000000-0000-0000-0000-000000000123"
 CLIENTS_DIR = Path(__file__).resolve().parent.parent / "clients"
 ROOT = CLIENTS_DIR.parent.parent
@@ -79,7 +89,14 @@ class Sidecar:
         assert not self.thread.is_alive(), "sidecar did not stop"
 
 
-def start_sidecar(confdir: Path, gateway_url: str, upstream_ca: Path, **settings: Any) -> Sidecar:
+def start_sidecar(
+    confdir: Path,
+    gateway_url: str,
+    upstream_ca: Path,
+    governance: dict[str, str] | None = None,
+    **settings: Any,
+) -> Sidecar:
+    """`governance`: base URLs of the third-party API doubles (kirtonic, inviolet, velerian)."""
     values: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "admin": "127.0.0.1:0",
@@ -90,9 +107,25 @@ def start_sidecar(confdir: Path, gateway_url: str, upstream_ca: Path, **settings
         **settings,
     }
     sidecar_settings = load_settings(**values)
-    credentials = IntervenCredentials(
-        api_key=API_KEY, gateway_url=gateway_url, agent_id=AGENT_ID, agent_name="test-agent"
-    )  # type: ignore[arg-type]
+    urls = governance or {}
+    credentials = Credentials(
+        interven=IntervenCredentials(
+            api_key=API_KEY, gateway_url=gateway_url, agent_id=AGENT_ID, agent_name="test-agent"
+        ),  # type: ignore[arg-type]
+        kirtonic=KirtonicCredentials(
+            api_key=GOVERNANCE_KEYS["kirtonic"], endpoint=urls.get("kirtonic", gateway_url)
+        ),  # type: ignore[arg-type]
+        inviolet=InvioletCredentials(
+            api_key=GOVERNANCE_KEYS["inviolet"],
+            base_url=urls.get("inviolet", gateway_url),
+            user_id="agent-user-7",
+        ),  # type: ignore[arg-type]
+        velerian=VelerianCredentials(
+            api_key=GOVERNANCE_KEYS["velerian"],
+            base_url=urls.get("velerian", gateway_url),
+            abp_id=VELERIAN_ABP,
+        ),  # type: ignore[arg-type]
+    )
     s = sidecar_settings
     ca = ensure_ca(s.confdir, s.ca_cert, s.ca_key, s.ca_bundle_out)
     ready = threading.Event()

@@ -20,7 +20,7 @@ from sidecar.backends.errors import (
 )
 from sidecar.backends.http import parse_retry_after
 from sidecar.backends.interven import IntervenBackend
-from sidecar.settings import IntervenCredentials
+from sidecar.credentials import IntervenCredentials
 from sidecar.verdict import ScanRequest
 
 KEY = "iv_live_unit"

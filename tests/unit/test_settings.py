@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.settings import FailMode, HostPort, SettingsError, load_credentials, load_settings
+from sidecar.credentials import load_credentials
+from sidecar.settings import FailMode, HostPort, SettingsError, load_settings
 
 
 def test_defaults_are_secure():
@@ -56,7 +57,7 @@ def test_credentials_read_the_sdk_variables(monkeypatch):
     monkeypatch.setenv("INTERVEN_GATEWAY_URL", "https://gw.example.test")
     monkeypatch.setenv("INTERVEN_AGENT_ID", "agent-1")
     monkeypatch.setenv("INTERVEN_AGENT_NAME", "builder")
-    c = load_credentials()
+    c = load_credentials().interven
     assert c.api_key is not None
     assert c.api_key.get_secret_value() == "iv_live_abc"
     assert "iv_live_abc" not in repr(c)
@@ -66,4 +67,34 @@ def test_credentials_read_the_sdk_variables(monkeypatch):
 
 def test_blank_api_key_means_none(monkeypatch):
     monkeypatch.setenv("INTERVEN_API_KEY", "")
-    assert load_credentials().api_key is None
+    assert load_credentials().interven.api_key is None
+
+
+def test_each_backend_reads_its_own_sdk_variables(monkeypatch):
+    monkeypatch.setenv("KIRTONIC_API_KEY", "kt_abc")
+    monkeypatch.setenv("KIRTONIC_ENDPOINT", "https://kirtonic.internal.example.com")
+    monkeypatch.setenv("INVIOLET_API_KEY", "inv_abc")
+    monkeypatch.setenv("INVIOLET_BASE_URL", "https://inviolet.example.test")
+    monkeypatch.setenv("VELERIAN_API_KEY", "vk_live_abc")
+    monkeypatch.setenv("VELERIAN_ABP_ID", "abp_1")
+    c = load_credentials()
+    assert str(c.kirtonic.endpoint) == "https://kirtonic.internal.example.com/"
+    assert str(c.inviolet.base_url) == "https://inviolet.example.test/"
+    assert str(c.velerian.base_url) == "https://app.velerian.ai/"  # the SDK's default host
+    assert c.velerian.abp_id == "abp_1"
+    assert sorted(c.secrets()) == [b"inv_abc", b"kt_abc", b"vk_live_abc"]
+    assert "kt_abc" not in repr(c)
+
+
+def test_a_bad_backend_url_names_the_variable(monkeypatch):
+    monkeypatch.setenv("INVIOLET_BASE_URL", "not a url")
+    with pytest.raises(SettingsError, match=r"^INVIOLET_BASE_URL: "):
+        load_credentials()
+
+
+def test_shadow_and_refuse_are_settings(monkeypatch):
+    monkeypatch.setenv("SIDECAR_ENFORCEMENT", "shadow")
+    s = load_settings(approval_mode="refuse")
+    assert (s.enforcement.value, s.approval_mode.value) == ("shadow", "refuse")
+    with pytest.raises(SettingsError, match="--enforcement / SIDECAR_ENFORCEMENT"):
+        load_settings(enforcement="audit")

@@ -1,0 +1,129 @@
+"""What the third-party governance backends (kirtonic, inviolet, velerian) share.
+
+Their answers are translated into the sidecar's verdict vocabulary here, so each backend
+module is only its API's request and response mapping. Reviews that the API offers no
+way to poll for are held at the sidecar: recorded in the confdir approval store under
+the backend's own id and decided with `egress-sidecar approvals approve|deny ID` (or the
+admin endpoint, which a webhook relay can call).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from sidecar.approval_store import ApprovalNotFound, ApprovalStore, request_hash
+from sidecar.backends.errors import ScanRejected
+from sidecar.engine.destinations import recognise_tool
+from sidecar.verdict import (
+    ApprovalState,
+    ApprovalStatus,
+    Decision,
+    RiskBand,
+    ScanRequest,
+    ScanVerdict,
+)
+
+# These APIs give no risk score; the band follows the decision so dashboards stay coherent.
+_RISK = {
+    Decision.ALLOW: (0.0, RiskBand.LOW),
+    Decision.SANITIZE: (0.5, RiskBand.MEDIUM),
+    Decision.REQUIRE_APPROVAL: (0.5, RiskBand.MEDIUM),
+    Decision.DENY: (1.0, RiskBand.HIGH),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    host: str
+    path: str
+    tool: str
+    operation: str
+
+
+def destination(request: ScanRequest) -> Destination:
+    """Where the request goes and which well-known tool that is (the engine's table)."""
+    parts = urlsplit(request.url)
+    host = (parts.hostname or "").lower()
+    path = parts.path or "/"
+    tool, operation = recognise_tool(request.method.upper(), host, path)
+    return Destination(host, path, tool, operation)
+
+
+def reason_code(*words: str) -> str:
+    """`KIRTONIC_BLOCK`-style codes: upper case, safe in a header."""
+    joined = "_".join(w for w in words if w)
+    return re.sub(r"[^A-Z0-9]+", "_", joined.upper()).strip("_")[:64] or "UNSPECIFIED"
+
+
+def body_text(body: Any) -> str:
+    if body is None:
+        return ""
+    if isinstance(body, str):
+        return body
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def request_text(request: ScanRequest) -> str:
+    """A non-LLM request as text: the request line, then the body."""
+    text = body_text(request.body)
+    line = f"{request.method} {request.url}"
+    return f"{line}\n\n{text}" if text else line
+
+
+def governed_verdict(
+    decision: Decision,
+    trace_id: str,
+    dest: Destination,
+    reasons: list[str],
+    approval_id: str | None = None,
+    risk: tuple[float, RiskBand] | None = None,
+) -> ScanVerdict:
+    score, band = risk if risk is not None else _RISK[decision]
+    return ScanVerdict(
+        decision=decision,
+        risk_score=score,
+        risk_band=band,
+        reason_codes=reasons,
+        trace_id=trace_id,
+        tool_name=dest.tool,
+        operation=dest.operation,
+        approval_id=approval_id,
+    )
+
+
+class HeldAtSidecar:
+    """Approval status for approvals decided at the sidecar (see the module docstring)."""
+
+    approvals: ApprovalStore
+
+    def hold_here(
+        self,
+        approval_id: str,
+        request: ScanRequest,
+        dest: Destination,
+        reasons: list[str],
+        trace_id: str,
+    ) -> str:
+        return self.approvals.track(
+            approval_id,
+            request_hash(request),
+            method=request.method,
+            host=dest.host,
+            tool=dest.tool,
+            operation=dest.operation,
+            reasons=reasons,
+            trace_id=trace_id,
+        )
+
+    async def approval_status(self, approval_id: str) -> ApprovalState:
+        try:
+            status = self.approvals.status(approval_id)
+        except ApprovalNotFound:
+            raise ScanRejected("approval_status: unknown approval", 404) from None
+        if status is ApprovalStatus.APPROVED:
+            self.approvals.mark_used(approval_id)
+        return ApprovalState(status=status)

@@ -1,0 +1,167 @@
+"""Kirtonic (`POST /api/v1/classify`, `POST /api/v1/outcomes`), per its SDK reference.
+
+The prompt is what its wrappers classify: for a recognised LLM call, the system and user
+messages joined with blank lines; for anything else, the request line and body as text.
+`action` is authoritative (allow forwards, block denies, review needs approval);
+`severity` is informational and only recorded. Prompts over the control plane's 32 KiB
+limit are classified in 32 KiB windows and the strictest action wins, so nothing is sent
+unclassified and no text is dropped. The outcome is posted after the upstream answers,
+off the agent's path (the response-scan queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from sidecar import __version__
+from sidecar.approval_store import ApprovalStore
+from sidecar.backends.base import ObservedResponse
+from sidecar.backends.breaker import CircuitBreaker
+from sidecar.backends.errors import MalformedVerdict
+from sidecar.backends.governed import (
+    HeldAtSidecar,
+    body_text,
+    destination,
+    governed_verdict,
+    reason_code,
+    request_text,
+)
+from sidecar.backends.http import RetryingHttpClient, trust_with
+from sidecar.credentials import KirtonicCredentials
+from sidecar.verdict import Decision, RiskBand, ScanRequest, ScanVerdict
+
+PROMPT_LIMIT = 32 * 1024  # bytes of UTF-8, the control plane's documented maximum
+OUTCOME_LIMIT = 256 * 1024  # characters of response text recorded per outcome
+
+_DECISIONS = {"allow": Decision.ALLOW, "review": Decision.REQUIRE_APPROVAL, "block": Decision.DENY}
+_STRICTNESS = {"allow": 0, "review": 1, "block": 2}
+_SEVERITY = {
+    "clean": (0.0, RiskBand.LOW),
+    "low": (0.25, RiskBand.LOW),
+    "medium": (0.5, RiskBand.MEDIUM),
+    "high": (0.8, RiskBand.HIGH),
+}
+
+
+class KirtonicVerdict(BaseModel):
+    """`POST /api/v1/classify` 200 body; unknown fields (model_reasoning...) ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    decision_id: str
+    action: str
+    severity: str = "clean"
+    category: str = ""
+    reason: str = ""
+
+
+def prompt_windows(prompt: str, limit: int = PROMPT_LIMIT) -> list[str]:
+    """Split on character boundaries into pieces of at most `limit` UTF-8 bytes."""
+    data = prompt.encode()
+    if len(data) <= limit:
+        return [prompt]
+    windows, start = [], 0
+    while start < len(data):
+        end = min(start + limit, len(data))
+        while end < len(data) and (data[end] & 0xC0) == 0x80:  # not mid-character
+            end -= 1
+        windows.append(data[start:end].decode())
+        start = end
+    return windows
+
+
+class KirtonicBackend(HeldAtSidecar):
+    name = "kirtonic"
+
+    def __init__(
+        self,
+        credentials: KirtonicCredentials,
+        approvals: ApprovalStore,
+        timeout: float,
+        retries: int,
+        transport: httpx.AsyncBaseTransport | None = None,
+        breaker: CircuitBreaker | None = None,
+        extra_ca: Path | None = None,
+    ) -> None:
+        if credentials.api_key is None:
+            raise ValueError("KIRTONIC_API_KEY is not set")
+        self._credentials = credentials
+        self.approvals = approvals
+        self._http = RetryingHttpClient(
+            base_url=str(credentials.endpoint).rstrip("/"),
+            headers={
+                "Authorization": f"Bearer {credentials.api_key.get_secret_value()}",
+                "User-Agent": f"egress-sidecar/{__version__}",
+            },
+            timeout=timeout,
+            retries=retries,
+            transport=transport,
+            breaker=breaker,
+            verify=trust_with(extra_ca),
+            key_name="KIRTONIC_API_KEY",
+        )
+
+    async def scan(self, request: ScanRequest) -> ScanVerdict:
+        dest = destination(request)
+        call = request.llm
+        prompt = call.prompt() if call is not None else ""
+        if not prompt.strip():
+            prompt = request_text(request)
+        metadata: dict[str, Any] = {"host": dest.host, "method": request.method, "tool": dest.tool}
+        if call is not None:
+            metadata.update(provider=call.provider, model=call.model)
+        base: dict[str, Any] = {
+            "category": "chat" if call is not None else self._credentials.category,
+            "metadata": metadata,
+        }
+        if self._credentials.user_id:
+            base["user_id"] = self._credentials.user_id
+        windows = prompt_windows(prompt)
+        answers = await asyncio.gather(*(self._classify({"prompt": w, **base}) for w in windows))
+        worst = max(answers, key=lambda v: _STRICTNESS[v.action])
+        decision = _DECISIONS[worst.action]
+        reasons = [] if decision is Decision.ALLOW else [reason_code("KIRTONIC", worst.action)]
+        if worst.category and decision is not Decision.ALLOW:
+            reasons.append(reason_code(worst.category))
+        approval_id = None
+        if decision is Decision.REQUIRE_APPROVAL:
+            approval_id = self.hold_here(
+                worst.decision_id, request, dest, reasons, worst.decision_id
+            )
+        verdict = governed_verdict(
+            decision, worst.decision_id, dest, reasons, approval_id, _SEVERITY.get(worst.severity)
+        )
+        return verdict.with_notes(message=worst.reason or None)
+
+    async def _classify(self, payload: dict[str, Any]) -> KirtonicVerdict:
+        data = await self._http.request_json("POST", "/api/v1/classify", "classify", json=payload)
+        try:
+            verdict = KirtonicVerdict.model_validate(data)
+        except ValidationError as e:
+            item = e.errors()[0]
+            where = ".".join(str(p) for p in item["loc"]) or "verdict"
+            raise MalformedVerdict(f"classify: {where}: {item['msg']}") from None
+        if verdict.action not in _DECISIONS:
+            raise MalformedVerdict("classify: action is not allow, review or block")
+        return verdict
+
+    async def scan_response(self, response: ObservedResponse) -> None:
+        """Record the outcome against the decision (idempotent on decision_id)."""
+        text = response.text if response.text is not None else body_text(response.body)
+        payload: dict[str, Any] = {
+            "decision_id": response.trace_id,
+            "response": text[:OUTCOME_LIMIT],
+        }
+        if response.finish_reason:
+            payload["finish_reason"] = response.finish_reason
+        if response.latency_ms is not None:
+            payload["latency_ms"] = response.latency_ms
+        await self._http.request_json("POST", "/api/v1/outcomes", "outcome", json=payload)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
