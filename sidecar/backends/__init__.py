@@ -7,6 +7,7 @@ from collections.abc import Callable
 from sidecar.approval_store import ApprovalStore
 from sidecar.backends.base import ScanBackend
 from sidecar.backends.breaker import BreakerState, CircuitBreaker
+from sidecar.backends.http import Connection
 from sidecar.backends.interven import IntervenBackend
 from sidecar.backends.inviolet import InvioletBackend
 from sidecar.backends.kirtonic import KirtonicBackend
@@ -59,22 +60,16 @@ def create_backend(
     breaker = CircuitBreaker(
         settings.breaker_threshold, settings.breaker_cooldown, on_change=on_circuit_change
     )
-    timeout, retries, ca = settings.scan_timeout, settings.scan_retries, settings.scan_api_ca
+    conn = Connection(settings.scan_timeout, settings.scan_retries, breaker, settings.scan_api_ca)
     if name == "interven":
-        return IntervenBackend(credentials.interven, timeout, retries, breaker=breaker, extra_ca=ca)
+        return IntervenBackend(credentials.interven, conn)
     approvals = approval_store(settings)
     if name == "kirtonic":
-        return KirtonicBackend(
-            credentials.kirtonic, approvals, timeout, retries, breaker=breaker, extra_ca=ca
-        )
+        return KirtonicBackend(credentials.kirtonic, approvals, conn)
     if name == "inviolet":
         shadow = settings.enforcement is EnforcementMode.SHADOW
-        return InvioletBackend(
-            credentials.inviolet, approvals, timeout, retries, shadow, breaker=breaker, extra_ca=ca
-        )
-    return VelerianBackend(
-        credentials.velerian, approvals, timeout, retries, breaker=breaker, extra_ca=ca
-    )
+        return InvioletBackend(credentials.inviolet, approvals, conn, shadow)
+    return VelerianBackend(credentials.velerian, approvals, conn)
 
 
 def approval_store(settings: SidecarSettings) -> ApprovalStore:

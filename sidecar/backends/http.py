@@ -16,11 +16,13 @@ import email.utils
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import certifi
 import httpx
+from pydantic import BaseModel, SecretStr, ValidationError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -30,6 +32,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from sidecar import __version__
 from sidecar.backends.breaker import CircuitBreaker
 from sidecar.backends.errors import (
     MalformedVerdict,
@@ -44,6 +47,7 @@ from sidecar.backends.errors import (
 )
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 2.0
@@ -202,3 +206,46 @@ class RetryingHttpClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How a backend reaches its API: the deadline and retries of a call, the circuit
+    breaker, extra trust for a private gateway, and (in tests) the transport."""
+
+    timeout: float
+    retries: int
+    breaker: CircuitBreaker | None = None
+    extra_ca: Path | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+
+
+def bearer_client(
+    base_url: str, api_key: SecretStr, key_name: str, conn: Connection
+) -> RetryingHttpClient:
+    """A governance API client: `Authorization: Bearer <key>`, our User-Agent, our trust."""
+    return RetryingHttpClient(
+        base_url=base_url.rstrip("/"),
+        headers={
+            "Authorization": f"Bearer {api_key.get_secret_value()}",
+            "Accept": "application/json",
+            "User-Agent": f"egress-sidecar/{__version__}",
+        },
+        timeout=conn.timeout,
+        retries=conn.retries,
+        transport=conn.transport,
+        breaker=conn.breaker,
+        verify=trust_with(conn.extra_ca),
+        key_name=key_name,
+    )
+
+
+def parse_answer(model: type[M], data: Any, what: str) -> M:
+    """Validate an API's answer; a bad one is a MalformedVerdict naming the field only
+    (pydantic's default text would echo the input values)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        item = e.errors()[0]
+        where = ".".join(str(p) for p in item["loc"]) or "answer"
+        raise MalformedVerdict(f"{what}: {where}: {item['msg']}") from None

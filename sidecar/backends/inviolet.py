@@ -10,17 +10,13 @@ counted as a would-deny. `--enforcement shadow` sets the API's own `shadow_mode`
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from sidecar import __version__
 from sidecar.approval_store import ApprovalStore
 from sidecar.backends.base import ObservedResponse
-from sidecar.backends.breaker import CircuitBreaker
 from sidecar.backends.errors import MalformedVerdict
 from sidecar.backends.governed import (
     Destination,
@@ -30,7 +26,7 @@ from sidecar.backends.governed import (
     governed_verdict,
     reason_code,
 )
-from sidecar.backends.http import RetryingHttpClient, trust_with
+from sidecar.backends.http import Connection, bearer_client, parse_answer
 from sidecar.credentials import InvioletCredentials
 from sidecar.verdict import Decision, ScanRequest, ScanVerdict
 
@@ -75,30 +71,16 @@ class InvioletBackend(HeldAtSidecar):
         self,
         credentials: InvioletCredentials,
         approvals: ApprovalStore,
-        timeout: float,
-        retries: int,
+        conn: Connection,
         shadow: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
-        breaker: CircuitBreaker | None = None,
-        extra_ca: Path | None = None,
     ) -> None:
         if credentials.api_key is None or credentials.base_url is None:
             raise ValueError("INVIOLET_API_KEY and INVIOLET_BASE_URL must be set")
         self._credentials = credentials
         self._shadow = shadow
         self.approvals = approvals
-        self._http = RetryingHttpClient(
-            base_url=str(credentials.base_url).rstrip("/"),
-            headers={
-                "Authorization": f"Bearer {credentials.api_key.get_secret_value()}",
-                "User-Agent": f"egress-sidecar/{__version__}",
-            },
-            timeout=timeout,
-            retries=retries,
-            transport=transport,
-            breaker=breaker,
-            verify=trust_with(extra_ca),
-            key_name="INVIOLET_API_KEY",
+        self._http = bearer_client(
+            str(credentials.base_url), credentials.api_key, "INVIOLET_API_KEY", conn
         )
 
     async def scan(self, request: ScanRequest) -> ScanVerdict:
@@ -113,12 +95,7 @@ class InvioletBackend(HeldAtSidecar):
         data = await self._http.request_json(
             "POST", "/v1/intent/evaluate", "evaluate", json=payload
         )
-        try:
-            answer = IntentDecision.model_validate(data)
-        except ValidationError as e:
-            item = e.errors()[0]
-            where = ".".join(str(p) for p in item["loc"]) or "decision"
-            raise MalformedVerdict(f"evaluate: {where}: {item['msg']}") from None
+        answer = parse_answer(IntentDecision, data, "evaluate")
         decision = _OUTCOMES.get(answer.outcome)
         if decision is None:
             raise MalformedVerdict("evaluate: unknown outcome")

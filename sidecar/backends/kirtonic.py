@@ -12,16 +12,12 @@ off the agent's path (the response-scan queue).
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
-import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from sidecar import __version__
 from sidecar.approval_store import ApprovalStore
 from sidecar.backends.base import ObservedResponse
-from sidecar.backends.breaker import CircuitBreaker
 from sidecar.backends.errors import MalformedVerdict
 from sidecar.backends.governed import (
     HeldAtSidecar,
@@ -31,7 +27,7 @@ from sidecar.backends.governed import (
     reason_code,
     request_text,
 )
-from sidecar.backends.http import RetryingHttpClient, trust_with
+from sidecar.backends.http import Connection, bearer_client, parse_answer
 from sidecar.credentials import KirtonicCredentials
 from sidecar.verdict import Decision, RiskBand, ScanRequest, ScanVerdict
 
@@ -82,28 +78,14 @@ class KirtonicBackend(HeldAtSidecar):
         self,
         credentials: KirtonicCredentials,
         approvals: ApprovalStore,
-        timeout: float,
-        retries: int,
-        transport: httpx.AsyncBaseTransport | None = None,
-        breaker: CircuitBreaker | None = None,
-        extra_ca: Path | None = None,
+        conn: Connection,
     ) -> None:
         if credentials.api_key is None:
             raise ValueError("KIRTONIC_API_KEY is not set")
         self._credentials = credentials
         self.approvals = approvals
-        self._http = RetryingHttpClient(
-            base_url=str(credentials.endpoint).rstrip("/"),
-            headers={
-                "Authorization": f"Bearer {credentials.api_key.get_secret_value()}",
-                "User-Agent": f"egress-sidecar/{__version__}",
-            },
-            timeout=timeout,
-            retries=retries,
-            transport=transport,
-            breaker=breaker,
-            verify=trust_with(extra_ca),
-            key_name="KIRTONIC_API_KEY",
+        self._http = bearer_client(
+            str(credentials.endpoint), credentials.api_key, "KIRTONIC_API_KEY", conn
         )
 
     async def scan(self, request: ScanRequest) -> ScanVerdict:
@@ -140,12 +122,7 @@ class KirtonicBackend(HeldAtSidecar):
 
     async def _classify(self, payload: dict[str, Any]) -> KirtonicVerdict:
         data = await self._http.request_json("POST", "/api/v1/classify", "classify", json=payload)
-        try:
-            verdict = KirtonicVerdict.model_validate(data)
-        except ValidationError as e:
-            item = e.errors()[0]
-            where = ".".join(str(p) for p in item["loc"]) or "verdict"
-            raise MalformedVerdict(f"classify: {where}: {item['msg']}") from None
+        verdict = parse_answer(KirtonicVerdict, data, "classify")
         if verdict.action not in _DECISIONS:
             raise MalformedVerdict("classify: action is not allow, review or block")
         return verdict

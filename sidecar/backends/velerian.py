@@ -11,17 +11,13 @@ full-jitter backoff (`sidecar.backends.http`).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from sidecar import __version__
 from sidecar.approval_store import ApprovalStore
 from sidecar.backends.base import ObservedResponse
-from sidecar.backends.breaker import CircuitBreaker
 from sidecar.backends.errors import MalformedVerdict
 from sidecar.backends.governed import (
     HeldAtSidecar,
@@ -30,7 +26,7 @@ from sidecar.backends.governed import (
     reason_code,
     request_text,
 )
-from sidecar.backends.http import RetryingHttpClient, trust_with
+from sidecar.backends.http import Connection, bearer_client, parse_answer
 from sidecar.credentials import VelerianCredentials
 from sidecar.verdict import Decision, ScanRequest, ScanVerdict
 
@@ -55,29 +51,14 @@ class VelerianBackend(HeldAtSidecar):
         self,
         credentials: VelerianCredentials,
         approvals: ApprovalStore,
-        timeout: float,
-        retries: int,
-        transport: httpx.AsyncBaseTransport | None = None,
-        breaker: CircuitBreaker | None = None,
-        extra_ca: Path | None = None,
+        conn: Connection,
     ) -> None:
         if credentials.api_key is None or not credentials.abp_id:
             raise ValueError("VELERIAN_API_KEY and VELERIAN_ABP_ID must be set")
         self.approvals = approvals
         self._path = f"/api/v2/abps/{quote(credentials.abp_id, safe='')}/invoke"
-        self._http = RetryingHttpClient(
-            base_url=str(credentials.base_url).rstrip("/"),
-            headers={
-                "Authorization": f"Bearer {credentials.api_key.get_secret_value()}",
-                "Accept": "application/json",
-                "User-Agent": f"egress-sidecar/{__version__}",
-            },
-            timeout=timeout,
-            retries=retries,
-            transport=transport,
-            breaker=breaker,
-            verify=trust_with(extra_ca),
-            key_name="VELERIAN_API_KEY",
+        self._http = bearer_client(
+            str(credentials.base_url), credentials.api_key, "VELERIAN_API_KEY", conn
         )
 
     async def scan(self, request: ScanRequest) -> ScanVerdict:
@@ -100,12 +81,7 @@ class VelerianBackend(HeldAtSidecar):
         data = await self._http.request_json(
             "POST", self._path, "invoke", json={"payload": invocation}
         )
-        try:
-            result = InvokeResult.model_validate(data)
-        except ValidationError as e:
-            item = e.errors()[0]
-            where = ".".join(str(p) for p in item["loc"]) or "result"
-            raise MalformedVerdict(f"invoke: {where}: {item['msg']}") from None
+        result = parse_answer(InvokeResult, data, "invoke")
         trace_id = result.invocation_id
         if result.is_allowed:
             return governed_verdict(Decision.ALLOW, trace_id, dest, [])

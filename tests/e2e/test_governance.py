@@ -16,7 +16,14 @@ import pytest
 
 from tests.support.governance import InvioletDouble, KirtonicDouble, VelerianDouble
 from tests.support.servers import LLM_SECRET, UPSTREAM_HOST, WAIT, LoopThread, Reply
-from tests.support.sidecar import GOVERNANCE_KEYS, VELERIAN_ABP, Sidecar, run_client
+from tests.support.sidecar import (
+    GOVERNANCE_KEYS,
+    VELERIAN_ABP,
+    ClientResult,
+    Sidecar,
+    run_client,
+)
+from tests.support.waiting import eventually
 
 JSON = {"Content-Type": "application/json"}
 
@@ -54,10 +61,19 @@ def _in_background(fn: Any, *args: Any) -> tuple[threading.Thread, dict[str, Any
     return thread, box
 
 
-def _admin_decide(sidecar: Sidecar, approval_id: str, verb: str) -> None:
+def _held_then_decided(
+    sidecar: Sidecar, url: str, body: bytes, verb: str
+) -> tuple[ClientResult, dict[str, Any]]:
+    """Send a request the backend holds, decide its approval at the sidecar, return both."""
+    held, box = _in_background(run_client, sidecar, "requests", "POST", url, body, JSON)
+    eventually(lambda: sidecar.metric("egress_sidecar_approvals_pending") == 1)
+    (pending,) = sidecar.admin_get("/approvals").json()["approvals"]
     with httpx.Client(trust_env=False) as c:
-        r = c.post(f"http://{sidecar.info.admin}/approvals/{approval_id}/{verb}")
+        r = c.post(f"http://{sidecar.info.admin}/approvals/{pending['id']}/{verb}")
     assert r.status_code == 200, r.text
+    held.join(WAIT)
+    assert "error" not in box, box.get("error")
+    return box["result"], pending
 
 
 # --- Kirtonic ---------------------------------------------------------------------------
@@ -162,26 +178,16 @@ def test_kirtonic_review_is_held_until_approved_at_the_sidecar(
 ):
     sidecar = _governed(make_sidecar, kirtonic, "kirtonic", confdir=tmp_path)
     body = b'{"text": "HOLD-ME please"}'
-    held, box = _in_background(
-        run_client, sidecar, "requests", "POST", upstream.https + "/kt/review", body, JSON
-    )
-    call = kirtonic.classifications.wait_for(lambda c: "/kt/review" in c["json"]["prompt"])
+    result, pending = _held_then_decided(sidecar, upstream.https + "/kt/review", body, "approve")
+    (call,) = kirtonic.classifications.items
     assert call["json"]["prompt"].endswith('HOLD-ME please"}')
-    listing = sidecar.admin_get("/approvals").json()["approvals"]
-    waiting = [a for a in listing if a["status"] == "pending"]
-    assert len(waiting) == 1, (listing, kirtonic.classifications.items)
-    pending = waiting[0]
+    assert pending["id"] == result.headers["x-interven-trace-id"]  # the decision_id
     assert pending["id"].startswith("dec_")
     # Recorded next to the CA, in the configured confdir (a restart keeps it).
     stored = json.loads((tmp_path / "approvals.json").read_text())["approvals"]
     assert [a["id"] for a in stored] == [pending["id"]]
-    assert upstream.requests_to("/kt/review") == []
-
-    _admin_decide(sidecar, pending["id"], "approve")
-    held.join(WAIT)
-    assert "error" not in box, box.get("error")
-    assert box["result"].status == 200
-    assert box["result"].headers["x-interven-approval"] == "approved"
+    assert result.status == 200
+    assert result.headers["x-interven-approval"] == "approved"
     assert upstream.received.wait_for(lambda r: r.path == "/kt/review").body == body
 
 
@@ -264,16 +270,12 @@ def test_inviolet_pending_approval_is_held_under_its_request_id(
     make_sidecar, inviolet, upstream, tmp_path
 ):
     sidecar = _governed(make_sidecar, inviolet, "inviolet", confdir=tmp_path)
-    held, box = _in_background(run_client, sidecar, "requests", "POST",
-                               upstream.https + "/iv/hold", b'{"q": "HOLD-ME"}', JSON)  # fmt: skip
-    inviolet.evaluations.wait_for(lambda c: "HOLD-ME" in json.dumps(c["json"]))
-    listing = sidecar.admin_get("/approvals").json()["approvals"]
-    (pending,) = [a for a in listing if a["id"].startswith("apr_") and a["status"] == "pending"]
-    _admin_decide(sidecar, pending["id"], "deny")
-    held.join(WAIT)
-    assert "error" not in box, box.get("error")
-    assert box["result"].status == 403
-    assert box["result"].headers["x-interven-approval"] == "denied"
+    result, pending = _held_then_decided(
+        sidecar, upstream.https + "/iv/hold", b'{"q": "HOLD-ME"}', "deny"
+    )
+    assert pending["id"].startswith("apr_")  # the approval_request_id
+    assert result.status == 403
+    assert result.headers["x-interven-approval"] == "denied"
     assert upstream.requests_to("/iv/hold") == []
 
 
@@ -314,15 +316,11 @@ def test_velerian_blocks_and_holds_for_a_human(make_sidecar, velerian, upstream,
     assert blocked.status == 403
     assert blocked.json()["reason_codes"] == ["VELERIAN_BLOCKED"]
 
-    held, box = _in_background(run_client, sidecar, "requests", "POST",
-                               upstream.https + "/vl/hold", b'{"t": "HOLD-ME"}', JSON)  # fmt: skip
-    velerian.invocations.wait_for(lambda c: "HOLD-ME" in json.dumps(c["json"]))
-    listing = sidecar.admin_get("/approvals").json()["approvals"]
-    (pending,) = [a for a in listing if a["id"].startswith("appr_") and a["status"] == "pending"]
-    _admin_decide(sidecar, pending["id"], "approve")
-    held.join(WAIT)
-    assert "error" not in box, box.get("error")
-    assert box["result"].status == 200
+    result, pending = _held_then_decided(
+        sidecar, upstream.https + "/vl/hold", b'{"t": "HOLD-ME"}', "approve"
+    )
+    assert pending["id"].startswith("appr_")
+    assert result.status == 200
     upstream.received.wait_for(lambda r: r.path == "/vl/hold")
     assert upstream.requests_to("/vl/block") == []
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from typing import Any
 
 import tornado.web
 
-from tests.support.servers import LoopThread, Recorder, Reply, _Base, _listen
+from tests.support.servers import LoopThread, Recorder, Reply, _Base, _listen, scripted
 
 Rule = Callable[[dict[str, Any]], Reply]
 MAX_PROMPT_BYTES = 32 * 1024  # Kirtonic's control plane limit
@@ -27,20 +26,6 @@ MAX_PROMPT_BYTES = 32 * 1024  # Kirtonic's control plane limit
 
 def _hex() -> str:
     return uuid.uuid4().hex
-
-
-def _scripted(replies: tuple[Reply, ...], then: Rule) -> Rule:
-    """Answer with `replies` in order, then with `then`."""
-    queue = list(replies)
-    lock = threading.Lock()
-
-    def behaviour(doc: dict[str, Any]) -> Reply:
-        with lock:
-            if queue:
-                return queue.pop(0)
-        return then(doc)
-
-    return behaviour
 
 
 _KINDS = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object"}
@@ -163,7 +148,7 @@ class KirtonicDouble(_Double):
 
     def script(self, *replies: Reply, then: Rule = kirtonic_rule) -> None:
         """Answer the next classifications with `replies` in order, then with `then`."""
-        self.behaviour = _scripted(replies, then)
+        self.behaviour = scripted(replies, then)
 
 
 # --- Inviolet: POST /v1/intent/evaluate ----------------------------------------------------
@@ -217,7 +202,7 @@ class InvioletDouble(_Double):
 
     def script(self, *replies: Reply, then: Rule = inviolet_rule) -> None:
         """Answer the next evaluations with `replies` in order, then with `then`."""
-        self.behaviour = _scripted(replies, then)
+        self.behaviour = scripted(replies, then)
 
 
 # --- Velerian: POST /api/v2/abps/{abp_id}/invoke (a FastAPI service) ------------------------
@@ -271,4 +256,4 @@ class VelerianDouble(_Double):
 
     def script(self, *replies: Reply, then: Rule = velerian_rule) -> None:
         """Answer the next invocations with `replies` in order, then with `then`."""
-        self.behaviour = _scripted(replies, then)
+        self.behaviour = scripted(replies, then)

@@ -115,6 +115,22 @@ def rule_by_path(scan: dict[str, Any]) -> Reply:
     return Reply(body=verdict("ALLOW", tool_name="slack", operation="post_message"))
 
 
+def scripted(
+    replies: tuple[Reply, ...], then: Callable[[dict[str, Any]], Reply]
+) -> Callable[[dict[str, Any]], Reply]:
+    """A double's behaviour: `replies` in order (thread-safe), then `then` for the rest."""
+    queue = list(replies)
+    lock = threading.Lock()
+
+    def behaviour(doc: dict[str, Any]) -> Reply:
+        with lock:
+            if queue:
+                return queue.pop(0)
+        return then(doc)
+
+    return behaviour
+
+
 class _Base(tornado.web.RequestHandler):
     def initialize(self, double: ScanApiDouble) -> None:
         self.double = double
@@ -192,16 +208,7 @@ class ScanApiDouble:
         self, *replies: Reply, then: Callable[[dict[str, Any]], Reply] = rule_by_path
     ) -> None:
         """Answer the next scans with `replies` in order, then with `then`."""
-        queue = list(replies)
-        lock = threading.Lock()
-
-        def behaviour(doc: dict[str, Any]) -> Reply:
-            with lock:
-                if queue:
-                    return queue.pop(0)
-            return then(doc)
-
-        self.behaviour = behaviour
+        self.behaviour = scripted(replies, then)
 
 
 @dataclass

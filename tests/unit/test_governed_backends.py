@@ -15,6 +15,7 @@ from sidecar.approval_store import ApprovalStore
 from sidecar.backends import BackendConfigError, backend_name
 from sidecar.backends.errors import MalformedVerdict, ScanAuthError
 from sidecar.backends.governed import reason_code
+from sidecar.backends.http import Connection
 from sidecar.backends.inviolet import InvioletBackend
 from sidecar.backends.kirtonic import KirtonicBackend, prompt_windows
 from sidecar.backends.velerian import VelerianBackend
@@ -58,20 +59,24 @@ def _kirtonic(tmp_path, *answers):  # type: ignore[no-untyped-def]
     transport, calls = _transport(*answers)
     creds = KirtonicCredentials(api_key="kt", endpoint="https://k.test")  # type: ignore[arg-type]
     store = ApprovalStore(tmp_path, 60)
-    return KirtonicBackend(creds, store, 5, 0, transport=transport), calls
+    return KirtonicBackend(creds, store, Connection(5, 0, transport=transport)), calls
 
 
 def _inviolet(tmp_path, *answers, shadow=False):  # type: ignore[no-untyped-def]
     transport, calls = _transport(*answers)
     creds = InvioletCredentials(api_key="iv", base_url="https://i.test")  # type: ignore[arg-type]
-    backend = InvioletBackend(creds, ApprovalStore(tmp_path, 60), 5, 0, shadow, transport=transport)
+    backend = InvioletBackend(
+        creds, ApprovalStore(tmp_path, 60), Connection(5, 0, transport=transport), shadow
+    )
     return backend, calls
 
 
 def _velerian(tmp_path, *answers):  # type: ignore[no-untyped-def]
     transport, calls = _transport(*answers)
     creds = VelerianCredentials(api_key="vk", abp_id="abp/1")  # type: ignore[arg-type]
-    return VelerianBackend(creds, ApprovalStore(tmp_path, 60), 5, 0, transport=transport), calls
+    return VelerianBackend(
+        creds, ApprovalStore(tmp_path, 60), Connection(5, 0, transport=transport)
+    ), calls
 
 
 KIRTONIC_OK = {"decision_id": "dec_1", "action": "allow", "severity": "clean"}

@@ -18,7 +18,7 @@ from sidecar.backends.errors import (
     ScanTimeout,
     ScanUnavailable,
 )
-from sidecar.backends.http import parse_retry_after
+from sidecar.backends.http import Connection, parse_retry_after
 from sidecar.backends.interven import IntervenBackend
 from sidecar.credentials import IntervenCredentials
 from sidecar.verdict import ScanRequest
@@ -29,7 +29,9 @@ VERDICT = {"decision": "ALLOW", "risk_score": 0, "risk_band": "LOW", "trace_id":
 
 def _backend(handler, retries=2, timeout=5.0):
     creds = IntervenCredentials(api_key=KEY, gateway_url="https://gw.test")  # type: ignore[arg-type]
-    return IntervenBackend(creds, timeout, retries, transport=httpx.MockTransport(handler))
+    return IntervenBackend(
+        creds, Connection(timeout, retries, transport=httpx.MockTransport(handler))
+    )
 
 
 def _scan(backend):
