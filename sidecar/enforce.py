@@ -128,10 +128,7 @@ def approval_refused(pending: Enforcement, approval_id: str) -> Enforcement:
     pending.status = 403
     pending.approval = "required"
     pending.reasons = [*pending.reasons, APPROVAL_REQUIRED]
-    pending.message = (
-        f"Blocked by egress-sidecar: approval {approval_id} is required; "
-        "retry once a reviewer has approved it."
-    )
+    pending.message = f"Blocked by egress-sidecar: approval {approval_id} is required."
     pending.extra_body = {"approval_id": approval_id}
     return pending
 

@@ -150,3 +150,34 @@ def test_local_approvals_cli_and_restart(local, upstream, tmp_path):
     denied = _cli("approvals", "deny", "no-such-id", admin=admin)
     assert denied.returncode == 2
     assert "no approval no-such-id" in denied.stderr
+
+
+def test_refuse_mode_answers_at_once_and_lets_the_retry_through_once_approved(
+    local, upstream, tmp_path
+):
+    policy = tmp_path / "approve.yaml"
+    policy.write_text(
+        "name: approve-writes\nrules:\n"
+        "  - rule_id: approve-reports\n    match: {paths: ['/reports*']}\n"
+        "    action: REQUIRE_APPROVAL\n    priority: 10\n"
+    )
+    sidecar = local(policy=str(policy), approval_mode="refuse")
+    url, body = upstream.https + "/reports/refused", b'{"q": 5}'
+    first = run_client(sidecar, "curl", "POST", url, body, JSON)
+    assert first.status == 403
+    assert first.headers["x-interven-approval"] == "required"
+    approval_id = first.json()["approval_id"]
+    assert sidecar.metric("egress_sidecar_approvals_pending") == 0  # nothing was held
+    assert upstream.requests_to("/reports/refused") == []
+
+    admin = str(sidecar.info.admin)
+    assert _cli("approvals", "approve", approval_id, admin=admin).returncode == 0
+    retry = run_client(sidecar, "curl", "POST", url, body, JSON)
+    assert retry.status == 200
+    assert retry.headers["x-interven-approval"] == "approved"
+    assert upstream.received.wait_for(lambda r: r.path == "/reports/refused").body == body
+    # An approval lets one request through: the next identical one needs a new one.
+    again = run_client(sidecar, "curl", "POST", url, body, JSON)
+    assert again.status == 403
+    assert again.json()["approval_id"] != approval_id
+    assert len(upstream.requests_to("/reports/refused")) == 1
