@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sidecar.approval_store import ApprovalStore
 from sidecar.backends.base import ObservedResponse
-from sidecar.backends.errors import MalformedVerdict
+from sidecar.backends.errors import MalformedVerdict, ScanError
 from sidecar.backends.governed import (
     HeldAtSidecar,
     body_text,
@@ -103,8 +103,7 @@ class KirtonicBackend(HeldAtSidecar):
         }
         if self._credentials.user_id:
             base["user_id"] = self._credentials.user_id
-        windows = prompt_windows(prompt)
-        answers = await asyncio.gather(*(self._classify({"prompt": w, **base}) for w in windows))
+        answers = await self._classify_all(prompt_windows(prompt), base)
         worst = max(answers, key=lambda v: _STRICTNESS[v.action])
         decision = _DECISIONS[worst.action]
         reasons = [] if decision is Decision.ALLOW else [reason_code("KIRTONIC", worst.action)]
@@ -119,6 +118,22 @@ class KirtonicBackend(HeldAtSidecar):
             decision, worst.decision_id, dest, reasons, approval_id, _SEVERITY.get(worst.severity)
         )
         return verdict.with_notes(message=worst.reason or None)
+
+    async def _classify_all(
+        self, windows: list[str], base: dict[str, Any]
+    ) -> list[KirtonicVerdict]:
+        """One call per window, concurrently; the first failure cancels the rest."""
+        if len(windows) == 1:
+            return [await self._classify({"prompt": windows[0], **base})]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._classify({"prompt": w, **base})) for w in windows]
+        except BaseExceptionGroup as failed:
+            first = failed.exceptions[0]
+            if isinstance(first, ScanError):
+                raise first from None
+            raise
+        return [t.result() for t in tasks]
 
     async def _classify(self, payload: dict[str, Any]) -> KirtonicVerdict:
         data = await self._http.request_json("POST", "/api/v1/classify", "classify", json=payload)

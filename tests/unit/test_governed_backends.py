@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sidecar.approval_store import ApprovalStore
 from sidecar.backends import BackendConfigError, backend_name
-from sidecar.backends.errors import MalformedVerdict, ScanAuthError
+from sidecar.backends.errors import MalformedVerdict, ScanAuthError, ScanServerError
 from sidecar.backends.governed import reason_code
 from sidecar.backends.http import Connection
 from sidecar.backends.inviolet import InvioletBackend
@@ -247,3 +247,13 @@ def _verdict(decision: str, **extra):  # type: ignore[no-untyped-def]
 
     doc = {"decision": decision, "risk_score": 0.5, "risk_band": "MEDIUM", "trace_id": "t"}
     return ScanVerdict.model_validate({**doc, **extra})
+
+
+def test_kirtonic_one_failed_window_is_the_scans_typed_error(tmp_path):
+    backend, calls = _kirtonic(
+        tmp_path, httpx.Response(200, json=KIRTONIC_OK), httpx.Response(502, text="bad gateway")
+    )
+    request = ScanRequest(method="POST", url="https://x.test/", body="a" * (40 * 1024))
+    with pytest.raises(ScanServerError):
+        _scan(backend, request)
+    assert len(calls) == 2  # two windows, no retries configured
