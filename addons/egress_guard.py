@@ -100,6 +100,18 @@ ADDON_SETTINGS = (
     "scan_api_ca",
 )
 
+# Options the running proxy was built from; the rest (fail mode, body limits...) are read
+# per request and may change while it runs.
+READ_AT_START = frozenset(
+    f"egress_{name}"
+    for name in (
+        "backend", "admin", "enforcement", "scan_timeout", "scan_retries", "policy",
+        "internal_hosts", "approval_expiry", "breaker_threshold", "breaker_cooldown",
+        "scan_api_ca", "response_queue_size", "response_workers", "max_pending_approvals",
+        "approval_timeout", "approval_poll_interval",
+    )
+)  # fmt: skip
+
 # Never sent to the scan API: hop-by-hop headers and the agent's proxy credentials.
 _NOT_SCANNED_HEADERS = frozenset(
     {"proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "trailer"}
@@ -160,6 +172,9 @@ class EgressGuard:
             )
         if self.settings is not None and not any(n.startswith("egress_") for n in updated):
             return
+        if self.backend is not None and (fixed := sorted(updated & READ_AT_START)):
+            # The backend, its client and the admin server were built from these.
+            raise OptionsError(f"egress-sidecar: restart to change {', '.join(fixed)}")
         values = {name: getattr(ctx.options, f"egress_{name}") for name in ADDON_SETTINGS}
         values["admin"] = values["admin"] or "off"
         values["backend"] = values["backend"] or None
@@ -194,7 +209,11 @@ class EgressGuard:
             settings.max_pending_approvals,
         )
         self.responses = ResponseScanQueue(
-            self.backend, self.metrics, settings.response_queue_size, settings.response_workers
+            self.backend,
+            self.metrics,
+            settings.response_queue_size,
+            settings.response_workers,
+            withheld=self._own_secrets,
         )
         self.responses.start()
         self._lag_watch = asyncio.create_task(watch_loop_lag(self.metrics.event_loop_lag.observe))
@@ -336,13 +355,6 @@ class EgressGuard:
         assert backend is not None
         content = message.content
         scheme = "wss" if flow.request.scheme == "https" else "ws"
-        scan_request = self._scan_request(
-            "WEBSOCKET",
-            scheme + flow.request.url.removeprefix(flow.request.scheme),
-            {},
-            content,
-            "application/json" if message.is_text else "",
-        )
         started = time.monotonic()
         try:
             if len(content) > settings.max_body_bytes:
@@ -350,6 +362,13 @@ class EgressGuard:
             if any(secret in content for secret in self._own_secrets):
                 enforcement = local_block(SIDECAR_CREDENTIAL, "sidecar credential", 403)
             else:
+                scan_request = self._scan_request(
+                    "WEBSOCKET",
+                    scheme + flow.request.url.removeprefix(flow.request.scheme),
+                    {},
+                    content,
+                    "application/json" if message.is_text else "",
+                )
                 enforcement = from_verdict(await backend.scan(scan_request))
         except BodyTooLarge:
             enforcement = local_block(BODY_TOO_LARGE, "message too large", 413)

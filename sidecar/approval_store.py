@@ -35,6 +35,10 @@ class ApprovalNotFound(KeyError):
     pass
 
 
+class ApprovalReused(ValueError):
+    pass
+
+
 class ApprovalAlreadyDecided(ValueError):
     pass
 
@@ -129,7 +133,11 @@ class ApprovalStore:
         for): it is decided here, with `approvals approve|deny` or the admin endpoint."""
         now = self._clock()
         with self._lock:
-            if approval_id not in self._records:
+            known = self._records.get(approval_id)
+            if known is not None and (known.used or known.request_hash != request_hash):
+                # One approval lets one request through, the one it was asked for.
+                raise ApprovalReused(f"approval {approval_id} was already used or is another's")
+            if known is None:
                 self._records[approval_id] = ApprovalRecord(
                     id=approval_id,
                     status=ApprovalStatus.PENDING.value,

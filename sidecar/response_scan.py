@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from sidecar.backends.base import ObservedResponse, ScanBackend
-from sidecar.backends.errors import ScanError
+from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
 from sidecar.bodies import BodyUndecodable, body_for_scan, decode_body
 from sidecar.llm import read_reply
 from sidecar.metrics import SidecarMetrics
@@ -43,8 +43,11 @@ class ResponseScanQueue:
         maxsize: int,
         workers: int,
         max_body_bytes: int = SCAN_API_MAX_BODY_BYTES,
+        withheld: list[bytes] | None = None,
     ) -> None:
+        """`withheld`: the sidecar's own API keys; a response echoing one is not posted."""
         self._backend = backend
+        self._withheld = withheld or []
         self._metrics = metrics
         self._queue: asyncio.Queue[ResponseScanJob] = asyncio.Queue(maxsize)
         self._worker_count = workers
@@ -85,6 +88,9 @@ class ResponseScanQueue:
             job = await self._queue.get()
             try:
                 await self._post(job)
+            except Exception as e:  # a bug must not stop the worker: count it and go on
+                self._metrics.response_dropped.labels(INTERNAL_ERROR_KIND).inc()
+                logger.error("response scan for %s failed (%s)", job.trace_id, type(e).__name__)
             finally:
                 self._queue.task_done()
                 self._metrics.response_queue_depth.set(self._queue.qsize())
@@ -96,6 +102,10 @@ class ResponseScanQueue:
             )
         except BodyUndecodable:
             self._metrics.response_dropped.labels("undecodable").inc()
+            return
+        if any(secret in content for secret in self._withheld):
+            # One backend's key must not reach another API (or this one) in a body.
+            self._metrics.response_dropped.labels("sidecar_credential").inc()
             return
         reply = None
         if job.llm_provider is not None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sidecar.approval_store import ApprovalNotFound, ApprovalStore, request_hash
-from sidecar.backends.errors import ScanRejected
+from sidecar.approval_store import ApprovalNotFound, ApprovalReused, ApprovalStore, request_hash
+from sidecar.backends.errors import MalformedVerdict, ScanRejected
 from sidecar.engine.destinations import recognise_tool
 from sidecar.verdict import (
     ApprovalState,
@@ -108,16 +108,19 @@ class HeldAtSidecar:
         reasons: list[str],
         trace_id: str,
     ) -> str:
-        return self.approvals.track(
-            approval_id,
-            request_hash(request),
-            method=request.method,
-            host=dest.host,
-            tool=dest.tool,
-            operation=dest.operation,
-            reasons=reasons,
-            trace_id=trace_id,
-        )
+        try:
+            return self.approvals.track(
+                approval_id,
+                request_hash(request),
+                method=request.method,
+                host=dest.host,
+                tool=dest.tool,
+                operation=dest.operation,
+                reasons=reasons,
+                trace_id=trace_id,
+            )
+        except ApprovalReused:
+            raise MalformedVerdict("the backend named an approval that was already used") from None
 
     async def approval_status(self, approval_id: str) -> ApprovalState:
         try:

@@ -157,8 +157,8 @@ class RetryingHttpClient:
         async def attempt() -> Any:
             response = await self._send(method, path, what, json)
             raise_for_status(response, what, self.key_name)
-            if response.status_code == 204:
-                return None
+            if response.status_code == 204 or not response.content:
+                return None  # e.g. an outcome recorded; a verdict call then finds no verdict
             try:
                 return response.json()
             except ValueError:
@@ -187,6 +187,10 @@ class RetryingHttpClient:
         except httpx.TimeoutException:
             raise ScanTimeout(f"{what}: timed out") from None
         except httpx.TransportError as e:
+            raise ScanUnavailable(f"{what}: {type(e).__name__}") from None
+        except httpx.DecodingError:
+            raise MalformedVerdict(f"{what}: answer could not be decoded") from None
+        except httpx.HTTPError as e:  # anything else httpx raises is still a typed error
             raise ScanUnavailable(f"{what}: {type(e).__name__}") from None
 
     async def _with_retries(

@@ -2,7 +2,8 @@
 
 Each request is evaluated as one tool call: the name is `<tool>.<operation>` from the
 destination (the engine's table of well-known APIs, else the host), the arguments are
-the body's JSON object (other bodies as `{"body": text}`), plus the query string. The
+the body's JSON object (other bodies as `{"body": text}`) plus `_http_request` (method,
+path and query, which carry a GET's data). The
 outcome maps onto the verdict: allowed/approved forward, denied blocks, pending_approval
 is held under its approval request id, and shadow_denied forwards but is logged and
 counted as a would-deny. `--enforcement shadow` sets the API's own `shadow_mode`.
@@ -39,6 +40,9 @@ _OUTCOMES = {
 }
 
 
+REQUEST_ARGUMENT = "_http_request"
+
+
 class IntentDecision(BaseModel):
     """`POST /v1/intent/evaluate` 200 body; unknown fields ignored."""
 
@@ -58,9 +62,14 @@ def tool_call(request: ScanRequest, dest: Destination) -> dict[str, Any]:
     else:
         text = body_text(body)
         arguments = {"body": text} if text else {}
-    query = urlsplit(request.url).query
-    if query:
-        arguments.setdefault("query", dict(parse_qsl(query, keep_blank_values=True)))
+    # Where the call goes, under a name no body field can shadow: a GET carries its data
+    # in the path and query, and those must be judged too.
+    parts = urlsplit(request.url)
+    arguments[REQUEST_ARGUMENT] = {
+        "method": request.method,
+        "path": parts.path or "/",
+        "query": dict(parse_qsl(parts.query, keep_blank_values=True)),
+    }
     return {"name": f"{tool}.{dest.operation}", "arguments": arguments}
 
 

@@ -2,11 +2,12 @@
 
 The prompt is what its wrappers classify: for a recognised LLM call, the system and user
 messages joined with blank lines; for anything else, the request line and body as text.
-`action` is authoritative (allow forwards, block denies, review needs approval);
-`severity` is informational and only recorded. Prompts over the control plane's 32 KiB
-limit are classified in 32 KiB windows and the strictest action wins, so nothing is sent
-unclassified and no text is dropped. The outcome is posted after the upstream answers,
-off the agent's path (the response-scan queue).
+An LLM call is also classified as a whole request (assistant and tool turns, every other
+field), because shape alone must not let text leave unjudged. `action` is authoritative
+(allow forwards, block denies, review needs approval); `severity` is informational and
+only recorded. Text over the control plane's 32 KiB limit is classified in overlapping
+32 KiB windows (a string of up to 2 KiB is whole in one of them) and the strictest
+action wins. The outcome is posted after the upstream answers, off the agent's path.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sidecar.approval_store import ApprovalStore
 from sidecar.backends.base import ObservedResponse
+from sidecar.backends.breaker import BreakerState
 from sidecar.backends.errors import MalformedVerdict, ScanError
 from sidecar.backends.governed import (
     HeldAtSidecar,
@@ -32,6 +34,8 @@ from sidecar.credentials import KirtonicCredentials
 from sidecar.verdict import Decision, RiskBand, ScanRequest, ScanVerdict
 
 PROMPT_LIMIT = 32 * 1024  # bytes of UTF-8, the control plane's documented maximum
+WINDOW_OVERLAP = 2 * 1024  # bytes each window repeats of the previous one
+MAX_CONCURRENT_WINDOWS = 8  # per request, so one huge body cannot take the whole pool
 OUTCOME_LIMIT = 256 * 1024  # characters of response text recorded per outcome
 
 _DECISIONS = {"allow": Decision.ALLOW, "review": Decision.REQUIRE_APPROVAL, "block": Decision.DENY}
@@ -56,19 +60,34 @@ class KirtonicVerdict(BaseModel):
     reason: str = ""
 
 
-def prompt_windows(prompt: str, limit: int = PROMPT_LIMIT) -> list[str]:
-    """Split on character boundaries into pieces of at most `limit` UTF-8 bytes."""
+def prompt_windows(
+    prompt: str, limit: int = PROMPT_LIMIT, overlap: int = WINDOW_OVERLAP
+) -> list[str]:
+    """Pieces of at most `limit` UTF-8 bytes cut on character boundaries, each repeating
+    about `overlap` bytes of the previous one, so a short string is whole in one piece."""
     data = prompt.encode()
     if len(data) <= limit:
         return [prompt]
+    back = min(overlap, limit // 2)
     windows, start = [], 0
-    while start < len(data):
-        end = min(start + limit, len(data))
-        while end < len(data) and (data[end] & 0xC0) == 0x80:  # not mid-character
-            end -= 1
+    while True:
+        end = _char_start(data, min(start + limit, len(data)))
+        if end <= start:  # one character longer than the limit: take it whole
+            end = start + 1
+            while end < len(data) and (data[end] & 0xC0) == 0x80:
+                end += 1
         windows.append(data[start:end].decode())
-        start = end
-    return windows
+        if end >= len(data):
+            return windows
+        following = _char_start(data, end - back)
+        start = following if following > start else end
+
+
+def _char_start(data: bytes, i: int) -> int:
+    """The first byte of the character that byte `i` belongs to."""
+    while 0 < i < len(data) and (data[i] & 0xC0) == 0x80:
+        i -= 1
+    return i
 
 
 class KirtonicBackend(HeldAtSidecar):
@@ -103,7 +122,10 @@ class KirtonicBackend(HeldAtSidecar):
         }
         if self._credentials.user_id:
             base["user_id"] = self._credentials.user_id
-        answers = await self._classify_all(prompt_windows(prompt), base)
+        windows = prompt_windows(prompt)
+        if call is not None:  # the whole request too: shape must not exempt any text
+            windows += prompt_windows(request_text(request))
+        answers = await self._classify_all(windows, base)
         worst = max(answers, key=lambda v: _STRICTNESS[v.action])
         decision = _DECISIONS[worst.action]
         reasons = [] if decision is Decision.ALLOW else [reason_code("KIRTONIC", worst.action)]
@@ -123,17 +145,29 @@ class KirtonicBackend(HeldAtSidecar):
         self, windows: list[str], base: dict[str, Any]
     ) -> list[KirtonicVerdict]:
         """One call per window, concurrently; the first failure cancels the rest."""
-        if len(windows) == 1:
-            return [await self._classify({"prompt": windows[0], **base})]
+        first: list[KirtonicVerdict] = []
+        breaker = self._http.breaker
+        if len(windows) == 1 or (breaker is not None and breaker.state is not BreakerState.CLOSED):
+            # One call first: a half-open circuit admits a single trial call.
+            first = [await self._classify({"prompt": windows[0], **base})]
+            windows = windows[1:]
+            if not windows:
+                return first
+        gate = asyncio.Semaphore(MAX_CONCURRENT_WINDOWS)
+
+        async def classify(window: str) -> KirtonicVerdict:
+            async with gate:
+                return await self._classify({"prompt": window, **base})
+
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._classify({"prompt": w, **base})) for w in windows]
+                tasks = [group.create_task(classify(w)) for w in windows]
         except BaseExceptionGroup as failed:
-            first = failed.exceptions[0]
-            if isinstance(first, ScanError):
-                raise first from None
+            problem = failed.exceptions[0]
+            if isinstance(problem, ScanError):
+                raise problem from None
             raise
-        return [t.result() for t in tasks]
+        return first + [t.result() for t in tasks]
 
     async def _classify(self, payload: dict[str, Any]) -> KirtonicVerdict:
         data = await self._http.request_json("POST", "/api/v1/classify", "classify", json=payload)

@@ -11,6 +11,7 @@ import json
 import pytest
 
 from tests.support.sidecar import AGENT_ID, API_KEY, run_client
+from tests.support.waiting import eventually
 
 CLIENTS = ["curl", "requests", "httpx", "node"]
 
@@ -64,7 +65,7 @@ def test_allow_path_end_to_end(client, sidecar, upstream, scan_api):
     assert post["headers"]["Authorization"] == f"Bearer {API_KEY}"
 
     assert sidecar.metric("egress_sidecar_requests_total", decision="ALLOW", tool="slack") == 1
-    assert sidecar.metric("egress_sidecar_response_scans_posted_total") == 1
+    eventually(lambda: sidecar.metric("egress_sidecar_response_scans_posted_total") == 1)
     assert sidecar.metric("egress_sidecar_scan_duration_seconds_count", backend="interven") == 1
 
 

@@ -7,6 +7,7 @@ import json
 
 from tests.support.servers import Reply, verdict
 from tests.support.sidecar import run_client
+from tests.support.waiting import eventually
 
 JSON = {"Content-Type": "application/json"}
 
@@ -39,7 +40,7 @@ def test_deny_never_reaches_upstream(sidecar, upstream, scan_api):
     scan_api.response_posts.wait_for(
         lambda p: p["json"]["response_body"]["path"] == "/allow/after-deny"
     )
-    assert sidecar.metric("egress_sidecar_response_scans_posted_total") == 1
+    eventually(lambda: sidecar.metric("egress_sidecar_response_scans_posted_total") == 1)
 
 
 def test_sanitize_forwards_the_redacted_json(sidecar, upstream, scan_api):

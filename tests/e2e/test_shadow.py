@@ -3,6 +3,7 @@ logged and counted, with every backend."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 
@@ -10,7 +11,7 @@ import pytest
 
 from tests.corpus import github
 from tests.support.governance import InvioletDouble, KirtonicDouble, VelerianDouble
-from tests.support.servers import UPSTREAM_HOST, Reply, verdict
+from tests.support.servers import UPSTREAM_HOST, WAIT, Reply, verdict
 from tests.support.sidecar import API_KEY, GOVERNANCE_KEYS, VELERIAN_ABP, run_client
 
 JSON = {"Content-Type": "application/json"}
@@ -107,3 +108,27 @@ def test_shadow_scan_verdicts_reach_the_scan_api_unchanged(shadow, upstream, sca
     # The forwarded request's response is still classified, under the verdict's trace id.
     post = scan_api.response_posts.wait_for(lambda p: p["json"]["trace_id"] == trace_id)
     assert post["json"]["response_body"]["path"] == "/shadow-post"
+
+
+def test_enforcement_is_fixed_while_running_other_options_are_not(sidecar, upstream, scan_api):
+    from mitmproxy.exceptions import OptionsError
+
+    async def update(**values: object) -> None:
+        sidecar.master.options.update(**values)
+
+    def run(**values: object) -> None:
+        asyncio.run_coroutine_threadsafe(update(**values), sidecar.master.event_loop).result(WAIT)
+
+    # The backend was built for enforce mode (Inviolet's shadow_mode flag, approval holds):
+    # switching under it would half-apply, so it is refused and nothing changes.
+    with pytest.raises(OptionsError, match="restart to change egress_enforcement"):
+        run(egress_enforcement="shadow")
+    assert sidecar.master.options.egress_enforcement == "enforce"
+    denied = run_client(sidecar, "requests", "POST", upstream.https + "/deny/still", b"{}", JSON)
+    assert denied.status == 403
+
+    run(egress_fail_mode="open")  # read per request: may change while running
+    scan_api.script(*[Reply(503, "down")] * 3)
+    opened = run_client(sidecar, "requests", "POST", upstream.https + "/now-open", b"{}", JSON)
+    assert opened.status == 200
+    assert opened.headers["x-interven-reasons"] == "FAIL_OPEN,SCAN_SERVER_ERROR"

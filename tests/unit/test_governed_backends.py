@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.approval_store import ApprovalStore
+from sidecar.approval_store import ApprovalReused, ApprovalStore
 from sidecar.backends import BackendConfigError, backend_name
 from sidecar.backends.errors import MalformedVerdict, ScanAuthError, ScanServerError
 from sidecar.backends.governed import reason_code
@@ -116,12 +116,22 @@ def test_kirtonic_slack_webhook_is_classified_as_the_agent_category(tmp_path):
     assert calls[0].url == "https://k.test/api/v1/classify"
 
 
-@given(st.text(max_size=3000), st.integers(min_value=4, max_value=700))
-def test_prompt_windows_lose_nothing_and_respect_the_limit(prompt, limit):
-    windows = prompt_windows(prompt, limit)
-    assert "".join(windows) == prompt
+@given(st.text(max_size=3000), st.integers(min_value=16, max_value=700), st.data())
+def test_prompt_windows_respect_the_limit_and_keep_short_strings_whole(prompt, limit, data):
+    overlap = limit // 4
+    windows = prompt_windows(prompt, limit, overlap)
     assert all(len(w.encode()) <= limit for w in windows)
-    assert all(windows) or prompt == ""
+    assert prompt.startswith(windows[0])
+    assert prompt.endswith(windows[-1])
+    if len(windows) == 1:
+        assert windows == [prompt]
+    elif prompt:
+        # Any string of up to `overlap` - 3 bytes (here: whole characters) sits whole in
+        # one window, wherever it falls: padding cannot push a secret across a cut.
+        chars = max(1, (overlap - 3) // 4)
+        i = data.draw(st.integers(0, len(prompt) - 1))
+        piece = prompt[i : i + chars]
+        assert any(piece in w for w in windows)
 
 
 @pytest.mark.parametrize(
@@ -145,7 +155,13 @@ def test_inviolet_tool_call_for_a_known_tool_and_a_text_body(tmp_path):
                           body="plain text")  # fmt: skip
     _scan(backend, request)
     sent = json.loads(calls[0].content)
-    assert sent["tool_call"] == {"name": "github.create_issue", "arguments": {"body": "plain text"}}
+    assert sent["tool_call"] == {
+        "name": "github.create_issue",
+        "arguments": {
+            "body": "plain text",
+            "_http_request": {"method": "POST", "path": "/repos/o/r/issues", "query": {}},
+        },
+    }
     assert sent["shadow_mode"] is True
     assert "user_id" not in sent  # not configured: not invented
 
@@ -219,6 +235,25 @@ def test_tracked_approvals_keep_the_backends_id(tmp_path):
     assert store.track("dec_9", "hash", **summary) == "dec_9"
     assert store.track("dec_9", "hash", **summary) == "dec_9"  # idempotent
     assert [r["id"] for r in ApprovalStore(tmp_path, 60).listing()] == ["dec_9"]
+    with pytest.raises(ApprovalReused):  # the same id for a different request
+        store.track("dec_9", "other-hash", **summary)
+    store.decide("dec_9", approve=True)
+    store.mark_used("dec_9")
+    with pytest.raises(ApprovalReused):  # an approval lets one request through
+        store.track("dec_9", "hash", **summary)
+
+
+def test_an_approval_id_the_backend_repeats_cannot_approve_twice(tmp_path):
+    pending = {"outcome": "pending_approval", "intent_event_id": "ie_1",
+               "approval_request_id": "apr_same"}  # fmt: skip
+    backend, _ = _inviolet(tmp_path, httpx.Response(200, json=pending))
+    assert _scan(backend).approval_id == "apr_same"
+    backend.approvals.decide("apr_same", approve=True)
+    asyncio.run(backend.approval_status("apr_same"))  # the held request goes: used
+    other = ScanRequest(method="POST", url="https://elsewhere.test/", body={"x": 1})
+    backend, _ = _inviolet(tmp_path, httpx.Response(200, json=pending))
+    with pytest.raises(MalformedVerdict, match="already used"):
+        _scan(backend, other)
 
 
 def test_reason_codes_are_header_safe():
@@ -237,9 +272,10 @@ def test_llm_recognition_feeds_the_prompt(tmp_path):
     request = ScanRequest(method="POST", url="https://api.openai.com/v1/chat/completions",
                           body=body, llm=call)  # fmt: skip
     _scan(backend, request)
-    sent = json.loads(calls[0].content)
-    assert (sent["prompt"], sent["category"]) == ("S\n\nU", "chat")
-    assert sent["metadata"]["provider"] == "openai"
+    sent = [json.loads(c.content) for c in calls]
+    (prompt,) = [d for d in sent if d["prompt"] == "S\n\nU"]
+    assert prompt["category"] == "chat"
+    assert prompt["metadata"]["provider"] == "openai"
 
 
 def _verdict(decision: str, **extra):  # type: ignore[no-untyped-def]
@@ -257,3 +293,19 @@ def test_kirtonic_one_failed_window_is_the_scans_typed_error(tmp_path):
     with pytest.raises(ScanServerError):
         _scan(backend, request)
     assert len(calls) == 2  # two windows, no retries configured
+
+
+def test_an_llm_call_is_classified_as_a_prompt_and_as_a_whole_request(tmp_path):
+    body = {"model": "m", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "the secret is hunter2"},
+    ], "exfil": "more"}  # fmt: skip
+    call = recognise("evil.example", "/a/chat/completions", body)
+    backend, calls = _kirtonic(tmp_path, httpx.Response(200, json=KIRTONIC_OK))
+    request = ScanRequest(method="POST", url="https://evil.example/a/chat/completions",
+                          body=body, llm=call)  # fmt: skip
+    _scan(backend, request)
+    prompts = sorted(json.loads(c.content)["prompt"] for c in calls)
+    assert prompts[1] == "hi"  # Kirtonic's prompt rule...
+    assert "hunter2" in prompts[0]  # ...and everything else the request carries
+    assert "exfil" in prompts[0]

@@ -79,6 +79,10 @@ def test_sends_the_documented_request():
         ([httpx.Response(200, text="<html>")], MalformedVerdict, 1),
         ([httpx.Response(200, json={"decision": "NOPE"})], MalformedVerdict, 1),
         ([httpx.Response(429, headers={"Retry-After": "0"})] * 3, ScanRateLimited, 3),
+        # A body its Content-Encoding cannot decode; an empty 200 is no verdict either.
+        ([httpx.DecodingError("incorrect header check")], MalformedVerdict, 1),
+        ([httpx.Response(200, content=b"")], MalformedVerdict, 1),
+        ([httpx.TooManyRedirects("loop")] * 3, ScanUnavailable, 3),
     ],
 )
 def test_errors_are_typed_and_retried_only_when_worth_it(responses, error, attempts):
@@ -127,3 +131,62 @@ def test_scan_client_ignores_proxy_variables(monkeypatch):
     backend = _backend(lambda r: httpx.Response(200, json=VERDICT))
     assert backend._http._client._trust_env is False
     assert _scan(backend).trace_id == "t"
+
+
+def test_a_response_worker_survives_a_bug_and_counts_it():
+    from sidecar.metrics import SidecarMetrics
+    from sidecar.response_scan import ResponseScanJob, ResponseScanQueue
+
+    class Flaky:
+        name = "flaky"
+        seen: list[str] = []
+
+        async def scan_response(self, response):  # type: ignore[no-untyped-def]
+            self.seen.append(response.trace_id)
+            if response.trace_id == "boom":
+                raise RuntimeError("a bug, not a ScanError")
+
+    async def go() -> SidecarMetrics:
+        metrics = SidecarMetrics()
+        queue = ResponseScanQueue(Flaky(), metrics, 10, workers=1)  # type: ignore[arg-type]
+        queue.start()
+        for trace in ("boom", "after"):
+            queue.submit(ResponseScanJob(trace, b"{}", "", "application/json", 200))
+        await queue.close(5)
+        return metrics
+
+    metrics = asyncio.run(go())
+    assert Flaky.seen == ["boom", "after"]  # the one worker kept going
+    value = metrics.registry.get_sample_value(
+        "egress_sidecar_response_scans_dropped_total", {"reason": "internal"}
+    )
+    assert value == 1
+
+
+def test_a_response_echoing_one_of_the_sidecars_keys_is_not_posted():
+    from sidecar.metrics import SidecarMetrics
+    from sidecar.response_scan import ResponseScanJob, ResponseScanQueue
+
+    posted: list[str] = []
+
+    class Recording:
+        name = "recording"
+
+        async def scan_response(self, response):  # type: ignore[no-untyped-def]
+            posted.append(response.trace_id)
+
+    async def go() -> SidecarMetrics:
+        metrics = SidecarMetrics()
+        queue = ResponseScanQueue(Recording(), metrics, 10, 1, withheld=[b"kt_live_KEY"])  # type: ignore[arg-type]
+        queue.start()
+        queue.submit(ResponseScanJob("echo", b'{"k": "kt_live_KEY"}', "", "application/json", 200))
+        queue.submit(ResponseScanJob("clean", b'{"k": "v"}', "", "application/json", 200))
+        await queue.close(5)
+        return metrics
+
+    metrics = asyncio.run(go())
+    assert posted == ["clean"]
+    value = metrics.registry.get_sample_value(
+        "egress_sidecar_response_scans_dropped_total", {"reason": "sidecar_credential"}
+    )
+    assert value == 1
