@@ -7,6 +7,7 @@ from collections.abc import Callable
 from sidecar.approval_store import ApprovalStore
 from sidecar.backends.base import ScanBackend
 from sidecar.backends.breaker import BreakerState, CircuitBreaker
+from sidecar.backends.governed import HeldAtSidecar
 from sidecar.backends.http import Connection
 from sidecar.backends.interven import IntervenBackend
 from sidecar.backends.inviolet import InvioletBackend
@@ -54,6 +55,18 @@ def create_backend(
     on_circuit_change: Callable[[BreakerState], None] | None = None,
 ) -> ScanBackend:
     """Build the configured backend; raises BackendConfigError or PolicyError."""
+    backend = _create(settings, credentials, policy, on_circuit_change)
+    if isinstance(backend, HeldAtSidecar):
+        backend.record_reviews = settings.enforcement is EnforcementMode.ENFORCE
+    return backend
+
+
+def _create(
+    settings: SidecarSettings,
+    credentials: Credentials,
+    policy: Policy | None,
+    on_circuit_change: Callable[[BreakerState], None] | None,
+) -> ScanBackend:
     name = backend_name(settings, credentials)
     if name == "local":
         return create_local_backend(settings, policy)

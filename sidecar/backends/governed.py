@@ -99,6 +99,8 @@ class HeldAtSidecar:
     """Approval status for approvals decided at the sidecar (see the module docstring)."""
 
     approvals: ApprovalStore
+    # False in shadow mode: nothing is held, so nothing waits in the store for a decision.
+    record_reviews: bool = True
 
     def hold_here(
         self,
@@ -108,6 +110,8 @@ class HeldAtSidecar:
         reasons: list[str],
         trace_id: str,
     ) -> str:
+        if not self.record_reviews:
+            return approval_id
         try:
             return self.approvals.track(
                 approval_id,

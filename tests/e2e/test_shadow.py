@@ -132,3 +132,22 @@ def test_enforcement_is_fixed_while_running_other_options_are_not(sidecar, upstr
     opened = run_client(sidecar, "requests", "POST", upstream.https + "/now-open", b"{}", JSON)
     assert opened.status == 200
     assert opened.headers["x-interven-reasons"] == "FAIL_OPEN,SCAN_SERVER_ERROR"
+
+
+@pytest.mark.parametrize("name", ["local", "kirtonic"])
+def test_shadow_holds_nothing_and_records_no_approval(shadow, upstream, tmp_path, name):
+    policy = tmp_path / "approve.yaml"
+    policy.write_text(
+        "name: approve-all\nrules:\n"
+        "  - rule_id: approve-everything\n    match: {paths: ['/*']}\n"
+        "    action: REQUIRE_APPROVAL\n    priority: 10\n"
+    )
+    extra = {"policy": str(policy)} if name == "local" else {}
+    sidecar, _ = shadow(name, **extra)
+    path = f"/shadow-review/{name}"
+    result = run_client(sidecar, "requests", "POST", upstream.https + path,
+                        b'{"note": "HOLD-ME"}', JSON)  # fmt: skip
+    assert result.status == 200
+    assert result.headers["x-interven-shadow-decision"] == "REQUIRE_APPROVAL"
+    upstream.received.wait_for(lambda r: r.path == path)
+    assert sidecar.admin_get("/approvals?all=1").json()["approvals"] == []
