@@ -24,13 +24,19 @@ from mitmproxy.proxy.layers import TCPLayer
 
 from addons.tls_buffers import ReleaseTlsBuffers
 from sidecar.admin import AdminServer
-from sidecar.approval_store import ApprovalStore
 from sidecar.approvals import ApprovalCapacityExceeded, ApprovalWaiter
 from sidecar.backends import BackendConfigError, backend_name, create_backend
 from sidecar.backends.base import ScanBackend
 from sidecar.backends.breaker import BreakerState
 from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
-from sidecar.bodies import BodyTooLarge, BodyUndecodable, body_for_scan, decode_body
+from sidecar.backends.governed import HeldAtSidecar
+from sidecar.bodies import (
+    BodyTooLarge,
+    BodyUndecodable,
+    body_for_scan,
+    decode_body,
+    media_type,
+)
 from sidecar.credentials import Credentials, load_credentials
 from sidecar.decision_log import log_decision
 from sidecar.enforce import (
@@ -218,9 +224,8 @@ class EgressGuard:
         self.responses.start()
         self._lag_watch = asyncio.create_task(watch_loop_lag(self.metrics.event_loop_lag.observe))
         if settings.admin is not None:
-            approvals = getattr(self.backend, "approvals", None)
-            if not isinstance(approvals, ApprovalStore):  # decided by the remote API
-                approvals = None
+            # Approvals decided here, or (None) by the remote API.
+            approvals = self.backend.approvals if isinstance(self.backend, HeldAtSidecar) else None
             token = settings.admin_token.get_secret_value() if settings.admin_token else None
             self.admin = AdminServer(self.metrics, self.readiness, approvals, token)
             try:
@@ -307,8 +312,7 @@ class EgressGuard:
         flow.response.headers.update(enforcement.headers())
         if flow.response.stream:
             return
-        media = flow.response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media == "text/event-stream":
+        if media_type(flow.response.headers.get("content-type", "")) == "text/event-stream":
             tap = ResponseTap()
             flow.response.stream = tap
             flow.metadata[TAP_KEY] = tap

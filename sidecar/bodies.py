@@ -105,8 +105,13 @@ def _zstd(data: bytes, limit: int, truncate: bool) -> bytes:
     return bytes(out)
 
 
+def media_type(content_type: str) -> str:
+    """`text/event-stream; charset=utf-8` -> `text/event-stream`."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def _is_json_type(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
+    media = media_type(content_type)
     return media == "application/json" or media.endswith("+json")
 
 

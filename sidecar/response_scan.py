@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sidecar.backends.base import ObservedResponse, ScanBackend
 from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
-from sidecar.bodies import BodyUndecodable, body_for_scan, decode_body
+from sidecar.bodies import BodyUndecodable, body_for_scan, decode_body, media_type
 from sidecar.llm import read_reply
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import SCAN_API_MAX_BODY_BYTES
@@ -110,7 +110,7 @@ class ResponseScanQueue:
         reply = None
         if job.llm_provider is not None:
             reply = read_reply(job.llm_provider, content, job.content_type)
-        streamed = job.content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+        streamed = media_type(job.content_type) == "text/event-stream"
         if reply is not None and streamed:
             # The assembled answer, not the raw events: a secret split across deltas is
             # whole only here.

@@ -57,7 +57,7 @@ def create_backend(
     """Build the configured backend; raises BackendConfigError or PolicyError."""
     backend = _create(settings, credentials, policy, on_circuit_change)
     if isinstance(backend, HeldAtSidecar):
-        backend.record_reviews = settings.enforcement is EnforcementMode.ENFORCE
+        backend.shadow = settings.enforcement is EnforcementMode.SHADOW
     return backend
 
 
@@ -80,8 +80,7 @@ def _create(
     if name == "kirtonic":
         return KirtonicBackend(credentials.kirtonic, approvals, conn)
     if name == "inviolet":
-        shadow = settings.enforcement is EnforcementMode.SHADOW
-        return InvioletBackend(credentials.inviolet, approvals, conn, shadow)
+        return InvioletBackend(credentials.inviolet, approvals, conn)
     return VelerianBackend(credentials.velerian, approvals, conn)
 
 

@@ -9,7 +9,6 @@ admin endpoint, which a webhook relay can call).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 from sidecar.approval_store import ApprovalNotFound, ApprovalReused, ApprovalStore, request_hash
 from sidecar.backends.errors import MalformedVerdict, ScanRejected
 from sidecar.engine.destinations import recognise_tool
+from sidecar.engine.fields import json_text
 from sidecar.verdict import (
     ApprovalState,
     ApprovalStatus,
@@ -64,7 +64,7 @@ def body_text(body: Any) -> str:
         return ""
     if isinstance(body, str):
         return body
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return json_text(body)
 
 
 def request_text(request: ScanRequest) -> str:
@@ -99,8 +99,8 @@ class HeldAtSidecar:
     """Approval status for approvals decided at the sidecar (see the module docstring)."""
 
     approvals: ApprovalStore
-    # False in shadow mode: nothing is held, so nothing waits in the store for a decision.
-    record_reviews: bool = True
+    # Shadow mode (set by `create_backend`): nothing is held, so no review is recorded.
+    shadow: bool = False
 
     def hold_here(
         self,
@@ -110,7 +110,7 @@ class HeldAtSidecar:
         reasons: list[str],
         trace_id: str,
     ) -> str:
-        if not self.record_reviews:
+        if self.shadow:
             return approval_id
         try:
             return self.approvals.track(

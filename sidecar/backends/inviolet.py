@@ -81,12 +81,10 @@ class InvioletBackend(HeldAtSidecar):
         credentials: InvioletCredentials,
         approvals: ApprovalStore,
         conn: Connection,
-        shadow: bool = False,
     ) -> None:
         if credentials.api_key is None or credentials.base_url is None:
             raise ValueError("INVIOLET_API_KEY and INVIOLET_BASE_URL must be set")
         self._credentials = credentials
-        self._shadow = shadow
         self.approvals = approvals
         self._http = bearer_client(
             str(credentials.base_url), credentials.api_key, "INVIOLET_API_KEY", conn
@@ -97,7 +95,7 @@ class InvioletBackend(HeldAtSidecar):
         payload: dict[str, Any] = {
             "tool_call": tool_call(request, dest),
             "data_source_id": self._credentials.data_source_id or dest.host,
-            "shadow_mode": self._shadow,
+            "shadow_mode": self.shadow,
         }
         if self._credentials.user_id:
             payload["user_id"] = self._credentials.user_id

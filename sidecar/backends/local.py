@@ -65,7 +65,7 @@ class LocalBackend(HeldAtSidecar):
         host = (urlsplit(request.url).hostname or "").lower()
         self._remember(trace_id, host)
         approval_id = None
-        if local.decision is Decision.REQUIRE_APPROVAL and not self.record_reviews:
+        if local.decision is Decision.REQUIRE_APPROVAL and self.shadow:
             approval_id = trace_id  # shadow mode: reported, never held or recorded
         elif local.decision is Decision.REQUIRE_APPROVAL:
             approval_id = self.approvals.request(

@@ -66,8 +66,9 @@ def _inviolet(tmp_path, *answers, shadow=False):  # type: ignore[no-untyped-def]
     transport, calls = _transport(*answers)
     creds = InvioletCredentials(api_key="iv", base_url="https://i.test")  # type: ignore[arg-type]
     backend = InvioletBackend(
-        creds, ApprovalStore(tmp_path, 60), Connection(5, 0, transport=transport), shadow
+        creds, ApprovalStore(tmp_path, 60), Connection(5, 0, transport=transport)
     )
+    backend.shadow = shadow
     return backend, calls
 
 
