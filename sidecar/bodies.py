@@ -1,8 +1,12 @@
 """Body decoding for scanning: what is scanned is what is sent.
 
-Content-Encoding layers (gzip, deflate, br, zstd, identity) are undone with a hard
-bound on the decoded size, so a small compressed body cannot expand without limit.
-Decoded bytes become the scan API's `body`: JSON as JSON, other text as text.
+Content-Encoding (and, for HTTP/1 requests, Transfer-Encoding) layers — gzip, deflate,
+br, zstd, identity — are undone with a hard bound on the decoded size, so a small
+compressed body cannot expand without limit. Decoding is strict: a server decodes every
+gzip member and every zstd frame, so all of them are scanned, and whatever a decoder
+would not turn into scanned text (bytes after the end of a stream, gzip's file name,
+extra and comment fields, zstd skippable frames, a truncated stream) makes the body
+undecodable, which the caller refuses. Decoded bytes become the scan API's `body`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ import zstandard
 _CHUNK = 4096
 _BROTLI_CHUNK = 256  # brotli's ratio is extreme; feed it little at a time
 
+# gzip header flags (RFC 1952): fields a decoder skips, so bytes there are never scanned.
+_GZIP_MAGIC = b"\x1f\x8b"
+_FHCRC, _FEXTRA, _FNAME, _FCOMMENT, _FRESERVED = 0x02, 0x04, 0x08, 0x10, 0xE0
+_ZSTD_MAGIC = 0xFD2FB528
+_ZSTD_SKIPPABLE = 0x184D2A50  # ..0x184D2A5F: frames a decoder skips unread
+
 
 class BodyTooLarge(ValueError):
     """The decoded body is larger than the limit."""
@@ -25,19 +35,38 @@ class BodyTooLarge(ValueError):
 
 
 class BodyUndecodable(ValueError):
-    """The Content-Encoding is unknown or the data does not decode."""
+    """The encoding is unknown, the data does not decode, or it carries bytes no decoder
+    would turn into scanned text."""
 
     kind = "undecodable"
 
 
-def decode_body(raw: bytes, content_encoding: str, limit: int, truncate: bool = False) -> bytes:
-    """Undo every Content-Encoding layer; at most `limit` bytes come out.
+def codings(content_encoding: str, transfer_encoding: str = "") -> list[str]:
+    """Every coding applied to a body, innermost first: Content-Encoding, then the
+    transfer codings other than `chunked` (framing, already undone by the proxy)."""
+    out = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    out += [
+        c.strip().lower()
+        for c in transfer_encoding.split(",")
+        if c.strip() and c.strip().lower() != "chunked"
+    ]
+    return out
 
-    With `truncate`, the first `limit` decoded bytes are returned instead of raising.
+
+def decode_body(
+    raw: bytes,
+    content_encoding: str,
+    limit: int,
+    truncate: bool = False,
+    transfer_encoding: str = "",
+) -> bytes:
+    """Undo every coding layer; at most `limit` bytes come out.
+
+    With `truncate` (response classification), the first `limit` decoded bytes are
+    returned instead of raising, and what lies past a decodable prefix is ignored.
     """
     data = raw
-    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
-    for coding in reversed(codings):
+    for coding in reversed(codings(content_encoding, transfer_encoding)):
         data = _decode_one(data, coding, limit, truncate)
     if len(data) > limit:
         if not truncate:
@@ -51,19 +80,24 @@ def _decode_one(data: bytes, coding: str, limit: int, truncate: bool) -> bytes:
         return data
     try:
         if coding in ("gzip", "x-gzip"):
-            return _zlib(data, zlib.MAX_WBITS | 16, limit, truncate)
+            return _gzip(data, limit, truncate)
         if coding == "deflate":
             try:
-                return _zlib(data, zlib.MAX_WBITS, limit, truncate)
+                out, rest = _zlib_stream(data, zlib.MAX_WBITS, limit, truncate)
             except zlib.error:  # raw deflate, as some servers send it
-                return _zlib(data, -zlib.MAX_WBITS, limit, truncate)
+                out, rest = _zlib_stream(data, -zlib.MAX_WBITS, limit, truncate)
+            if rest and not truncate:
+                raise BodyUndecodable("bytes after the end of the deflate stream")
+            return out
         if coding == "br":
             return _brotli(data, limit, truncate)
         if coding == "zstd":
+            if not truncate:
+                _check_zstd_frames(data)
             return _zstd(data, limit, truncate)
     except (zlib.error, brotli.error, zstandard.ZstdError) as e:
         raise BodyUndecodable(f"{coding} data does not decode: {type(e).__name__}") from None
-    raise BodyUndecodable(f"unsupported Content-Encoding {coding!r}")
+    raise BodyUndecodable(f"unsupported encoding {coding!r}")
 
 
 def _over(out_len: int, limit: int, truncate: bool) -> bool:
@@ -74,15 +108,86 @@ def _over(out_len: int, limit: int, truncate: bool) -> bool:
     raise BodyTooLarge(f"decoded body larger than {limit} bytes")
 
 
-def _zlib(data: bytes, wbits: int, limit: int, truncate: bool) -> bytes:
+def _zlib_stream(data: bytes, wbits: int, limit: int, truncate: bool) -> tuple[bytes, bytes]:
+    """One zlib/gzip/raw-deflate stream: (decoded, the bytes after its end)."""
     d = zlib.decompressobj(wbits)
     out = bytearray(d.decompress(data, limit + 1))
     while d.unconsumed_tail and not _over(len(out), limit, truncate):
         out += d.decompress(d.unconsumed_tail, limit + 1 - len(out))
-    _over(len(out), limit, truncate)
-    if not d.eof and not truncate and len(out) <= limit:
+    if _over(len(out), limit, truncate):
+        return bytes(out), b""
+    if not d.eof:
+        if truncate:
+            return bytes(out), b""
         raise zlib.error("truncated stream")
-    return bytes(out)
+    return bytes(out), d.unused_data
+
+
+def _gzip(data: bytes, limit: int, truncate: bool) -> bytes:
+    """Every member, as servers decode them (RFC 1952 allows several)."""
+    out = bytearray()
+    rest = data
+    while True:
+        if not truncate:
+            _check_gzip_header(rest)
+        member, rest = _zlib_stream(rest, zlib.MAX_WBITS | 16, limit - len(out), truncate)
+        out += member
+        if _over(len(out), limit, truncate) or not rest:
+            return bytes(out)
+        if not rest.startswith(_GZIP_MAGIC):
+            if truncate:
+                return bytes(out)
+            raise BodyUndecodable("bytes after the end of the gzip stream")
+
+
+def _check_gzip_header(data: bytes) -> None:
+    if len(data) < 10 or not data.startswith(_GZIP_MAGIC) or data[2] != 8:
+        raise BodyUndecodable("not a gzip member")
+    flags = data[3]
+    if flags & (_FEXTRA | _FNAME | _FCOMMENT | _FRESERVED):
+        # Decoders skip these fields: bytes in them would reach the server unscanned.
+        raise BodyUndecodable("gzip header carries name, extra or comment fields")
+
+
+def _check_zstd_frames(data: bytes) -> None:
+    """Walk the frames by their headers: only zstd frames, nothing skipped, nothing after."""
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < 4:
+            raise BodyUndecodable("bytes after the last zstd frame")
+        magic = int.from_bytes(data[pos : pos + 4], "little")
+        if magic & 0xFFFFFFF0 == _ZSTD_SKIPPABLE:
+            raise BodyUndecodable("zstd skippable frame (its bytes would never be scanned)")
+        if magic != _ZSTD_MAGIC:
+            raise BodyUndecodable("bytes after the last zstd frame")
+        pos = _zstd_frame_end(data, pos + 4)
+
+
+def _zstd_frame_end(data: bytes, pos: int) -> int:
+    """The offset just past a zstd frame whose header starts at `pos` (RFC 8878)."""
+    if pos >= len(data):
+        raise BodyUndecodable("truncated zstd frame")
+    descriptor = data[pos]
+    single_segment = descriptor & 0x20
+    pos += 1 + (0 if single_segment else 1)  # window descriptor
+    pos += (0, 1, 2, 4)[descriptor & 0x03]  # dictionary id
+    fcs_flag = descriptor >> 6
+    pos += (1 if single_segment else 0, 2, 4, 8)[fcs_flag]  # frame content size
+    while True:
+        if pos + 3 > len(data):
+            raise BodyUndecodable("truncated zstd frame")
+        header = int.from_bytes(data[pos : pos + 3], "little")
+        last, block_type, size = header & 1, (header >> 1) & 3, header >> 3
+        if block_type == 3:
+            raise BodyUndecodable("reserved zstd block type")
+        pos += 3 + (1 if block_type == 1 else size)
+        if last:
+            break
+    if descriptor & 0x04:  # content checksum
+        pos += 4
+    if pos > len(data):
+        raise BodyUndecodable("truncated zstd frame")
+    return pos
 
 
 def _brotli(data: bytes, limit: int, truncate: bool) -> bytes:
@@ -91,7 +196,9 @@ def _brotli(data: bytes, limit: int, truncate: bool) -> bytes:
     for i in range(0, len(data), _BROTLI_CHUNK):
         out += d.process(data[i : i + _BROTLI_CHUNK])
         if _over(len(out), limit, truncate):
-            break
+            return bytes(out)
+    if not truncate and not d.is_finished():
+        raise BodyUndecodable("truncated brotli stream")
     return bytes(out)
 
 
