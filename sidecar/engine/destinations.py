@@ -80,6 +80,20 @@ def ssrf(host: str) -> SsrfFinding | None:
     return None
 
 
+def address_refusal(host: str, address: IPAddress, internal: Iterable[str]) -> str | None:
+    """Why connecting to `address` (what `host` resolved to) is refused, or None.
+
+    The name as written was judged already; this judges where it actually leads, so a
+    public name pointing at loopback or the metadata service is caught. Internal names
+    and CIDR blocks the operator listed are allowed.
+    """
+    patterns = tuple(internal)
+    if host_matches(host, patterns) or host_matches(str(address), patterns):
+        return None
+    target = ssrf(str(address))
+    return None if target is None else target.reason
+
+
 _HEXISH = re.compile(r"^[0-9a-f]{20,}$")
 _BASE32ISH = re.compile(r"^[a-z2-7]{24,}=*$")
 
@@ -116,6 +130,40 @@ def check_host_patterns(patterns: list[str]) -> list[str]:
             except ValueError:
                 raise ValueError(f"{pattern!r} is not a CIDR block (e.g. 10.0.0.0/8)") from None
     return patterns
+
+
+def parse_destination_pattern(entry: str) -> tuple[str, int | None]:
+    """`HOST[:PORT]` -> (host pattern, port or None); IPv6 literals and blocks in brackets."""
+    e = entry.strip()
+    port: int | None = None
+    if e.startswith("["):
+        host, _, rest = e[1:].partition("]")
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise ValueError(f"{entry!r}: expected HOST[:PORT]")
+            port = int(rest[1:])
+    elif e.count(":") == 1:
+        host, _, digits = e.partition(":")
+        if not digits.isdigit():
+            raise ValueError(f"{entry!r}: expected HOST[:PORT]")
+        port = int(digits)
+    elif ":" in e:
+        raise ValueError(f"{entry!r}: write IPv6 addresses in brackets, e.g. [fd00::1]:5432")
+    else:
+        host = e
+    if not host or " " in host or (port is not None and not 0 < port < 65536):
+        raise ValueError(f"{entry!r}: expected HOST[:PORT]")
+    check_host_patterns([host])
+    return host.lower(), port
+
+
+def destination_matches(host: str, port: int, patterns: Iterable[str]) -> bool:
+    """`host:port` against `HOST[:PORT]` patterns (see `parse_destination_pattern`)."""
+    for entry in patterns:
+        pattern, want = parse_destination_pattern(entry)
+        if (want is None or want == port) and host_matches(host, (pattern,)):
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from sidecar.engine import checks, destinations
 from sidecar.engine.detectors import FINANCIAL, PII, SECRETS, Detector
 from sidecar.engine.fields import Field, decoded_layers, request_fields
 from sidecar.engine.matcher import Hit, Matcher, value_hash
-from sidecar.engine.policy import Facts, Policy, evaluate
+from sidecar.engine.policy import Facts, Policy, evaluate, evaluate_destination
 from sidecar.engine.redact import Redaction, redact_body
 from sidecar.verdict import Decision
 
@@ -36,6 +36,8 @@ SSRF = "SSRF"
 DNS_EXFILTRATION = "DNS_EXFILTRATION"
 READ_THEN_WRITE = "READ_THEN_WRITE"
 UNREDACTABLE = "UNREDACTABLE"
+# No host that parses: nothing can be judged, so whatever the policy says it is refused.
+DESTINATION_UNPARSEABLE = "DESTINATION_UNPARSEABLE"
 
 _SECRET_KEY = Detector(
     "generic_secret", SECRETS, "", checks.generic_secret, severity=0.75
@@ -109,6 +111,20 @@ class ResponseObservation:
     content_fingerprint: str
 
 
+def unparseable() -> LocalVerdict:
+    """The verdict for a request whose destination cannot be read: always a refusal."""
+    return LocalVerdict(
+        decision=Decision.DENY,
+        risk_score=1.0,
+        reason_codes=[DESTINATION_UNPARSEABLE],
+        tool_name="custom_proxy",
+        operation="unknown",
+        classifications=[],
+        signals=[{"engine": "local", "kind": "destination_unparseable"}],
+        findings=[],
+    )
+
+
 def risk_band(score: float) -> str:
     if score >= 0.85:
         return "CRITICAL"
@@ -153,11 +169,16 @@ class Engine:
     matcher: Matcher = field(default_factory=Matcher)
 
     def decide(self, method: str, url: str, headers: dict[str, str], body: Any) -> LocalVerdict:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+        except ValueError:  # e.g. an unclosed IPv6 literal
+            host = ""
+        if not host:
+            return unparseable()
         path = parts.path or "/"
         tool, operation = destinations.recognise_tool(method.upper(), host, path)
-        findings = self.findings(url, headers, body, host)
+        findings = self.findings(url, headers, body, host, method)
 
         reasons: set[str] = set()
         classes: set[str] = set()
@@ -185,16 +206,7 @@ class Engine:
                 reasons.add(READ_THEN_WRITE)
                 risk = max(risk, 0.9)
 
-        if host and not destinations.host_matches(host, self.internal_hosts):
-            target = destinations.ssrf(host)
-            if target is not None:
-                reasons.add(SSRF)
-                signals.append({"engine": "local", "kind": "ssrf", "target": target.reason})
-                risk = max(risk, 0.9)
-        if host and destinations.dns_exfiltration(host):
-            reasons.add(DNS_EXFILTRATION)
-            signals.append({"engine": "local", "kind": "dns_exfiltration"})
-            risk = max(risk, 0.8)
+        risk = max(risk, self._judge_host(host, reasons, signals))
 
         facts = Facts(
             method=method.upper(),
@@ -232,8 +244,53 @@ class Engine:
             rule_id=rule.rule_id if rule is not None else None,
         )
 
-    def findings(self, url: str, headers: dict[str, str], body: Any, host: str) -> list[Finding]:
-        fields = request_fields(url, headers, body)
+    def judge_destination(self, host: str, port: int) -> LocalVerdict:
+        """A tunnel's destination on its own (CONNECT, a redirected connection), before
+        any request: SSRF, DNS exfiltration and the policy's rules that decide every
+        request there (`evaluate_destination`). DENY or ALLOW; whatever else a rule wants
+        is decided per request inside the tunnel."""
+        host = host.lower().rstrip(".")
+        if not host:
+            return unparseable()
+        reasons: set[str] = set()
+        signals: list[dict[str, Any]] = []
+        risk = max(0.05, self._judge_host(host, reasons, signals))
+        rule = evaluate_destination(self.policy, host, frozenset(reasons), risk)
+        deny = rule is not None
+        reason_codes = sorted(reasons) + ([f"POLICY:{rule.rule_id}"] if rule else [])
+        return LocalVerdict(
+            decision=Decision.DENY if deny else Decision.ALLOW,
+            risk_score=round(risk, 3),
+            reason_codes=reason_codes,
+            tool_name="custom_proxy",
+            operation="connect",
+            classifications=[],
+            signals=signals,
+            findings=[],
+            policy_id=self.policy.policy_id if rule else None,
+            policy_name=self.policy.name if rule else None,
+            rule_id=rule.rule_id if rule else None,
+        )
+
+    def _judge_host(self, host: str, reasons: set[str], signals: list[dict[str, Any]]) -> float:
+        """SSRF and DNS exfiltration facts about a host as written; returns the risk."""
+        risk = 0.0
+        if not destinations.host_matches(host, self.internal_hosts):
+            target = destinations.ssrf(host)
+            if target is not None:
+                reasons.add(SSRF)
+                signals.append({"engine": "local", "kind": "ssrf", "target": target.reason})
+                risk = 0.9
+        if destinations.dns_exfiltration(host):
+            reasons.add(DNS_EXFILTRATION)
+            signals.append({"engine": "local", "kind": "dns_exfiltration"})
+            risk = max(risk, 0.8)
+        return risk
+
+    def findings(
+        self, url: str, headers: dict[str, str], body: Any, host: str, method: str = ""
+    ) -> list[Finding]:
+        fields = request_fields(url, headers, body, method)
         size = sum(len(f.text) for f in fields)
         budget = min(max(2 * size, 64 * 1024), 4 * 1024 * 1024)
         fields += decoded_layers(fields, budget)

@@ -46,9 +46,14 @@ class Field:
         return self.location == "body" or self.location.startswith(("body.", "form:", "part:"))
 
 
-def request_fields(url: str, headers: dict[str, str], body: Any) -> list[Field]:
-    """Every field of a request as sent (see `decoded_layers` for what hides inside)."""
+def request_fields(url: str, headers: dict[str, str], body: Any, method: str = "") -> list[Field]:
+    """Every field of a request as sent (see `decoded_layers` for what hides inside):
+    the method and the header names too, since they leave with it."""
     fields = list(_url_fields(url)) if url else []
+    if method:
+        fields.append(Field("method", method))
+    if headers:
+        fields.append(Field("header-names", "\n".join(headers)))
     for name, value in headers.items():
         lower = name.lower()
         fields.append(

@@ -127,3 +127,50 @@ def rule_applies(rule: PolicyRule, facts: Facts) -> bool:
 def evaluate(policy: Policy, facts: Facts) -> PolicyRule | None:
     """The first applicable rule by priority, or None (ALLOW)."""
     return next((r for r in policy.ordered() if rule_applies(r, facts)), None)
+
+
+# What a destination alone can establish; every other reason comes from a request's content.
+DESTINATION_REASONS = frozenset({"SSRF", "DNS_EXFILTRATION"})
+
+
+def _destination_applies(
+    rule: PolicyRule, host: str, reasons: frozenset[str], risk: float
+) -> bool | None:
+    """Whether `rule` applies to every request to `host` (True), to none (False), or
+    depends on the request (None)."""
+    m, c = rule.match, rule.condition
+    if m.hosts and not host_matches(host, m.hosts):
+        return False
+    if c.destination_in and not host_matches(host, c.destination_in):
+        return False
+    if c.destination_not_in and host_matches(host, c.destination_not_in):
+        return False
+    unknown = bool(m.methods or m.paths or m.tools or c.has_data_class or c.has_finding)
+    if c.has_reason and not _any(c.has_reason, reasons):
+        if all(r in DESTINATION_REASONS for r in c.has_reason):
+            return False
+        unknown = True
+    if c.risk_at_least is not None and risk < c.risk_at_least:
+        unknown = True
+    return None if unknown else True
+
+
+def evaluate_destination(
+    policy: Policy, host: str, reasons: frozenset[str], risk: float
+) -> PolicyRule | None:
+    """The rule that denies every request to `host` whatever it carries, or None.
+
+    A tunnel (CONNECT, a redirected connection) is judged before any request exists: it
+    is refused only when the first rule that could apply to a request there is sure to
+    apply and denies. A rule that depends on the request and does not deny means some
+    request could pass, so the tunnel opens and each request is judged inside it.
+    """
+    for rule in policy.ordered():
+        applies = _destination_applies(rule, host, reasons, risk)
+        if applies is False:
+            continue
+        if applies is True:
+            return rule if rule.action is Decision.DENY else None
+        if rule.action is not Decision.DENY:
+            return None
+    return None
