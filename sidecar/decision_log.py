@@ -6,12 +6,36 @@ stdout, under plain mitmdump they appear in mitmproxy's event log.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from typing import Any
 
 logger = logging.getLogger("egress_sidecar.decisions")
+
+
+# Reasons that mean the host name itself carries data: it is logged as a digest.
+_DATA_IN_NAME = frozenset({"DNS_EXFILTRATION", "SIDECAR_CREDENTIAL"})
+
+
+def loggable(text: str, limit: int = 255) -> str:
+    """A request-controlled string made safe for a log line: bounded, and anything but
+    printable ASCII escaped (no terminal escapes, no line breaks, no bidi tricks)."""
+    cut = text[:limit]
+    safe = cut.encode("ascii", "backslashreplace").decode("ascii")
+    safe = "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in safe)
+    return safe + ("…" if len(text) > limit else "")
+
+
+def loggable_host(host: str, reasons: list[str] | tuple[str, ...]) -> str:
+    """The host for a log line; a digest (plus its last two labels) when the name itself
+    is the data being carried out."""
+    if _DATA_IN_NAME.intersection(reasons):
+        digest = hashlib.sha256(host.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        tail = ".".join(host.rsplit(".", 2)[-2:]) if "." in host else ""
+        return f"sha256:{digest}" + (f" (*.{loggable(tail, 64)})" if tail else "")
+    return loggable(host, 255)
 
 
 def log_decision(fields: dict[str, Any]) -> None:

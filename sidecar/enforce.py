@@ -28,6 +28,12 @@ BODY_UNDECODABLE = "BODY_UNDECODABLE"
 SIDECAR_CREDENTIAL = "SIDECAR_CREDENTIAL"
 APPROVAL_CAPACITY = "APPROVAL_CAPACITY"
 APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
+DESTINATION_UNPARSEABLE = "DESTINATION_UNPARSEABLE"
+DESTINATION_MISMATCH = "DESTINATION_MISMATCH"
+METHOD_INVALID = "METHOD_INVALID"
+UPGRADE_REFUSED = "UPGRADE_REFUSED"
+SSRF = "SSRF"
+OWN_ENDPOINT = "SIDECAR_ENDPOINT"
 
 
 @dataclass(slots=True)
@@ -167,6 +173,22 @@ def local_block(
         from_backend=False,
         error_kind=error_kind,
     )
+
+
+def address_refused(reason: str, trace_id: str | None = None) -> Enforcement:
+    """The destination's name passed, but it resolves somewhere agents may not go: a
+    private, loopback, link-local or metadata address, or the sidecar itself."""
+    own = reason == "own_endpoint"
+    block = local_block(
+        OWN_ENDPOINT if own else SSRF,
+        "Blocked by egress-sidecar: the destination is the sidecar itself."
+        if own
+        else f"Blocked by egress-sidecar: the destination resolves to a {reason} address.",
+        403,
+    )
+    if trace_id is not None:
+        block.trace_id = trace_id
+    return block
 
 
 def fail_open(error_kind: str) -> Enforcement:

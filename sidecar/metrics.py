@@ -120,6 +120,30 @@ class SidecarMetrics:
             "Connections to pass-through hosts, tunnelled without inspection.",
             registry=r,
         )
+        self.tunnels = Counter(
+            f"{PREFIX}_tunnels",
+            "Tunnels judged before they open (CONNECT, redirected connections), by decision.",
+            ["decision"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            f"{PREFIX}_refusals",
+            "Connections and protocol features the sidecar refused on its own rules, by "
+            "stage (tunnel, connect, protocol, request) and reason.",
+            ["stage", "reason"],
+            registry=r,
+        )
+        self.raw_tcp_connections = Counter(
+            f"{PREFIX}_raw_tcp_connections",
+            "Raw TCP streams to destinations allowed to carry them (each byte scanned).",
+            registry=r,
+        )
+        self.websocket_control_frames = Counter(
+            f"{PREFIX}_websocket_control_frames",
+            "WebSocket control frames from agents, by frame and what the sidecar did.",
+            ["frame", "action"],
+            registry=r,
+        )
         self._tools: set[str] = set()
         self._tools_lock = threading.Lock()
 

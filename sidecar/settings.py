@@ -26,9 +26,16 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
 
-from sidecar.engine.destinations import check_host_patterns
+from sidecar.engine.destinations import check_host_patterns, parse_destination_pattern
 
 SCAN_API_MAX_BODY_BYTES = 256 * 1024
+# Headers that legitimately differ between retries of one request.
+VOLATILE_HEADERS = (
+    "date", "x-amz-date", "x-request-id", "x-correlation-id", "x-retry-count",
+    "x-stainless-retry-count", "x-stainless-timeout", "traceparent", "tracestate",
+    "x-amzn-trace-id", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "x-datadog-trace-id",
+    "x-datadog-parent-id", "sentry-trace", "baggage", "idempotency-key",
+)  # fmt: skip
 
 
 class FailMode(StrEnum):
@@ -162,6 +169,18 @@ class SidecarSettings(BaseSettings):
         description="Hosts tunnelled without inspection (e.g. package mirrors); each "
         "connection is logged and counted. Exact names or *.domain, comma-separated.",
     )
+    raw_tcp_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Destinations allowed to carry raw TCP (not HTTP) through a tunnel or "
+        "redirect: HOST[:PORT] with names, *.domain or CIDR blocks ([v6]:PORT). Each "
+        "stream is logged, counted and scanned as it flows; any other raw TCP is refused.",
+    )
+    approval_volatile_headers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(VOLATILE_HEADERS),
+        description="Headers that may change between an agent's retries of a held request "
+        "(retry counters, signing dates, trace ids): still scanned, but left out of the "
+        "key that ties an approval to the request the reviewer saw.",
+    )
     proxy_auth: SecretStr | None = Field(
         default=None, description="USER:PASSWORD agents must present (Proxy-Authorization)."
     )
@@ -264,6 +283,21 @@ class SidecarSettings(BaseSettings):
     def _check_internal(cls, value: list[str]) -> list[str]:
         return check_host_patterns(value)
 
+    @field_validator("raw_tcp_hosts", mode="after")
+    @classmethod
+    def _check_raw_tcp(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_destination_pattern(entry)
+        return value
+
+    @field_validator("approval_volatile_headers", mode="after")
+    @classmethod
+    def _lower_headers(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or any(c in name for c in " :\t"):
+                raise ValueError(f"{name!r}: expected a header name")
+        return [name.lower() for name in value]
+
     @field_validator("proxy_auth", mode="after")
     @classmethod
     def _check_auth(cls, value: SecretStr | None) -> SecretStr | None:
@@ -271,7 +305,13 @@ class SidecarSettings(BaseSettings):
             raise ValueError("expected USER:PASSWORD")
         return value
 
-    @field_validator("internal_hosts", "passthrough_hosts", mode="before")
+    @field_validator(
+        "internal_hosts",
+        "passthrough_hosts",
+        "raw_tcp_hosts",
+        "approval_volatile_headers",
+        mode="before",
+    )
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):

@@ -1,0 +1,110 @@
+"""The destination a request names, written one way, and whether all its names agree.
+
+A request names its destination up to four times: the address the proxy connects to
+(the CONNECT target, the absolute URL, or the original destination of a redirected
+connection), the Host header, HTTP/2's `:authority`, and the TLS SNI. Servers and CDNs
+route on the last three; the sidecar judges the first. They must be the same host (and
+port, where one is given), or the destination judged is not the destination used
+(domain fronting). Pure: no I/O, no mitmproxy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+class AuthorityError(ValueError):
+    """An authority that does not parse, or names that disagree."""
+
+
+@dataclass(frozen=True, slots=True)
+class Authority:
+    host: str  # lower-case, no trailing dot, IPv6 without brackets
+    port: int | None
+
+
+def normalise_host(host: str) -> str:
+    """`Example.COM.` -> `example.com`; `[::1]` -> `::1`; IPv6 compressed canonically."""
+    h = host.strip().lower()
+    if h.startswith("[") and h.endswith("]"):
+        h = h[1:-1]
+    h = h.rstrip(".")
+    if ":" in h:
+        try:
+            return str(ipaddress.IPv6Address(h.split("%", 1)[0]))
+        except ValueError:
+            raise AuthorityError(f"not an IPv6 address: {host[:64]!r}") from None
+    return h
+
+
+def parse_authority(value: str) -> Authority:
+    """`host`, `host:port`, `[v6]`, `[v6]:port` (as in Host and :authority)."""
+    v = value.strip()
+    if not v or any(c in v for c in "/?#@ \t\\"):
+        raise AuthorityError(f"not an authority: {value[:64]!r}")
+    port: int | None = None
+    if v.startswith("["):
+        end = v.find("]")
+        if end < 0:
+            raise AuthorityError(f"unclosed IPv6 literal: {value[:64]!r}")
+        host, rest = v[: end + 1], v[end + 1 :]
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise AuthorityError(f"bad port in {value[:64]!r}")
+            port = int(rest[1:])
+    elif v.count(":") == 1:
+        host, _, digits = v.partition(":")
+        if not digits.isdigit():
+            raise AuthorityError(f"bad port in {value[:64]!r}")
+        port = int(digits)
+    elif ":" in v:
+        raise AuthorityError(f"IPv6 literal without brackets: {value[:64]!r}")
+    else:
+        host = v
+    if port is not None and not 0 < port < 65536:
+        raise AuthorityError(f"bad port in {value[:64]!r}")
+    normal = normalise_host(host)
+    if not normal:
+        raise AuthorityError(f"empty host in {value[:64]!r}")
+    return Authority(normal, port)
+
+
+def absolute_url(scheme: str, host: str, port: int, path: str) -> str:
+    """The URL as the upstream sees it; IPv6 literals keep their brackets."""
+    h = normalise_host(host)
+    if ":" in h:
+        h = f"[{h}]"
+    default = DEFAULT_PORTS.get(scheme)
+    netloc = h if port == default else f"{h}:{port}"
+    if not path.startswith("/") and path != "*":
+        path = "/" + path
+    return f"{scheme}://{netloc}{path}"
+
+
+def mismatch(host: str, port: int, names: list[tuple[str, str]]) -> str | None:
+    """Why the request's other names disagree with the destination, or None.
+
+    `names` are (what, value) pairs such as ("Host", "a.com:443") or ("SNI", "a.com").
+    A name without a port matches any port of the same host; one with a port must name
+    the destination's.
+    """
+    try:
+        dest = normalise_host(host)
+    except AuthorityError:
+        return "the destination host does not parse"
+    for what, value in names:
+        try:
+            if what == "SNI":
+                named = Authority(normalise_host(value), None)
+            else:
+                named = parse_authority(value)
+        except AuthorityError:
+            return f"{what} does not parse"
+        if named.host != dest:
+            return f"{what} names another host than the destination"
+        if named.port is not None and named.port != port:
+            return f"{what} names another port than the destination"
+    return None
