@@ -7,8 +7,11 @@ thread is needed. It never serves secrets: metrics carry only bounded labels.
 from __future__ import annotations
 
 import hmac
+import os
+import secrets
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import tornado.httpserver
@@ -50,26 +53,54 @@ class _ReadyHandler(tornado.web.RequestHandler):
         self.finish("ready\n")
 
 
-class _ApprovalsBase(tornado.web.RequestHandler):
-    """Approvals change what leaves the pod: a token is required unless on loopback."""
+TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 
-    def initialize(
-        self, store: ApprovalStore | None, token: str | None, admin: AdminServer
-    ) -> None:
+
+def ensure_admin_token(confdir: Path, configured: str | None) -> str:
+    """The token the approval endpoints require: the configured one, else one generated
+    once and kept in the confdir (0600), where `egress-sidecar approvals` finds it.
+
+    Only a human may approve: on every address, approving needs this token, which an
+    agent does not have as long as it cannot read the sidecar's confdir (run the agent
+    as another OS user, or in another container, as the Kubernetes component does).
+    """
+    if configured:
+        return configured
+    path = confdir / TOKEN_FILE
+    existing = read_admin_token(confdir)
+    if existing:
+        return existing
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    tmp.replace(path)
+    return token
+
+
+def read_admin_token(confdir: Path) -> str | None:
+    try:
+        token = (confdir / TOKEN_FILE).read_text().strip()
+    except OSError:
+        return None
+    return token or None
+
+
+class _ApprovalsBase(tornado.web.RequestHandler):
+    """Approvals change what leaves the pod: the admin token is required on every address."""
+
+    def initialize(self, store: ApprovalStore | None, token: str) -> None:
         self.store = store
         self.token = token
-        self.admin = admin
 
     def prepare(self) -> None:
         if self.store is None:
             self._fail(404, "approvals are handled by the scan API, not this sidecar")
             return
-        if self.token is not None:
-            given = self.request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-                self._fail(401, "missing or wrong admin token")
-        elif not self.admin.is_loopback:
-            self._fail(403, "set SIDECAR_ADMIN_TOKEN to manage approvals off loopback")
+        given = self.request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            self._fail(401, "missing or wrong admin token")
 
     def _fail(self, status: int, message: str) -> None:
         self.set_status(status)
@@ -107,10 +138,10 @@ class AdminServer:
         self,
         metrics: SidecarMetrics,
         ready: Callable[[], str | None],
-        approvals: ApprovalStore | None = None,
-        token: str | None = None,
+        approvals: ApprovalStore | None,
+        token: str,
     ) -> None:
-        approval_args = {"store": approvals, "token": token, "admin": self}
+        approval_args = {"store": approvals, "token": token}
         app = tornado.web.Application(
             [
                 (r"/metrics", _MetricsHandler, {"metrics": metrics}),
@@ -132,10 +163,6 @@ class AdminServer:
         host = listen.host if sockets[0].family != socket.AF_INET6 else bound[0]
         self.address = HostPort(host=host, port=bound[1])
         return self.address
-
-    @property
-    def is_loopback(self) -> bool:
-        return self.address is not None and self.address.is_loopback
 
     async def stop(self) -> None:
         self._server.stop()

@@ -14,21 +14,46 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from sidecar.request_surface import volatile_free
 from sidecar.verdict import ApprovalStatus, ScanRequest
 
 FILE_NAME = "approvals.json"
 MAX_RECORDS = 5000
 
 
-def request_hash(request: ScanRequest) -> str:
-    """Identifies a retried request: method, URL and body (never stored in clear)."""
-    body = json.dumps(request.body, sort_keys=True, separators=(",", ":"), default=str)
-    raw = f"{request.method}\n{request.url}\n{body}".encode()
-    return hashlib.sha256(raw).hexdigest()
+def request_hash(
+    request: ScanRequest,
+    volatile: Iterable[str] = (),
+    findings: Iterable[tuple[str, str, str]] = (),
+) -> str:
+    """Identifies exactly the request a reviewer saw (never stored in clear): method, URL,
+    every scanned header but the `volatile` ones (retry counters, signing dates), the body,
+    and what the engine found — (kind, location, value hash) — so a retry that adds a
+    secret, even in a volatile header, is a different request."""
+    doc = {
+        "method": request.method,
+        "url": request.url,
+        "headers": sorted(
+            (k.lower(), v) for k, v in volatile_free(request.headers, volatile).items()
+        ),
+        "body": request.body,
+        "findings": sorted(set(findings)),
+    }
+    raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def reviewed_destination(request: ScanRequest) -> str:
+    """What the reviewer is shown of where the request goes: scheme, host, port, path
+    (the query string is left out)."""
+    parts = urlsplit(request.url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))[:512]
 
 
 class ApprovalNotFound(KeyError):
@@ -59,6 +84,9 @@ class ApprovalRecord:
     rule_id: str | None = None
     decided: float | None = None
     used: bool = False
+    # What the reviewer decides on (records from before these fields load with defaults).
+    destination: str = ""
+    findings: list[dict[str, str | None]] = field(default_factory=list)
 
     def current_status(self, now: float) -> ApprovalStatus:
         if self.status == ApprovalStatus.PENDING and now >= self.expires:
@@ -74,9 +102,16 @@ class ApprovalRecord:
 
 
 class ApprovalStore:
-    def __init__(self, confdir: Path, expiry: float, clock: Any = time.time) -> None:
+    def __init__(
+        self,
+        confdir: Path,
+        expiry: float,
+        clock: Any = time.time,
+        volatile_headers: Iterable[str] = (),
+    ) -> None:
         self._path = confdir / FILE_NAME
         self._expiry = expiry
+        self.volatile_headers = tuple(volatile_headers)
         self._clock = clock
         self._lock = threading.Lock()
         self._records: dict[str, ApprovalRecord] = {}

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from sidecar import __version__
+from sidecar.admin import TOKEN_FILE, read_admin_token
 from sidecar.agent_env import agent_environment, export_lines
 from sidecar.backends import BackendConfigError, backend_name
 from sidecar.backends.local import to_scan_verdict
@@ -86,7 +87,7 @@ RUN_FLAGS = (
 ENV_FLAGS = tuple(f for f in RUN_FLAGS if f[1] in ("listen", "confdir"))
 CA_FLAGS = tuple(f for f in RUN_FLAGS if f[1] in ("confdir", "ca_cert", "ca_key", "ca_bundle_out"))
 SCAN_FLAGS = tuple(f for f in RUN_FLAGS if f[1] in ("policy", "internal_hosts"))
-ADMIN_FLAGS = RUN_FLAGS[1:2]
+ADMIN_FLAGS = tuple(f for f in RUN_FLAGS if f[1] in ("admin", "confdir"))
 
 
 class CliError(Exception):
@@ -266,9 +267,17 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     settings = _settings(args, ADMIN_FLAGS)
     if settings.admin is None:
         raise CliError("--admin / SIDECAR_ADMIN: the admin server is off")
-    headers = {}
-    if settings.admin_token is not None:
-        headers["Authorization"] = f"Bearer {settings.admin_token.get_secret_value()}"
+    token = (
+        settings.admin_token.get_secret_value()
+        if settings.admin_token is not None
+        else read_admin_token(settings.confdir)
+    )
+    if token is None:
+        raise CliError(
+            f"no admin token: set SIDECAR_ADMIN_TOKEN, or run as a user who can read "
+            f"{settings.confdir / TOKEN_FILE} (--confdir)"
+        )
+    headers = {"Authorization": f"Bearer {token}"}
     base = f"http://{settings.admin}"
     try:
         with httpx.Client(trust_env=False, timeout=10, headers=headers) as client:
@@ -296,8 +305,15 @@ def _print_approvals(items: list[dict[str, object]]) -> None:
     for a in items:
         age = int(now - float(str(a["created"])))
         reasons = ",".join(str(r) for r in a["reasons"]) if isinstance(a["reasons"], list) else ""
-        print(f"{a['id']}  {a['status']:<8} {a['method']} {a['host']}  {a['tool']}/"
-              f"{a['operation']}  {reasons}  {age}s ago")  # fmt: skip
+        found = a.get("findings")
+        findings = ",".join(
+            f"{f.get('kind')}@{f.get('location')}"
+            for f in (found if isinstance(found, list) else [])
+            if isinstance(f, dict)
+        )
+        where = a.get("destination") or a["host"]
+        print(f"{a['id']}  {a['status']:<8} {a['method']} {where}  {a['tool']}/"
+              f"{a['operation']}  {reasons}  {findings or '-'}  {age}s ago")  # fmt: skip
 
 
 def cmd_env(args: argparse.Namespace) -> int:

@@ -87,7 +87,11 @@ def _create(
 def approval_store(settings: SidecarSettings) -> ApprovalStore:
     settings.confdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        return ApprovalStore(settings.confdir, settings.approval_expiry)
+        return ApprovalStore(
+            settings.confdir,
+            settings.approval_expiry,
+            volatile_headers=settings.approval_volatile_headers,
+        )
     except ValueError as e:
         raise BackendConfigError(str(e)) from None
 

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sidecar.approval_store import ApprovalNotFound, ApprovalReused, ApprovalStore, request_hash
+from sidecar.approval_store import (
+    ApprovalNotFound,
+    ApprovalReused,
+    ApprovalStore,
+    request_hash,
+    reviewed_destination,
+)
 from sidecar.backends.errors import MalformedVerdict, ScanRejected
 from sidecar.engine.destinations import recognise_tool
 from sidecar.engine.fields import json_text
@@ -115,13 +121,14 @@ class HeldAtSidecar:
         try:
             return self.approvals.track(
                 approval_id,
-                request_hash(request),
+                request_hash(request, self.approvals.volatile_headers),
                 method=request.method,
                 host=dest.host,
                 tool=dest.tool,
                 operation=dest.operation,
                 reasons=reasons,
                 trace_id=trace_id,
+                destination=reviewed_destination(request),
             )
         except ApprovalReused:
             raise MalformedVerdict("the backend named an approval that was already used") from None

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from sidecar.approval_store import ApprovalStore, request_hash
+from sidecar.approval_store import ApprovalStore, request_hash, reviewed_destination
 from sidecar.backends.base import ObservedResponse
 from sidecar.backends.errors import ScanError, ScanRejected
 from sidecar.backends.governed import HeldAtSidecar
@@ -69,7 +69,11 @@ class LocalBackend(HeldAtSidecar):
             approval_id = trace_id  # shadow mode: reported, never held or recorded
         elif local.decision is Decision.REQUIRE_APPROVAL:
             approval_id = self.approvals.request(
-                request_hash(request),
+                request_hash(
+                    request,
+                    self.approvals.volatile_headers,
+                    ((f.kind, f.location, f.value_hash) for f in local.findings),
+                ),
                 method=request.method,
                 host=host,
                 tool=local.tool_name,
@@ -77,6 +81,11 @@ class LocalBackend(HeldAtSidecar):
                 reasons=local.reason_codes,
                 trace_id=trace_id,
                 rule_id=local.rule_id,
+                destination=reviewed_destination(request),
+                findings=[
+                    {"kind": f.kind, "location": f.location, "encoding": f.encoding}
+                    for f in local.findings
+                ],
             )
         return to_scan_verdict(local, trace_id, approval_id)
 
