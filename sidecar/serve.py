@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +18,10 @@ from mitmproxy import ctx
 from mitmproxy.options import Options
 from mitmproxy.tools.dump import DumpMaster
 
-from addons.egress_guard import EgressGuard, option_values
-from addons.tls_buffers import ReleaseTlsBuffers
+from addons.egress_guard import EgressGuard, option_values, sidecar_addons
 from sidecar.ca import CaFiles
 from sidecar.credentials import Credentials
+from sidecar.resolver import Resolver
 from sidecar.settings import HostPort, SidecarSettings
 
 ADDRESS_FILE = "proxy-address"
@@ -56,9 +55,11 @@ def mitmproxy_option_values(settings: SidecarSettings) -> dict[str, Any]:
         # The hard cap on what is buffered per body: larger requests get 413 before they
         # are forwarded; larger responses with a declared length get 502.
         "body_size_limit": str(settings.max_buffered_bytes),
+        # No raw TCP relay: bytes that are not HTTP get a 400 (the protocol guard lets
+        # raw TCP through only to `raw_tcp_hosts`, scanned), and a 101 for anything but
+        # a WebSocket closes the connection. Pass-through is the guard's, not ignore_hosts.
+        "rawtcp": False,
     }
-    if settings.passthrough_hosts:
-        values["ignore_hosts"] = [passthrough_pattern(h) for h in settings.passthrough_hosts]
     if settings.proxy_auth is not None:
         values["proxyauth"] = settings.proxy_auth.get_secret_value()
     modes = [f"upstream:{settings.upstream_proxy}" if settings.upstream_proxy else "regular"]
@@ -69,13 +70,6 @@ def mitmproxy_option_values(settings: SidecarSettings) -> dict[str, Any]:
     if settings.upstream_ca is not None:
         values["ssl_verify_upstream_trusted_ca"] = str(settings.upstream_ca)
     return values
-
-
-def passthrough_pattern(host: str) -> str:
-    """mitmproxy's ignore_hosts regex (matched against "host:port") for a host pattern."""
-    if host.startswith("*."):
-        return rf"^[^:]+\.{re.escape(host[2:])}:\d+$"
-    return rf"^{re.escape(host)}:\d+$"
 
 
 class _ReadyNotifier:
@@ -102,13 +96,15 @@ def build_master(
     credentials: Credentials,
     ca: CaFiles,
     on_ready: Callable[[ReadyInfo], None],
+    resolver: Resolver | None = None,
 ) -> DumpMaster:
-    """A DumpMaster with the guard loaded and its options set (must run on a loop)."""
+    """A DumpMaster with the guards loaded and their options set (must run on a loop).
+    `resolver`: how destination names are resolved (default: the system's)."""
     master = DumpMaster(
         Options(confdir=str(settings.confdir)), with_termlog=False, with_dumper=False
     )
-    guard = EgressGuard(credentials=credentials)
-    master.addons.add(guard, ReleaseTlsBuffers(), _ReadyNotifier(guard, ca, on_ready))
+    guard = EgressGuard(credentials=credentials, resolver=resolver)
+    master.addons.add(*sidecar_addons(guard), _ReadyNotifier(guard, ca, on_ready))
     # Addon options (mitmproxy's and ours) exist only once the addons are added.
     master.options.update(**mitmproxy_option_values(settings), **option_values(settings))
     return master

@@ -1,0 +1,65 @@
+"""mitmproxy's own log lines carry what clients send: bound and clean them.
+
+mitmproxy logs request-controlled text as it is: a malformed TLS ClientHello as a hex
+dump of everything the client sent ("Cannot parse ClientHello: 16030100..."), SNI names,
+hosts, WebSocket ping payloads. An agent could write anything there — including a
+secret, encoded. Every mitmproxy record is rewritten before any handler formats it:
+long hex runs are withheld, control characters escaped, lines bounded, and a line that
+carries one of the sidecar's own keys is withheld whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from sidecar.decision_log import loggable
+
+if TYPE_CHECKING:
+    from addons.egress_guard import EgressGuard
+
+MAX_LINE = 1000
+_HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2}){16,}")
+# Where mitmproxy logs connection and protocol events (layers log through the server).
+MITMPROXY_LOGGERS = ("mitmproxy.proxy.server", "mitmproxy.proxy.layers", "mitmproxy.addons")
+
+
+class _Hygiene(logging.Filter):
+    def __init__(self, guard: EgressGuard) -> None:
+        super().__init__()
+        self._guard = guard
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("mitmproxy"):
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format string: keep the template only
+            text = str(record.msg)
+        text = _HEX_RUN.sub(lambda m: f"<{len(m.group()) // 2} bytes withheld>", text)
+        text = self._guard.known.withhold(text)
+        record.msg = loggable(text, MAX_LINE)
+        record.args = None
+        return True
+
+
+class LogHygiene:
+    """Installs the filter while the proxy runs (on mitmproxy's loggers and on every
+    handler of the root logger, so whichever way a line goes, it is cleaned)."""
+
+    def __init__(self, guard: EgressGuard) -> None:
+        self._filter = _Hygiene(guard)
+        self._where: list[logging.Filterer] = []
+
+    def running(self) -> None:
+        targets: list[logging.Filterer] = [logging.getLogger(n) for n in MITMPROXY_LOGGERS]
+        targets += logging.getLogger().handlers
+        for target in targets:
+            target.addFilter(self._filter)
+        self._where = targets
+
+    def done(self) -> None:
+        for target in self._where:
+            target.removeFilter(self._filter)
+        self._where = []

@@ -1,0 +1,129 @@
+"""Tunnels are judged before they open; pass-through binds to the destination used.
+
+A CONNECT is judged on its destination alone — the sidecar's own keys, SSRF, data in
+DNS labels, the policy's destination rules — locally, with no scan API call, so the
+scan API's rate budget is spent on requests. A refused CONNECT gets a 403 and no tunnel.
+
+Pass-through hosts (tunnelled uninspected) are matched on the destination the sidecar
+connects to — the CONNECT target — never on names the client chooses, and the TLS SNI
+must name that same host; a redirected connection's SNI becomes its destination (and
+is resolved and judged when the connection is made, see `addons.connect_guard`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from mitmproxy import http, tls
+from mitmproxy.proxy.layers import ClientTLSLayer
+from mitmproxy.proxy.mode_specs import TransparentMode
+
+from sidecar.authority import AuthorityError, normalise_host
+from sidecar.backends.local import to_scan_verdict
+from sidecar.decision_log import log_decision, loggable_host
+from sidecar.enforce import (
+    DESTINATION_UNPARSEABLE,
+    FAIL_CLOSED,
+    SIDECAR_CREDENTIAL,
+    Enforcement,
+    from_verdict,
+    local_block,
+    shadowed,
+)
+from sidecar.engine.destinations import host_matches, parse_ip
+
+if TYPE_CHECKING:
+    from addons.egress_guard import EgressGuard
+
+logger = logging.getLogger("egress_sidecar")
+
+
+class TunnelGuard:
+    """Judges CONNECT destinations and decides pass-through on the destination used."""
+
+    def __init__(self, guard: EgressGuard) -> None:
+        self._guard = guard
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.error is not None:
+            return  # e.g. proxy authentication already answered
+        guard = self._guard
+        started = time.monotonic()
+        enforcement = self._judge(flow.request.host, flow.request.port)
+        if guard.shadow:
+            enforcement = shadowed(enforcement)
+        guard.metrics.tunnels.labels(enforcement.decision.value).inc()
+        if enforcement.would is not None:
+            guard.metrics.shadow_decisions.labels(enforcement.would.value, "tunnel").inc()
+        if not enforcement.forward:
+            flow.response = guard.refusal_response(enforcement)
+        log_decision(
+            {
+                "event_kind": "tunnel",
+                "trace_id": enforcement.trace_id,
+                "decision": enforcement.decision.value,
+                "would": enforcement.would,
+                "forwarded": enforcement.forward,
+                "reasons": enforcement.reasons,
+                "host": loggable_host(flow.request.host, enforcement.reasons),
+                "port": flow.request.port,
+                "client": flow.client_conn.peername[0] if flow.client_conn.peername else None,
+                "total_ms": round((time.monotonic() - started) * 1000, 2),
+            }
+        )
+
+    def _judge(self, host: str, port: int) -> Enforcement:
+        guard = self._guard
+        if not host:
+            return local_block(
+                DESTINATION_UNPARSEABLE, "Blocked by egress-sidecar: no destination.", 400
+            )
+        if guard.known.found_in((host,)):
+            return local_block(SIDECAR_CREDENTIAL, "Tunnel names the sidecar's own key.", 403)
+        if guard.destinations is None:  # not running yet: fail closed
+            return local_block(FAIL_CLOSED, "Blocked by egress-sidecar: not ready.", 503)
+        local = guard.destinations.judge_destination(host, port)
+        verdict = to_scan_verdict(local, str(uuid.uuid4()), None)
+        enforcement = from_verdict(verdict)
+        if not enforcement.forward:
+            enforcement.message = "Blocked by egress-sidecar: this destination is refused."
+        return enforcement
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        """Pass-through is decided here, on the destination, once the SNI is known."""
+        guard = self._guard
+        settings = guard.settings
+        server = data.context.server
+        if settings is None or not settings.passthrough_hosts or server.address is None:
+            return
+        if sum(isinstance(x, ClientTLSLayer) for x in data.context.layers) > 1:
+            return  # TLS inside TLS: only the outer hello decides pass-through
+        host, port = str(server.address[0]), int(server.address[1])
+        sni = data.client_hello.sni
+        try:
+            sni_host = normalise_host(sni) if sni else None
+            dest = normalise_host(host)
+        except AuthorityError:
+            return
+        transparent = isinstance(data.context.client.proxy_mode, TransparentMode)
+        if transparent and sni_host is not None:
+            dest = sni_host  # the name asked for; resolved and judged at connect
+        if not host_matches(dest, settings.passthrough_hosts):
+            return
+        named = parse_ip(dest) is None
+        if sni_host != (dest if named else None):
+            # The upstream routes on the SNI: passing through a hello for another name
+            # (or none, for a name) would tunnel unseen to whatever that name is. Such a
+            # connection is intercepted instead, and judged request by request.
+            guard.metrics.refusals.labels("tunnel", "passthrough_sni_mismatch").inc()
+            logger.warning("pass-through refused: the TLS SNI does not name the destination")
+            return
+        if transparent:
+            server.address = (dest, port)
+        data.ignore_connection = True
+        guard.metrics.passthrough_connections.inc()
+        logger.warning("pass-through (not inspected): connection to %s", loggable_host(dest, []))
+        log_decision({"event_kind": "passthrough", "host": loggable_host(dest, []), "port": port})
