@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.leaks import CollectingHandler
+from tests.support.recorders import TcpRecorder, WsRecorder
 from tests.support.servers import LoopThread, ScanApiDouble, Upstream, rule_by_path
 from tests.support.sidecar import Sidecar, start_sidecar
 
@@ -72,6 +73,27 @@ def make_sidecar(confdir: Path, scan_api: ScanApiDouble, upstream: Upstream) -> 
 @pytest.fixture
 def sidecar(make_sidecar) -> Sidecar:  # type: ignore[no-untyped-def]
     return make_sidecar()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def tcp_recorder(server_loop: LoopThread) -> Iterator[Callable[..., TcpRecorder]]:
+    made: list[TcpRecorder] = []
+
+    def make(host: str = "127.0.0.2", reply_to_head: bytes | None = None) -> TcpRecorder:
+        recorder = TcpRecorder(server_loop, host, reply_to_head)
+        made.append(recorder)
+        return recorder
+
+    yield make
+    for recorder in made:
+        server_loop.loop.call_soon_threadsafe(recorder.stop)
+
+
+@pytest.fixture
+def ws_recorder(server_loop: LoopThread) -> Iterator[WsRecorder]:
+    recorder = WsRecorder(server_loop)
+    yield recorder
+    server_loop.loop.call_soon_threadsafe(recorder.stop)
 
 
 __all__ = ["rule_by_path"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -14,10 +15,12 @@ import sys
 from pathlib import Path
 
 import kubernetes_validate
+import pytest
 from cryptography import x509
 
 from tests.support import leaks
-from tests.support.servers import WAIT
+from tests.support.raw import closed_by_peer, connect
+from tests.support.servers import UPSTREAM_HOST, WAIT
 from tests.support.sidecar import run_client
 
 BIN = Path(sys.executable).parent
@@ -184,6 +187,8 @@ def test_run_announces_itself_enforces_and_stops_cleanly_on_sigterm(tmp_path, sc
             str(confdir),
             "--upstream-ca",
             str(upstream.ca_file),
+            "--internal-hosts",
+            UPSTREAM_HOST,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -216,21 +221,26 @@ def test_run_announces_itself_enforces_and_stops_cleanly_on_sigterm(tmp_path, sc
             check=False,
         )
         assert curl.stdout == "403", curl.stderr
+        tunnel = proc.stdout.readline()  # the CONNECT is judged first, on its own
+        assert '"event":"tunnel"' in tunnel
+        assert '"decision":"ALLOW"' in tunnel
         decision = proc.stdout.readline()
+        assert '"event":"decision"' in decision
         assert '"decision":"DENY"' in decision
         assert upstream.requests_to("/deny/cli") == []
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(WAIT) == 0
     rest = proc.stdout.read() + proc.stderr.read()
-    leaks.record("".join(banner) + decision + rest)
+    leaks.record("".join(banner) + tunnel + decision + rest)
     assert KEY not in rest
 
 
 def test_run_on_a_fresh_machine_uses_the_embedded_engine(tmp_path, upstream):
     proc = subprocess.Popen(
         [EXE, "run", "--listen", "127.0.0.1:0", "--admin", "off",
-         "--confdir", str(tmp_path / "conf"), "--upstream-ca", str(upstream.ca_file)],
+         "--confdir", str(tmp_path / "conf"), "--upstream-ca", str(upstream.ca_file),
+         "--internal-hosts", UPSTREAM_HOST],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
     )  # fmt: skip
     try:
@@ -259,6 +269,7 @@ def test_plain_mitmdump_loads_the_same_addon(tmp_path, scan_api, upstream):
         "--set", f"confdir={tmp_path}", "--set", "connection_strategy=lazy",
         "--set", f"ssl_verify_upstream_trusted_ca={upstream.ca_file}",
         "--set", "egress_admin=off", "--set", "egress_fail_mode=closed",
+        "--set", f"egress_internal_hosts={UPSTREAM_HOST}",
         INTERVEN_API_KEY=KEY, INTERVEN_GATEWAY_URL=scan_api.url,
     )  # fmt: skip
     try:
@@ -297,6 +308,56 @@ def test_mitmdump_refuses_streamed_request_bodies(tmp_path):
     )
     assert result.returncode != 0
     assert "stream_large_bodies must be unset" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "instead"),
+    [
+        ("ignore_hosts=.*", "use egress_passthrough_hosts"),
+        ("tcp_hosts=.*", "use egress_raw_tcp_hosts"),
+        ("connection_strategy=eager", "connection_strategy must be lazy"),
+    ],
+)
+def test_mitmdump_refuses_mitmproxys_own_ways_around_the_judge(tmp_path, option, instead):
+    result = subprocess.run(
+        [str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "egress_guard.py"),
+         *(["--set", "connection_strategy=lazy"] if "strategy" not in option else []),
+         "--set", option, "--set", "listen_port=0", "--set", f"confdir={tmp_path}"],
+        capture_output=True, text=True, env=_env(INTERVEN_API_KEY=KEY), timeout=WAIT,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert instead in result.stdout + result.stderr
+
+
+def test_mitmdump_with_raw_tcp_on_still_relays_nothing_unjudged(tmp_path, scan_api, tcp_recorder):
+    """mitmproxy relays raw TCP by default (`rawtcp`); the guards refuse it anyway."""
+    target = tcp_recorder()
+    switcher = tcp_recorder(reply_to_head=b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+    proc, port = _start_mitmdump(
+        "-s", str(ROOT / "addons" / "egress_guard.py"), "--set", f"confdir={tmp_path}",
+        "--set", "connection_strategy=lazy",
+        "--set", "egress_admin=off", "--set", f"egress_internal_hosts={UPSTREAM_HOST}",
+        INTERVEN_API_KEY=KEY, INTERVEN_GATEWAY_URL=scan_api.url,
+    )  # fmt: skip
+    try:
+        proxy = f"127.0.0.1:{port}"
+        status, _, sock = connect(proxy, f"{UPSTREAM_HOST}:{target.port}")
+        assert status == 200
+        sock.sendall(b"\x00" + KEY.encode())
+        assert closed_by_peer(sock)
+        assert target.connections.items == []
+        # A colluding upstream switching protocols unasked: the pipe is cut at the 101.
+        status, _, sock = connect(proxy, f"{UPSTREAM_HOST}:{switcher.port}")
+        sock.sendall(f"GET /allow/sw HTTP/1.1\r\nHost: {UPSTREAM_HOST}:{switcher.port}\r\n\r\n"
+                     .encode())  # fmt: skip
+        switcher.chunks.wait_for(lambda c: b"GET /allow/sw" in c)
+        with contextlib.suppress(OSError):
+            sock.sendall(b"\x00after the switch")
+        assert closed_by_peer(sock)
+        assert b"after the switch" not in switcher.everything
+    finally:
+        _stop(proc)
 
 
 def test_upstream_proxy_chains_through_a_corporate_proxy(make_sidecar, upstream, tmp_path):

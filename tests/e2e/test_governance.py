@@ -68,7 +68,7 @@ def _held_then_decided(
     held, box = _in_background(run_client, sidecar, "requests", "POST", url, body, JSON)
     eventually(lambda: sidecar.metric("egress_sidecar_approvals_pending") == 1)
     (pending,) = sidecar.admin_get("/approvals").json()["approvals"]
-    with httpx.Client(trust_env=False) as c:
+    with httpx.Client(trust_env=False, headers=sidecar.admin_headers()) as c:
         r = c.post(f"http://{sidecar.info.admin}/approvals/{pending['id']}/{verb}")
     assert r.status_code == 200, r.text
     held.join(WAIT)

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from tests.support import leaks
-from tests.support.servers import WAIT, Reply, verdict
+from tests.support.servers import UPSTREAM_HOST, WAIT, Reply, verdict
 from tests.support.waiting import eventually
 
 EXE = str(Path(sys.executable).parent / "egress-sidecar")
@@ -30,7 +30,8 @@ def test_sigterm_drains_in_flight_requests_and_flushes(tmp_path, scan_api, upstr
     scan_api.script(Reply(body=verdict("ALLOW"), delay=1.5))
     proc = subprocess.Popen(
         [EXE, "run", "--listen", "127.0.0.1:0", "--admin", "off", "--confdir", str(tmp_path),
-         "--upstream-ca", str(upstream.ca_file), "--shutdown-grace", "30"],
+         "--upstream-ca", str(upstream.ca_file), "--shutdown-grace", "30",
+         "--internal-hosts", UPSTREAM_HOST],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=_env(INTERVEN_API_KEY=leaks.SIDECAR_KEYS[2], INTERVEN_GATEWAY_URL=scan_api.url),
     )  # fmt: skip

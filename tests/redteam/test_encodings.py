@@ -1,0 +1,97 @@
+"""Class 5: bytes outside the first decoded stream must not reach the server unscanned.
+
+Rule: every gzip member is decoded and scanned; bytes after the end of a stream, gzip
+name/extra/comment fields, zstd skippable frames and truncated streams make a body
+undecodable (400, never forwarded); transfer codings are undone like content codings.
+Ground truth: a server that decodes (Python's gzip reads every member) would have
+seen the key; the recording upstream received nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+
+import brotli
+import pytest
+import zstandard
+
+from tests.redteam import AWS_KEY
+from tests.support.raw import proxy_socket, read_response
+from tests.support.servers import UPSTREAM_HOST
+
+SECRET = f"aws_access_key_id={AWS_KEY}".encode()
+CLEAN = b'{"note": "nothing to see"}'
+
+
+def _gzip_with_name(name: bytes, data: bytes) -> bytes:
+    header = b"\x1f\x8b\x08\x08" + b"\x00" * 4 + b"\x00\x03" + name + b"\x00"
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = c.compress(data) + c.flush()
+    return header + body + struct.pack("<II", zlib.crc32(data), len(data))
+
+
+def _zstd_skippable(data: bytes) -> bytes:
+    return struct.pack("<II", 0x184D2A50, len(data)) + data
+
+
+ZSTD = zstandard.ZstdCompressor()
+
+
+@pytest.mark.parametrize(
+    ("body", "coding", "expected"),
+    [
+        (gzip.compress(CLEAN) + gzip.compress(SECRET), "gzip", 403),  # 2nd member: scanned
+        (gzip.compress(CLEAN) + SECRET, "gzip", 400),  # bytes after the stream
+        (_gzip_with_name(SECRET, CLEAN), "gzip", 400),  # FNAME carries the key
+        (zlib.compress(CLEAN) + SECRET, "deflate", 400),
+        (ZSTD.compress(CLEAN) + _zstd_skippable(SECRET), "zstd", 400),
+        (_zstd_skippable(SECRET) + ZSTD.compress(CLEAN), "zstd", 400),
+        (ZSTD.compress(CLEAN) + ZSTD.compress(SECRET), "zstd", 403),  # 2nd frame: scanned
+        (brotli.compress(SECRET)[:-3], "br", 400),  # truncated: a server may use a prefix
+        (brotli.compress(CLEAN) + SECRET, "br", 400),
+    ],
+    ids=[
+        "gzip-member",
+        "gzip-trailing",
+        "gzip-fname",
+        "deflate-trailing",
+        "zstd-skip-after",
+        "zstd-skip-before",
+        "zstd-frame",
+        "br-truncated",
+        "br-trailing",
+    ],
+)
+def test_hidden_bytes_in_encoded_bodies(make_sidecar, upstream, body, coding, expected):
+    sidecar = make_sidecar(backend="local")
+    target = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    path = f"/enc/{coding}/{len(body)}"
+    sock = proxy_socket(str(sidecar.info.proxy))
+    sock.sendall(
+        f"POST http://{target}{path} HTTP/1.1\r\nHost: {target}\r\n"
+        f"Content-Encoding: {coding}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    status, _, answer = read_response(sock)
+    sock.close()
+    assert status == expected, answer
+    assert upstream.requests_to(path) == []
+
+
+def test_transfer_codings_are_undone_before_scanning(make_sidecar, upstream):
+    sidecar = make_sidecar(backend="local")
+    target = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    data = gzip.compress(SECRET)
+    chunked = f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n"
+    sock = proxy_socket(str(sidecar.info.proxy))
+    sock.sendall(
+        f"POST http://{target}/te HTTP/1.1\r\nHost: {target}\r\n"
+        "Transfer-Encoding: gzip, chunked\r\n\r\n".encode()
+        + chunked
+    )
+    status, _, answer = read_response(sock)
+    sock.close()
+    assert status == 403, answer
+    assert upstream.requests_to("/te") == []

@@ -1,0 +1,154 @@
+"""Class 4: every part of a request that is forwarded is scanned.
+
+Rule: the scan sees every forwarded header (hop-by-hop ones too), header names, the
+method, HTTP/2 `:authority` and trailers; the two headers meant for the proxy itself are
+removed before the request leaves. Ground truth: the scan API double's record of what it
+was asked, and the recording upstream.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from tests.redteam import AWS_KEY
+from tests.support.raw import connect, proxy_socket, read_response
+from tests.support.servers import UPSTREAM_HOST, WAIT
+
+
+def _raw_request(sidecar, upstream, head: str, body: bytes = b"") -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+    sock = proxy_socket(str(sidecar.info.proxy))
+    sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+    status, _, payload = read_response(sock)
+    sock.close()
+    return status, payload
+
+
+def test_hop_by_hop_headers_are_scanned_and_proxy_headers_never_leave(sidecar, upstream, scan_api):
+    target = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    status, _ = _raw_request(sidecar, upstream, (
+        f"GET http://{target}/allow/hop HTTP/1.1\r\nHost: {target}\r\n"
+        f"Connection: keep-alive, X-Smuggle\r\nKeep-Alive: timeout=5, k={AWS_KEY}\r\n"
+        f"TE: trailers\r\nX-Smuggle: s1\r\nProxy-Authorization: Basic YWdlbnQ6cHc=\r\n"
+        f"Proxy-Connection: keep-alive\r\n"
+    ))  # fmt: skip
+    assert status == 200
+    scan = scan_api.scans.wait_for(lambda s: s["json"]["url"].endswith("/allow/hop"))
+    scanned = {k.lower(): v for k, v in scan["json"]["headers"].items()}
+    for name in ("connection", "keep-alive", "te", "x-smuggle"):
+        assert name in scanned, name  # forwarded, so scanned
+    assert AWS_KEY in scanned["keep-alive"]
+    (received,) = upstream.requests_to("/allow/hop")
+    names = {k.lower() for k in received.headers}
+    assert "proxy-authorization" not in names
+    assert "proxy-connection" not in names
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["header-name", "keep-alive", "te", "connection", "method"],
+)
+def test_a_key_hidden_in_any_forwarded_part_is_denied(make_sidecar, upstream, where):
+    sidecar = make_sidecar(backend="local")
+    target = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    method, extra = "GET", ""
+    if where == "header-name":
+        extra = f"X-{AWS_KEY}: 1\r\n"
+    elif where == "keep-alive":
+        extra = f"Connection: keep-alive\r\nKeep-Alive: {AWS_KEY}\r\n"
+    elif where == "te":
+        extra = f"TE: {AWS_KEY}\r\n"
+    elif where == "connection":
+        extra = f"Connection: {AWS_KEY}\r\n"
+    else:
+        method = AWS_KEY
+    path = f"/leak/{where}"
+    status, body = _raw_request(
+        sidecar, upstream, f"{method} http://{target}{path} HTTP/1.1\r\nHost: {target}\r\n{extra}"
+    )
+    assert status == 403, body
+    assert b"SECRET_EXFILTRATION" in body
+    assert upstream.requests_to(path) == []
+
+
+def test_overlong_or_odd_methods_never_leave(sidecar, upstream):
+    target = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    for method in ("X" * 40, "GE\x01T"):
+        status, _ = _raw_request(
+            sidecar, upstream, f"{method} http://{target}/m1 HTTP/1.1\r\nHost: {target}\r\n"
+        )
+        assert status in (0, 400)  # mitmproxy's HTTP/1 parser already closes on these
+    assert upstream.requests_to("/m1") == []
+
+
+def test_overlong_http2_methods_are_refused(sidecar, upstream):
+    authority = f"{UPSTREAM_HOST}:{upstream.https_port}"
+    status = _h2_request(sidecar, upstream.https_port, _h2_headers("X" * 40, authority, "/m2x"),
+                         b"", [("x-n", "1")])  # fmt: skip
+    assert status == 400
+    assert upstream.requests_to("/m2x") == []
+
+
+def _h2_request(
+    sidecar, port: int, headers: list[tuple[str, str]], body: bytes, trailers: list[tuple[str, str]]
+) -> int:  # type: ignore[no-untyped-def]
+    """One HTTP/2 request through a CONNECT tunnel, with whatever pseudo-headers and
+    trailers the caller writes (no client library would send these)."""
+    status, _, sock = connect(str(sidecar.info.proxy), f"{UPSTREAM_HOST}:{port}")
+    assert status == 200
+    ctx = ssl.create_default_context(cafile=str(sidecar.ca.bundle))
+    ctx.set_alpn_protocols(["h2"])
+    tls = ctx.wrap_socket(sock, server_hostname=UPSTREAM_HOST)
+    assert tls.selected_alpn_protocol() == "h2"
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, headers)
+    conn.send_data(1, body)
+    conn.send_headers(1, trailers, end_stream=True)
+    tls.sendall(conn.data_to_send())
+    tls.settimeout(WAIT)
+    while True:
+        data = tls.recv(65536)
+        assert data, "connection closed without a response"
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                tls.close()
+                return int(dict(event.headers)[b":status"])
+            if isinstance(event, h2.events.StreamReset):
+                tls.close()
+                return 0
+        tls.sendall(conn.data_to_send())
+
+
+def _h2_headers(method: str, authority: str, path: str) -> list[tuple[str, str]]:
+    return [(":method", method), (":scheme", "https"), (":authority", authority),
+            (":path", path), ("content-type", "text/plain")]  # fmt: skip
+
+
+def test_http2_trailers_are_scanned(make_sidecar, upstream):
+    sidecar = make_sidecar(backend="local")
+    authority = f"{UPSTREAM_HOST}:{upstream.https_port}"
+    status = _h2_request(sidecar, upstream.https_port, _h2_headers("POST", authority, "/t2"),
+                         b"hello", [("x-checksum", AWS_KEY)])  # fmt: skip
+    assert status == 403
+    assert upstream.requests_to("/t2") == []
+
+
+def test_http2_method_is_scanned(make_sidecar, upstream):
+    sidecar = make_sidecar(backend="local")
+    authority = f"{UPSTREAM_HOST}:{upstream.https_port}"
+    status = _h2_request(sidecar, upstream.https_port, _h2_headers(AWS_KEY, authority, "/m2"),
+                         b"", [("x-n", "1")])  # fmt: skip
+    assert status == 403
+    assert upstream.requests_to("/m2") == []
+
+
+def test_http2_authority_must_name_the_tunnel(sidecar, upstream):
+    headers = _h2_headers("POST", "evil.example:443", "/redteam-a2")
+    status = _h2_request(sidecar, upstream.https_port, headers, b"x", [("x-n", "1")])
+    assert status == 421
+    assert upstream.requests_to("/redteam-a2") == []

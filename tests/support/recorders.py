@@ -1,0 +1,131 @@
+"""Recording servers that speak below HTTP: ground truth for "the server received nothing".
+
+`TcpRecorder` accepts raw TCP and records every connection and every byte (optionally
+answering an HTTP request head with a scripted reply, e.g. an unasked-for 101).
+`WsRecorder` is a WebSocket server built on wsproto that records every frame event —
+messages, pings, pongs, close codes and reasons — and can ping its client.
+Both run on the test servers' event loop, on ephemeral ports of a loopback address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+import wsproto
+import wsproto.events
+
+from tests.support.servers import LoopThread, Recorder
+
+
+@dataclass
+class TcpConnection:
+    received: bytearray = field(default_factory=bytearray)
+
+
+class TcpRecorder:
+    """Raw TCP on `host`: every accepted connection and the bytes it carried."""
+
+    def __init__(self, loop: LoopThread, host: str, reply_to_head: bytes | None = None) -> None:
+        self.connections = Recorder()
+        self.chunks = Recorder()  # every piece of data received, in order
+        self._reply = reply_to_head
+        self._loop = loop
+        self._server = loop.run(self._start(host))
+        self.host = host
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _start(self, host: str) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, host, 0)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = TcpConnection()
+        self.connections.add(conn)
+        replied = False
+        try:
+            while data := await reader.read(65536):
+                conn.received += data
+                self.chunks.add(bytes(data))
+                if self._reply is not None and not replied and b"\r\n\r\n" in conn.received:
+                    writer.write(self._reply)
+                    await writer.drain()
+                    replied = True
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    @property
+    def everything(self) -> bytes:
+        return b"".join(self.chunks.items)
+
+    def stop(self) -> None:
+        self._server.close()
+
+
+class WsRecorder:
+    """A WebSocket server (ws://) recording every event its clients cause."""
+
+    def __init__(self, loop: LoopThread, host: str = "127.0.0.2") -> None:
+        self.events = (
+            Recorder()
+        )  # ("message", str|bytes) ("ping", b) ("pong", b) ("close", code, reason)
+        self._loop = loop
+        self._writers: list[tuple[wsproto.WSConnection, asyncio.StreamWriter]] = []
+        self._server = loop.run(asyncio.start_server(self._handle, host, 0))
+        self.host = host
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        partial: list[str | bytes] = []
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, wsproto.events.Message) and not event.message_finished:
+                        partial.append(event.data)
+                        continue
+                    if isinstance(event, wsproto.events.Message) and partial:
+                        whole = type(event.data)().join([*partial, event.data])  # type: ignore[arg-type]
+                        event = type(event)(data=whole)
+                        partial.clear()
+                    out = self._on(ws, event, writer)
+                    if out:
+                        writer.write(out)
+                await writer.drain()
+        writer.close()
+
+    def _on(
+        self, ws: wsproto.WSConnection, event: wsproto.events.Event, writer: asyncio.StreamWriter
+    ) -> bytes:
+        if isinstance(event, wsproto.events.Request):
+            self._writers.append((ws, writer))
+            return ws.send(wsproto.events.AcceptConnection())
+        if isinstance(event, wsproto.events.Message):
+            self.events.add(("message", event.data))
+            return ws.send(wsproto.events.TextMessage(f"echo:{event.data!s}"))
+        if isinstance(event, wsproto.events.Ping):
+            self.events.add(("ping", bytes(event.payload)))
+            return ws.send(event.response())
+        if isinstance(event, wsproto.events.Pong):
+            self.events.add(("pong", bytes(event.payload)))
+            return b""
+        if isinstance(event, wsproto.events.CloseConnection):
+            self.events.add(("close", event.code, event.reason))
+            return ws.send(event.response())
+        return b""
+
+    def ping_clients(self, payload: bytes) -> None:
+        """Send a PING to every connected client (from the servers' loop)."""
+
+        async def ping() -> None:
+            for ws, writer in self._writers:
+                writer.write(ws.send(wsproto.events.Ping(payload=payload)))
+                await writer.drain()
+
+        self._loop.run(ping())
+
+    def stop(self) -> None:
+        self._server.close()

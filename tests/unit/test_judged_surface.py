@@ -1,0 +1,206 @@
+"""Pure pieces of "nothing leaves unjudged": names, methods, upgrades, headers, addresses."""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import struct
+import zlib
+
+import brotli
+import pytest
+import zstandard
+
+from sidecar.authority import AuthorityError, absolute_url, mismatch, parse_authority
+from sidecar.bodies import BodyUndecodable, decode_body
+from sidecar.endpoints import OWN_ENDPOINT, Listener, judge_addresses
+from sidecar.engine import Engine
+from sidecar.engine.known_secrets import KnownSecrets
+from sidecar.policy_file import load_policy
+from sidecar.request_surface import Upgrade, classify_upgrade, method_problem, scanned_headers
+from sidecar.verdict import Decision
+
+ip = ipaddress.ip_address
+
+
+@pytest.mark.parametrize(
+    ("value", "host", "port"),
+    [
+        ("a.com", "a.com", None),
+        ("A.COM.:443", "a.com", 443),
+        ("[::1]:80", "::1", 80),
+        ("[0:0::1]", "::1", None),
+        ("127.0.0.1:8", "127.0.0.1", 8),
+    ],
+)
+def test_authorities_parse_to_one_spelling(value, host, port):
+    parsed = parse_authority(value)
+    assert (parsed.host, parsed.port) == (host, port)
+
+
+@pytest.mark.parametrize("value", ["", "::1", "[::1", "a.com:x", "a.com:0", "a b", "u@a.com"])
+def test_bad_authorities_are_refused(value):
+    with pytest.raises(AuthorityError):
+        parse_authority(value)
+
+
+def test_urls_keep_ipv6_brackets():
+    assert absolute_url("http", "::1", 8001, "/x?y") == "http://[::1]:8001/x?y"
+    assert absolute_url("https", "::ffff:127.0.0.5", 443, "/") == "https://[::ffff:7f00:5]/"
+    assert absolute_url("https", "a.com", 443, "/") == "https://a.com/"
+
+
+def test_names_must_agree_with_the_destination():
+    assert mismatch("a.com", 443, [("Host", "a.com"), ("SNI", "A.com.")]) is None
+    assert mismatch("a.com", 443, [("Host", "a.com:443")]) is None
+    assert "another host" in mismatch("a.com", 443, [("Host", "b.com")])
+    assert "another port" in mismatch("a.com", 443, [("Host", "a.com:8443")])
+    assert "another host" in mismatch("1.2.3.4", 443, [("SNI", "a.com")])
+    assert "does not parse" in mismatch("a.com", 443, [(":authority", "a.com:x")])
+
+
+def test_methods_are_short_tokens():
+    assert method_problem("PROPFIND") is None
+    assert method_problem("X" * 33) is not None
+    assert method_problem("GE T") is not None
+    assert method_problem("GET\x00") is not None
+
+
+@pytest.mark.parametrize(
+    ("method", "version", "upgrade", "ws_version", "expected"),
+    [
+        ("GET", "HTTP/1.1", [], [], Upgrade.NONE),
+        ("GET", "HTTP/1.1", ["websocket"], ["13"], Upgrade.WEBSOCKET),
+        ("GET", "HTTP/1.1", ["WebSocket"], ["13"], Upgrade.WEBSOCKET),
+        ("POST", "HTTP/1.1", ["websocket"], ["13"], Upgrade.REFUSE),
+        ("GET", "HTTP/1.1", ["websocket"], [], Upgrade.REFUSE),
+        ("GET", "HTTP/1.1", ["websocket"], ["13", "8"], Upgrade.REFUSE),
+        ("GET", "HTTP/1.1", ["h2c"], [], Upgrade.STRIP),
+        ("GET", "HTTP/1.1", ["foo"], [], Upgrade.REFUSE),
+        ("GET", "HTTP/1.1", ["h2c, foo"], [], Upgrade.REFUSE),
+    ],
+)
+def test_only_inspectable_upgrades(method, version, upgrade, ws_version, expected):
+    assert classify_upgrade(method, version, upgrade, ws_version) is expected
+
+
+def test_scanned_headers_are_everything_forwarded():
+    headers = scanned_headers(
+        [
+            ("Connection", "keep-alive, x"),
+            ("Keep-Alive", "k"),
+            ("TE", "trailers"),
+            ("Proxy-Authorization", "Basic x"),
+            ("X-A", "1"),
+            ("x-a", "2"),
+        ],
+        [("grpc-status", "0")],
+    )
+    assert headers == {"Connection": "keep-alive, x", "Keep-Alive": "k", "TE": "trailers",
+                       "X-A": "1, 2", "grpc-status": "0"}  # fmt: skip
+
+
+PLAIN = b'{"a": "b"}'
+
+
+@pytest.mark.parametrize(
+    ("data", "coding"),
+    [
+        (gzip.compress(PLAIN) + b"junk", "gzip"),
+        (b"\x1f\x8b\x08\x08" + b"\x00" * 6 + b"name\x00" + gzip.compress(PLAIN)[10:], "gzip"),
+        (b"\x1f\x8b\x08\x10" + b"\x00" * 6 + b"note\x00" + gzip.compress(PLAIN)[10:], "gzip"),
+        (zlib.compress(PLAIN) + b"x", "deflate"),
+        (brotli.compress(PLAIN)[:-2], "br"),
+        (
+            zstandard.ZstdCompressor().compress(PLAIN) + struct.pack("<II", 0x184D2A5F, 1) + b"x",
+            "zstd",
+        ),
+        (zstandard.ZstdCompressor().compress(PLAIN) + b"\x00", "zstd"),
+    ],
+    ids=[
+        "gzip-trailing",
+        "gzip-fname",
+        "gzip-fcomment",
+        "deflate-trailing",
+        "br-truncated",
+        "zstd-skippable",
+        "zstd-trailing",
+    ],
+)
+def test_bytes_a_decoder_would_not_scan_are_undecodable(data, coding):
+    with pytest.raises(BodyUndecodable):
+        decode_body(data, coding, 10_000)
+
+
+def test_every_member_and_frame_is_decoded():
+    assert decode_body(gzip.compress(b"one ") + gzip.compress(b"two"), "gzip", 100) == b"one two"
+    zc = zstandard.ZstdCompressor()
+    assert decode_body(zc.compress(b"one ") + zc.compress(b"two"), "zstd", 100) == b"one two"
+    te = decode_body(gzip.compress(PLAIN), "", 100, transfer_encoding="gzip, chunked")
+    assert te == PLAIN
+    # Response classification stays lenient: what decodes is read.
+    assert decode_body(gzip.compress(PLAIN) + b"junk", "gzip", 100, truncate=True) == PLAIN
+
+
+def test_known_secrets_in_every_form():
+    key = "iv_live_Q8h2Zr7KpW4xTn9LmC3vB6"
+    known = KnownSecrets([key])
+    for text in (key, key.upper(), key[::-1], key[:14], key[12:], "IV-LIVE-Q8H2ZR7.KPW4XTN9",
+                 f"x-{key.replace('_', '.')}"):  # fmt: skip
+        assert known.found_in([text]), text
+    for text in ("iv_live_", "iv_live_A1b2C3d4E5f6G7h8", "hello", ""):
+        assert not known.found_in([text]), text
+    assert known.withhold(f"GET {key}") == "[withheld: sidecar credential]"
+    assert not KnownSecrets([])
+    assert not KnownSecrets(["short"])
+
+
+def test_addresses_are_judged_after_resolution():
+    own = [Listener.of("127.0.0.1", 9090), Listener.of("0.0.0.0", 8080)]
+    internal = ["10.0.0.0/8", "*.svc.cluster.local"]
+    judge = lambda host, port, *a: judge_addresses(host, port, [ip(x) for x in a], internal, own)  # noqa: E731
+    assert judge("a.com", 443, "93.184.216.34").address == ip("93.184.216.34")
+    assert judge("a.com", 443, "127.0.0.1").refusal == "loopback"
+    assert judge("a.com", 443, "93.184.216.34", "169.254.169.254").refusal == "metadata"
+    assert judge("a.com", 443, "10.1.2.3").refusal is None  # internal CIDR
+    assert judge("db.svc.cluster.local", 5432, "172.16.0.4").refusal is None  # internal name
+    assert judge("x.com", 9090, "127.0.0.5").refusal == OWN_ENDPOINT
+    assert judge("x.com", 8080, "10.1.2.3").refusal == OWN_ENDPOINT  # wildcard listener
+    assert judge("x.com", 8080, "0.0.0.0").refusal == OWN_ENDPOINT
+
+
+def test_tunnels_are_refused_only_when_every_request_would_be():
+    policy = load_policy(None)
+    engine = Engine(policy, internal_hosts=("10.0.0.0/8",))
+    assert engine.judge_destination("api.example.com", 443).decision is Decision.ALLOW
+    assert engine.judge_destination("127.0.0.1", 443).decision is Decision.DENY
+    assert engine.judge_destination("10.1.2.3", 443).decision is Decision.ALLOW
+    assert engine.judge_destination("", 443).decision is Decision.DENY
+
+
+def test_destination_rules_with_request_conditions_do_not_refuse_tunnels(tmp_path):
+    path = tmp_path / "p.yaml"
+    rules = [
+        "{rule_id: own-ok, match: {hosts: [api.x.com]},"
+        " condition: {has_reason: [OWN_CREDENTIAL]}, action: ALLOW, priority: 3}",
+        "{rule_id: deny-x, match: {hosts: [api.x.com]}, action: DENY, priority: 2}",
+        "{rule_id: deny-paste, match: {hosts: [paste.x.com]}, action: DENY, priority: 2}",
+        "{rule_id: deny-posts, match: {hosts: [post.x.com], methods: [POST]},"
+        " action: DENY, priority: 2}",
+        "{rule_id: allowlist, condition: {destination_not_in: ['*.x.com']},"
+        " action: DENY, priority: 1}",
+    ]
+    path.write_text("name: t\nrules:\n" + "".join(f"  - {r}\n" for r in rules))
+    engine = Engine(load_policy(path))
+    assert engine.judge_destination("api.x.com", 443).decision is Decision.ALLOW
+    paste = engine.judge_destination("paste.x.com", 443)
+    assert paste.decision is Decision.DENY
+    assert "POLICY:deny-paste" in paste.reason_codes
+    assert engine.judge_destination("post.x.com", 443).decision is Decision.ALLOW
+    assert engine.judge_destination("elsewhere.com", 443).decision is Decision.DENY
+
+
+def test_an_unparseable_destination_is_never_no_finding():
+    verdict = Engine(load_policy(None)).decide("GET", "http://[::1/x", {}, None)
+    assert verdict.decision is Decision.DENY
+    assert verdict.reason_codes == ["DESTINATION_UNPARSEABLE"]

@@ -1,0 +1,39 @@
+"""The mitmproxy internals the guards extend are the ones they were written against."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+from mitmproxy.proxy.layers import websocket
+
+from addons.layers import GuardedWebsocketLayer, install, pinned_sources
+
+# Digests of mitmproxy 11.0.2 / wsproto 1.2.0 as pinned in constraints.txt. When an
+# upgrade changes one, read the new upstream code against `addons/layers.py` and the
+# guards that use it (the docstrings say what each relies on), then update the digest.
+PINNED = {
+    "mitmproxy.proxy.layers.websocket.WebsocketLayer": "094cd5f8cf031433",
+    "mitmproxy.proxy.layers.websocket.WebsocketConnection": "9c6f5dd6ece0042e",
+    "mitmproxy.proxy.layers.tcp.TCPLayer": "5e842b94cd4425b0",
+    "mitmproxy.proxy.layers.http.HttpStream.flow_done": "ad9969744785c572",
+    "mitmproxy.connection.Server.__setattr__": "9b26de861c3e1f75",
+    "mitmproxy.proxy.layer.Layer.__init__": "fd5121f4df9d0eba",
+    "mitmproxy.proxy.layer.NextLayer._ask": "4d8ace76d8488336",
+    "mitmproxy.addons.next_layer.NextLayer._next_layer": "ed22cb84e2f72df2",
+    "mitmproxy.proxy.layers.tls.ClientTLSLayer.receive_handshake_data": "a0ee021f92f6d0ff",
+    "mitmproxy.proxy.server.ConnectionHandler.open_connection": "5e0b3cbaf7a4030a",
+    "wsproto.connection.Connection.events": "5e90213d9bc53ef3",
+    "wsproto.connection.Connection.receive_data": "3e17be36df96032b",
+}
+
+
+def test_the_extended_mitmproxy_code_is_the_pinned_version():
+    assert version("mitmproxy") == "11.0.2"
+    changed = {k: v for k, v in pinned_sources().items() if PINNED.get(k) != v}
+    assert not changed, f"mitmproxy/wsproto code the guards rely on changed: {sorted(changed)}"
+
+
+def test_install_makes_mitmproxy_start_the_guarded_websocket_layer():
+    install()
+    install()  # idempotent
+    assert websocket.WebsocketLayer is GuardedWebsocketLayer

@@ -1,0 +1,55 @@
+"""Redirected (transparent-mode) connections: the name asked for becomes the destination.
+
+A redirected connection arrives with only the address the agent dialled. The sidecar
+takes the name the agent asked for (TLS SNI, else Host) as the destination — judged,
+then resolved and connected to by the sidecar — and refuses a request whose names
+disagree. (No iptables here: mitmproxy's own flow objects, as its layers build them.)
+"""
+
+from __future__ import annotations
+
+from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import tflow
+
+from addons.egress_guard import EgressGuard
+
+
+def _redirected(sni: str | None, host_header: str | None, scheme: str = "https"):  # type: ignore[no-untyped-def]
+    flow = tflow.tflow()
+    flow.client_conn.proxy_mode = ProxyMode.parse("transparent")
+    flow.client_conn.tls = sni is not None
+    flow.client_conn.sni = sni
+    flow.request.scheme = scheme
+    flow.request.host = "93.184.216.34"  # what SO_ORIGINAL_DST said
+    flow.request.port = 443 if scheme == "https" else 80
+    flow.request.headers.pop("host", None)
+    if host_header is not None:
+        flow.request.headers["Host"] = host_header
+    return flow
+
+
+def test_the_sni_becomes_the_destination():
+    flow = _redirected("api.example.com", "api.example.com")
+    assert EgressGuard()._refuse_before_scan(flow) is None
+    assert flow.request.host == "api.example.com"
+    assert flow.request.port == 443
+
+
+def test_the_host_header_names_a_plain_http_destination():
+    flow = _redirected(None, "api.example.com:80", scheme="http")
+    assert EgressGuard()._refuse_before_scan(flow) is None
+    assert flow.request.host == "api.example.com"
+
+
+def test_names_that_disagree_are_refused():
+    flow = _redirected("api.example.com", "evil.example")
+    refusal = EgressGuard()._refuse_before_scan(flow)
+    assert refusal is not None
+    assert refusal.status == 421
+    assert refusal.reasons == ["DESTINATION_MISMATCH"]
+
+
+def test_without_a_name_the_address_dialled_is_the_destination():
+    flow = _redirected(None, None, scheme="http")
+    assert EgressGuard()._refuse_before_scan(flow) is None
+    assert flow.request.host == "93.184.216.34"
