@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
+from sidecar.authority import AuthorityError, normalise_host
 from sidecar.decision_log import log_decision, loggable_host
 from sidecar.endpoints import OWN_ENDPOINT, judge_addresses
 from sidecar.resolver import ResolveError
@@ -46,7 +47,12 @@ class ConnectGuard:
             return
         guard = self._guard
         settings = guard.settings
-        host, port = str(server.address[0]), int(server.address[1])
+        port = int(server.address[1])
+        try:
+            host = normalise_host(str(server.address[0]))
+        except AuthorityError:
+            self._refuse(data, str(server.address[0]), port, "destination_unparseable")
+            return
         if settings is None or guard.destinations is None:
             self._refuse(data, host, port, "not_ready")
             return

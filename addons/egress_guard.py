@@ -30,7 +30,13 @@ from addons.tls_buffers import ReleaseTlsBuffers
 from addons.tunnel_guard import TunnelGuard
 from sidecar.admin import AdminServer, ensure_admin_token
 from sidecar.approvals import ApprovalCapacityExceeded, ApprovalWaiter
-from sidecar.authority import AuthorityError, absolute_url, mismatch, parse_authority
+from sidecar.authority import (
+    AuthorityError,
+    absolute_url,
+    mismatch,
+    normalise_host,
+    parse_authority,
+)
 from sidecar.backends import BackendConfigError, backend_name, create_backend
 from sidecar.backends.base import ScanBackend
 from sidecar.backends.breaker import BreakerState
@@ -600,9 +606,14 @@ class EgressGuard:
         in the request agrees on, a sane method, no protocol switch the sidecar cannot
         follow. Also drops the headers meant for the proxy itself."""
         req = flow.request
+        try:
+            # One spelling of the destination for the judge and for the connection.
+            req.data.host = normalise_host(req.host) if req.host else ""
+        except AuthorityError:
+            req.data.host = ""
         if not req.host:
             self.metrics.refusals.labels("request", "destination_unparseable").inc()
-            message = "Blocked by egress-sidecar: the request names no destination."
+            message = "Blocked by egress-sidecar: the request names no destination it can read."
             return local_block(DESTINATION_UNPARSEABLE, message, 400)
         if isinstance(flow.client_conn.proxy_mode, TransparentMode):
             _adopt_named_destination(flow)
@@ -799,15 +810,17 @@ def _adopt_named_destination(flow: http.HTTPFlow) -> None:
     judged, resolved by the sidecar and connected to. The names must agree (checked by
     the caller), so the agent cannot have one judged and another used."""
     req = flow.request
-    name = flow.client_conn.sni if flow.client_conn.tls else None
-    if not name:
-        written = req.host_header
-        if not written:
-            return
-        try:
+    sni = flow.client_conn.sni if flow.client_conn.tls else None
+    written = req.host_header
+    try:
+        if sni:
+            name = normalise_host(sni)
+        elif written:
             name = parse_authority(written).host
-        except AuthorityError:
-            return  # left to the mismatch check, which refuses it
+        else:
+            return
+    except AuthorityError:
+        return  # left to the mismatch check, which refuses it
     req.data.host = name
 
 

@@ -52,6 +52,10 @@ class TunnelGuard:
             return  # e.g. proxy authentication already answered
         guard = self._guard
         started = time.monotonic()
+        try:  # the tunnel goes to the spelling judged (mitmproxy reads it after this hook)
+            flow.request.data.host = normalise_host(flow.request.host)
+        except AuthorityError:
+            flow.request.data.host = ""
         enforcement = self._judge(flow.request.host, flow.request.port)
         if guard.shadow:
             enforcement = shadowed(enforcement)

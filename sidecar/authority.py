@@ -27,11 +27,18 @@ class Authority:
 
 
 def normalise_host(host: str) -> str:
-    """`Example.COM.` -> `example.com`; `[::1]` -> `::1`; IPv6 compressed canonically."""
+    """`Example.COM.` -> `example.com`; `[::1]` -> `::1`; IPv6 compressed canonically;
+    international names in their ASCII (IDNA) form, the one DNS is asked for — so
+    `pastebin` in full-width letters is judged as the `pastebin` it resolves as."""
     h = host.strip().lower()
     if h.startswith("[") and h.endswith("]"):
         h = h[1:-1]
     h = h.rstrip(".")
+    if not h.isascii():
+        try:
+            h = h.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            raise AuthorityError(f"not a host name: {host[:64]!r}") from None
     if ":" in h:
         try:
             return str(ipaddress.IPv6Address(h.split("%", 1)[0]))

@@ -13,7 +13,7 @@ import ssl
 import pytest
 
 from tests.support.dns import ScriptedDns
-from tests.support.raw import connect
+from tests.support.raw import connect, read_response
 from tests.support.servers import UPSTREAM_HOST
 
 
@@ -71,3 +71,16 @@ def test_a_passthrough_name_resolving_inside_is_refused(make_sidecar, upstream, 
     assert inside.connections.items == []  # ... where it leads is not
     kind = {"stage": "connect", "reason": "loopback"}
     assert sidecar.metric("egress_sidecar_refusals_total", **kind) == 1
+
+
+def test_a_passthrough_host_header_on_another_destination_is_judged(make_sidecar, upstream,
+                                                                    scan_api):  # fmt: skip
+    sidecar = make_sidecar(passthrough_hosts="mirror.test")
+    status, _, sock = connect(str(sidecar.info.proxy), f"{UPSTREAM_HOST}:{upstream.http_port}")
+    assert status == 200
+    sock.sendall(b"GET /allow/hosted HTTP/1.1\r\nHost: mirror.test\r\n\r\n")
+    answer, _, _ = read_response(sock)
+    sock.close()
+    assert answer == 421  # not passed through: judged, and the names disagree
+    assert upstream.requests_to("/allow/hosted") == []
+    assert sidecar.metric("egress_sidecar_passthrough_connections_total") == 0

@@ -31,6 +31,8 @@ ip = ipaddress.ip_address
         ("[::1]:80", "::1", 80),
         ("[0:0::1]", "::1", None),
         ("127.0.0.1:8", "127.0.0.1", 8),
+        ("".join(chr(ord(c) + 0xFEE0) for c in "pastebin") + ".com", "pastebin.com", None),
+        ("Bücher.example:80", "xn--bcher-kva.example", 80),
     ],
 )
 def test_authorities_parse_to_one_spelling(value, host, port):

@@ -53,3 +53,10 @@ def test_without_a_name_the_address_dialled_is_the_destination():
     flow = _redirected(None, None, scheme="http")
     assert EgressGuard()._refuse_before_scan(flow) is None
     assert flow.request.host == "93.184.216.34"
+
+
+def test_an_international_host_is_judged_in_the_form_it_resolves_as():
+    full_width = "".join(chr(ord(c) + 0xFEE0) for c in "pastebin")
+    flow = _redirected(None, full_width + ".example", scheme="http")
+    assert EgressGuard()._refuse_before_scan(flow) is None
+    assert flow.request.host == "pastebin.example"
