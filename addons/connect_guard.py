@@ -2,36 +2,37 @@
 
 The `server_connect` hook runs before mitmproxy opens any upstream socket — for a
 request, a tunnel, a pass-through host, a raw TCP stream or a redirected connection.
-Here the destination is judged on its own (as a CONNECT is, see `TunnelGuard`), its
-name is resolved once, every address it resolves to is judged (no private, loopback,
-link-local or metadata address unless listed as internal; never the sidecar's own
-listeners), and the socket is opened to the address that was judged — so a name that
-resolves differently a moment later (DNS rebinding) changes nothing.
+Here the destination is judged (`Runtime.judge_connection`: the name on its own, as a
+CONNECT is, then every address it resolves to — no private, loopback, link-local or
+metadata address unless listed as internal, never the sidecar's own listeners), and the
+socket is opened to the address that was judged — so a name that resolves differently
+a moment later (DNS rebinding) changes nothing. The upstream TLS handshake offers only
+registered ALPN ids (see `tunnel_guard`).
 
 mitmproxy opens the socket to `server.address`; the judged address is put there for the
-connect and the name is put back once connected, so connection reuse and logs still
-see the name. (`Server.__setattr__` refuses to change the address of an open
+connect and the name is put back once connected (or failed), so connection reuse and
+logs still see the name. (`Server.__setattr__` refuses to change the address of an open
 connection; the name is restored with `object.__setattr__`, pinned in `addons.layers`.)
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING
 
+from mitmproxy.connection import Server
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from sidecar.authority import AuthorityError, normalise_host
 from sidecar.decision_log import log_decision, loggable_host
-from sidecar.endpoints import OWN_ENDPOINT, judge_addresses
-from sidecar.resolver import ResolveError
-from sidecar.verdict import Decision
+from sidecar.endpoints import OWN_ENDPOINT
+from sidecar.request_surface import registered_alpn
 
 if TYPE_CHECKING:
     from addons.egress_guard import EgressGuard
 
 logger = logging.getLogger("egress_sidecar")
-_NAMES_KEPT = 10_000  # connections between connect and connected; more means a leak
 
 
 class ConnectGuard:
@@ -39,70 +40,64 @@ class ConnectGuard:
 
     def __init__(self, guard: EgressGuard) -> None:
         self._guard = guard
-        self._names: dict[str, tuple[str, int]] = {}  # server id -> the name it was given
+        # The name each pinned connection was given; gone with the connection itself.
+        self._names: weakref.WeakKeyDictionary[Server, tuple[str, int]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def server_connect(self, data: ServerConnectionHookData) -> None:
         server = data.server
         if server.error is not None or server.address is None:
             return
-        guard = self._guard
-        settings = guard.settings
+        try:
+            await self._judge(server)
+        except Exception:  # a hook that raises lets mitmproxy connect unjudged: refuse
+            logger.exception("egress-sidecar: internal error while judging a connection")
+            self._refuse(server, str(server.address[0]), int(server.address[1]), "internal")
+
+    async def _judge(self, server: Server) -> None:
+        assert server.address is not None
+        runtime = self._guard.runtime
         port = int(server.address[1])
+        if runtime is None:
+            self._refuse(server, str(server.address[0]), port, "not_ready")
+            return
+        server.alpn_offers = [a for a in server.alpn_offers if registered_alpn(a)]
         try:
             host = normalise_host(str(server.address[0]))
         except AuthorityError:
-            self._refuse(data, str(server.address[0]), port, "destination_unparseable")
+            self._refuse(server, str(server.address[0]), port, "destination_unparseable")
             return
-        if settings is None or guard.destinations is None:
-            self._refuse(data, host, port, "not_ready")
-            return
-        if settings.upstream_proxy is not None:
-            # Chained: the upstream proxy resolves and connects; names were judged.
-            return
-        verdict = guard.destinations.judge_destination(host, port)
-        if verdict.decision is Decision.DENY and not guard.shadow:
-            self._refuse(data, host, port, "destination_refused", verdict.reason_codes)
-            return
-        try:
-            addresses = await guard.resolver.resolve(host, port)
-        except ResolveError:
-            self._refuse(data, host, port, "unresolvable")
-            return
-        judged = judge_addresses(host, port, addresses, settings.internal_hosts, guard.listeners())
-        if judged.refusal is not None:
-            if guard.shadow and judged.refusal != OWN_ENDPOINT:
-                guard.metrics.shadow_decisions.labels("DENY", "connect").inc()
+        if runtime.settings.upstream_proxy is not None:
+            return  # chained: the upstream proxy resolves and connects; names were judged
+        where = await runtime.judge_connection(host, port)
+        if where.refusal is not None:
+            own = where.refusal == OWN_ENDPOINT
+            if runtime.shadow and not own:  # shadow: counted, not enforced
+                runtime.metrics.shadow_decisions.labels("DENY", "connect").inc()
             else:
-                self._refuse(data, host, port, judged.refusal)
+                self._refuse(server, host, port, where.refusal, where.reasons)
                 return
-        chosen = judged.address if judged.address is not None else addresses[0]
-        if str(chosen) != host:
-            if len(self._names) < _NAMES_KEPT:
-                self._names[server.id] = (host, port)
-            server.address = (str(chosen), port)
+        if where.address is not None and str(where.address) != host:
+            self._names[server] = (host, port)
+            server.address = (str(where.address), port)
 
     def server_connected(self, data: ServerConnectionHookData) -> None:
-        self._restore(data)
+        self._restore(data.server)
 
     def server_connect_error(self, data: ServerConnectionHookData) -> None:
-        self._restore(data)
+        self._restore(data.server)
 
-    def _restore(self, data: ServerConnectionHookData) -> None:
-        name = self._names.pop(data.server.id, None)
+    def _restore(self, server: Server) -> None:
+        name = self._names.pop(server, None)
         if name is not None:
-            object.__setattr__(data.server, "address", name)
+            object.__setattr__(server, "address", name)
 
     def _refuse(
-        self,
-        data: ServerConnectionHookData,
-        host: str,
-        port: int,
-        reason: str,
-        reasons: list[str] | None = None,
+        self, server: Server, host: str, port: int, reason: str, reasons: list[str] | None = None
     ) -> None:
-        guard = self._guard
-        guard.metrics.refusals.labels("connect", reason).inc()
-        data.server.error = f"egress-sidecar refused the connection ({reason})"
+        self._guard.metrics.refusals.labels("connect", reason).inc()
+        server.error = f"egress-sidecar refused the connection ({reason})"
         log_decision(
             {
                 "event_kind": "connect_refused",

@@ -15,6 +15,7 @@ import re
 from typing import TYPE_CHECKING
 
 from sidecar.decision_log import loggable
+from sidecar.request_surface import scannable
 
 if TYPE_CHECKING:
     from addons.egress_guard import EgressGuard
@@ -34,14 +35,19 @@ class _Hygiene(logging.Filter):
         if not record.name.startswith("mitmproxy"):
             return True
         try:
-            text = record.getMessage()
-        except Exception:  # a bad format string: keep the template only
-            text = str(record.msg)
-        text = _HEX_RUN.sub(lambda m: f"<{len(m.group()) // 2} bytes withheld>", text)
-        text = self._guard.known.withhold(text)
-        record.msg = loggable(text, MAX_LINE)
+            record.msg = self._clean(record.getMessage())
+        except Exception:  # a filter must never raise into the code that logs
+            record.msg = f"[{record.name}: log line withheld]"
         record.args = None
         return True
+
+    def _clean(self, text: str) -> str:
+        text = scannable(text)
+        text = _HEX_RUN.sub(lambda m: f"<{len(m.group()) // 2} bytes withheld>", text)
+        runtime = self._guard.runtime
+        if runtime is not None:
+            text = runtime.known.withhold(text)
+        return loggable(text, MAX_LINE)
 
 
 class LogHygiene:

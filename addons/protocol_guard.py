@@ -5,7 +5,8 @@ intercept, HTTP to parse — or a raw TCP, UDP, DNS or QUIC relay, which would c
 out unjudged. This addon lets HTTP and TLS through, refuses every other relay, and allows
 raw TCP only to destinations named in `raw_tcp_hosts`: those streams are logged, counted
 and scanned as they flow, each message with the tail of the one before (so a secret
-split across two messages is whole in one scan); a message judged DENY ends the stream.
+split across two messages is whole in one scan), in slices no larger than the scan
+limit; a message judged anything but ALLOW ends the stream.
 """
 
 from __future__ import annotations
@@ -19,15 +20,23 @@ from typing import TYPE_CHECKING
 from mitmproxy import ctx, tcp
 from mitmproxy.proxy import layer
 from mitmproxy.proxy.context import Context
-from mitmproxy.proxy.layers import ClientTLSLayer, HttpLayer, ServerTLSLayer, TCPLayer
+from mitmproxy.proxy.layers import (
+    ClientTLSLayer,
+    DNSLayer,
+    HttpLayer,
+    ServerTLSLayer,
+    TCPLayer,
+    UDPLayer,
+)
+from mitmproxy.proxy.mode_specs import TransparentMode
 
 from addons.layers import RefusedLayer, ScannedTcpLayer
+from addons.runtime import Runtime, internal_error
 from sidecar.authority import AuthorityError, absolute_url, normalise_host
-from sidecar.backends.errors import ScanError
 from sidecar.decision_log import log_decision, loggable_host
-from sidecar.enforce import SIDECAR_CREDENTIAL, Enforcement, from_verdict, local_block, shadowed
-from sidecar.engine.destinations import destination_matches
-from sidecar.request_surface import MAX_METHOD_LENGTH
+from sidecar.enforce import Enforcement
+from sidecar.engine.destinations import destination_patterns
+from sidecar.verdict import Decision
 
 if TYPE_CHECKING:
     from addons.egress_guard import EgressGuard
@@ -36,10 +45,13 @@ logger = logging.getLogger("egress_sidecar")
 
 STREAM_OVERLAP = 4096  # bytes of the previous message scanned again with the next
 UNDECIDED_LIMIT = 64 * 1024  # bytes buffered while waiting to know the protocol
-_HTTP_START = re.compile(rb"^[A-Za-z][!#$%&'*+\-.^_`|~0-9A-Za-z]{0,31} \S")
-_TOKEN_PREFIX = re.compile(rb"^[A-Za-z][!#$%&'*+\-.^_`|~0-9A-Za-z]*(?: )?$|^$")
+MAX_LINE = 8 * 1024  # an HTTP/1 request line longer than this is not waited for
+# An HTTP/1 request line: method token, request target, version.
+_REQUEST_LINE = re.compile(rb"^[A-Za-z][!#$%&'*+\-.^_`|~0-9A-Za-z]* [^ \r\n]+ HTTP/\d\.\d\r?$")
+_LINE_START = re.compile(rb"^[A-Za-z][!#$%&'*+\-.^_`|~0-9A-Za-z]{0,31}(?: [^ \r\n]*)?$")
 TAIL_KEY = "egress_sidecar_tcp_tail"
 _INSPECTABLE = (HttpLayer, ServerTLSLayer, ClientTLSLayer)
+_REFUSAL_KINDS: dict[type, str] = {TCPLayer: "raw_tcp", UDPLayer: "udp", DNSLayer: "dns"}
 
 
 class ProtocolGuard:
@@ -49,6 +61,13 @@ class ProtocolGuard:
         self._guard = guard
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        try:
+            self._decide(nextlayer)
+        except Exception:  # what mitmproxy chose would stand: refuse instead
+            logger.exception("egress-sidecar: internal error while choosing a protocol")
+            _replace(nextlayer, RefusedLayer)
+
+    def _decide(self, nextlayer: layer.NextLayer) -> None:
         if nextlayer.layer is None:
             # Under `mitmdump -s` this addon runs before mitmproxy's own chooser: ask it
             # first, then judge what it chose (under `egress-sidecar run` it ran already).
@@ -61,7 +80,6 @@ class ProtocolGuard:
             if len(nextlayer.data_client()) > UNDECIDED_LIMIT:
                 self._refuse(nextlayer, "undecided")
             return
-        address = context.server.address
         if isinstance(chosen, HttpLayer):
             # mitmproxy parses whatever is not TLS as HTTP (raw TCP relaying is off); the
             # sidecar decides first whether it is HTTP at all.
@@ -71,37 +89,44 @@ class ProtocolGuard:
             if speaks_http is None:  # too little to tell: ask again with more data
                 _replace(nextlayer, None)
                 return
-            if address is not None and self._raw_tcp_allowed(context, address):
+            if self._raw_tcp_allowed(context):
                 _replace(nextlayer, ScannedTcpLayer)
                 return
-            self._refuse(nextlayer, "TCPLayer")
+            self._refuse(nextlayer, "raw_tcp")
             return
         if isinstance(chosen, _INSPECTABLE):
             return
-        if isinstance(chosen, TCPLayer) and address and self._raw_tcp_allowed(context, address):
+        if isinstance(chosen, TCPLayer) and self._raw_tcp_allowed(context):
             _replace(nextlayer, ScannedTcpLayer)
             return
-        self._refuse(nextlayer, type(chosen).__name__)
+        self._refuse(nextlayer, _REFUSAL_KINDS.get(type(chosen), "other"))
 
-    def _raw_tcp_allowed(self, context: Context, address: tuple[str, int]) -> bool:
-        settings = self._guard.settings
-        if settings is None or not settings.raw_tcp_hosts:
+    def _raw_tcp_allowed(self, context: Context) -> bool:
+        """The destination is named in raw_tcp_hosts (a redirected connection's TLS SNI
+        names it; otherwise the SNI, if any, must name the destination judged)."""
+        address = context.server.address
+        runtime = self._guard.runtime
+        if runtime is None or address is None or not runtime.settings.raw_tcp_hosts:
             return False
+        allowed = destination_patterns(tuple(runtime.settings.raw_tcp_hosts))
         host, port = str(address[0]), int(address[1])
         sni = context.client.sni
-        if sni:  # TLS around the stream: the name the upstream sees must be the one judged
-            try:
-                if normalise_host(sni) != normalise_host(host):
-                    return False
-            except AuthorityError:
+        try:
+            if sni and isinstance(context.client.proxy_mode, TransparentMode):
+                host = normalise_host(sni)  # the name asked for, as for HTTP
+            elif sni and normalise_host(sni) != normalise_host(host):
                 return False
-        return destination_matches(host, port, settings.raw_tcp_hosts)
+        except AuthorityError:
+            return False
+        if not allowed.matches(host, port):
+            return False
+        if host != address[0]:
+            context.server.address = (host, port)  # resolved and judged at connect
+        return True
 
-    def _refuse(self, nextlayer: layer.NextLayer, what: str) -> None:
-        guard = self._guard
+    def _refuse(self, nextlayer: layer.NextLayer, kind: str) -> None:
         address = nextlayer.context.server.address
-        kind = _REFUSAL_KINDS.get(what, "other")
-        guard.metrics.refusals.labels("protocol", kind).inc()
+        self._guard.metrics.refusals.labels("protocol", kind).inc()
         host = loggable_host(str(address[0]), []) if address else None
         logger.warning("refused %s to %s: the sidecar cannot inspect it", kind, host)
         log_decision(
@@ -132,17 +157,16 @@ class ProtocolGuard:
         del flow.messages[:-1]  # no history: the scan window below is all that is kept
         if not message.from_client or flow.error is not None:
             return
-        guard = self._guard
-        tail: bytes = flow.metadata.get(TAIL_KEY, b"")
-        window = tail + message.content
-        flow.metadata[TAIL_KEY] = window[-STREAM_OVERLAP:]
         started = time.monotonic()
-        enforcement = await self._judge_stream(flow, window)
-        if guard.shadow:
-            enforcement = shadowed(enforcement)
-        if not enforcement.forward:
-            message.content = b""
+        try:
+            enforcement = await self._judge_stream(flow, message.content)
+        except Exception:  # a hook that raises lets mitmproxy send the message
+            logger.exception("egress-sidecar: internal error while judging a TCP stream")
+            enforcement = internal_error()
+        if not enforcement.forward or enforcement.replacement_body is not None:
+            message.content = b""  # a stream cannot be rewritten: it ends here
             flow.kill()
+        address = flow.server_conn.address
         log_decision(
             {
                 "event_kind": "raw_tcp_message",
@@ -151,50 +175,46 @@ class ProtocolGuard:
                 "would": enforcement.would,
                 "forwarded": enforcement.forward,
                 "reasons": enforcement.reasons,
+                "host": loggable_host(str(address[0]), enforcement.reasons) if address else None,
+                "port": int(address[1]) if address else None,
                 "bytes": len(message.content),
                 "scan_ms": round((time.monotonic() - started) * 1000, 2),
             }
         )
 
-    async def _judge_stream(self, flow: tcp.TCPFlow, window: bytes) -> Enforcement:
-        guard = self._guard
-        backend, settings = guard.backend, guard.settings
-        assert backend is not None
-        assert settings is not None
-        text = window.decode("latin-1")
-        if guard.known.found_in_request("", "", {}, text, text):
-            return local_block(SIDECAR_CREDENTIAL, "stream carries a sidecar credential", 403)
+    async def _judge_stream(self, flow: tcp.TCPFlow, content: bytes) -> Enforcement:
+        """The new bytes with the tail of the stream before them, in slices that fit the
+        scan limit (each overlapping the last); the first that is not ALLOW decides."""
+        runtime: Runtime | None = self._guard.runtime
+        if runtime is None:
+            return internal_error()
+        tail: bytes = flow.metadata.get(TAIL_KEY, b"")
+        window = tail + content
+        flow.metadata[TAIL_KEY] = window[-STREAM_OVERLAP:]
         address = flow.server_conn.address
         assert address is not None
         url = absolute_url("tcp", str(address[0]), int(address[1]), "/")
-        try:
-            request = guard.scan_request("TCP", url, {}, window[-settings.max_body_bytes :], "")
-            return from_verdict(await backend.scan(request))
-        except ScanError as e:
-            guard.metrics.scan_errors.labels(e.kind).inc()
-            return guard.without_verdict(e)
+        size = max(runtime.settings.max_body_bytes, 2 * STREAM_OVERLAP)
+        step = size - STREAM_OVERLAP
+        enforcement: Enforcement | None = None
+        for start in range(0, max(len(window) - STREAM_OVERLAP, 1), step):
+            part = window[start : start + size]
+            enforcement = await runtime.judge_message("TCP", url, part, "")
+            if enforcement.decision is not Decision.ALLOW:
+                return enforcement
+        assert enforcement is not None
+        return enforcement
 
 
 def _speaks_http(data: bytes) -> bool | None:
-    """Whether the stream opens with an HTTP/1 request line (a method token, a space),
-    or None while too few bytes have arrived to tell."""
-    head = data[:64]
-    if _HTTP_START.match(head):
-        return True
-    if len(head) <= MAX_METHOD_LENGTH and _TOKEN_PREFIX.match(head):
+    """Whether the stream opens with an HTTP/1 request line, or None while too little
+    has arrived to tell (part of a line that could still become one)."""
+    line, newline, _ = data.partition(b"\n")
+    if newline:
+        return bool(_REQUEST_LINE.match(line))
+    if len(line) <= MAX_LINE and _LINE_START.match(line):
         return None
     return False
-
-
-_REFUSAL_KINDS = {
-    "TCPLayer": "raw_tcp",
-    "UDPLayer": "udp",
-    "DNSLayer": "dns",
-    "RawQuicLayer": "quic",
-    "ServerQuicLayer": "quic",
-    "ClientQuicLayer": "quic",
-    "undecided": "undecided",
-}
 
 
 def _replace(nextlayer: layer.NextLayer, make: Callable[[Context], layer.Layer] | None) -> None:

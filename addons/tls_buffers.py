@@ -19,7 +19,9 @@ from OpenSSL import SSL
 
 
 class ReleaseTlsBuffers:
-    """Runs after mitmproxy's TlsConfig has built the connection (it is loaded earlier)."""
+    """Works on the connection mitmproxy's TlsConfig built: under `egress-sidecar run` it
+    runs after TlsConfig. Under `mitmdump -s`, script addons run before mitmproxy's own,
+    so it finds no connection yet and leaves the buffers as they are."""
 
     def tls_start_client(self, data: tls.TlsData) -> None:
         _release_buffers(data)

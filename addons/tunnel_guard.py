@@ -4,6 +4,10 @@ A CONNECT is judged on its destination alone — the sidecar's own keys, SSRF, d
 DNS labels, the policy's destination rules — locally, with no scan API call, so the
 scan API's rate budget is spent on requests. A refused CONNECT gets a 403 and no tunnel.
 
+In every TLS ClientHello the agent's ALPN offers are cut down to registered protocol
+ids: mitmproxy would repeat them in its own handshake with the upstream, where they
+would carry any bytes the agent chose, unscanned.
+
 Pass-through hosts (tunnelled uninspected) are matched on the destination the sidecar
 connects to — the CONNECT target — never on names the client chooses, and the TLS SNI
 must name that same host; a redirected connection's SNI becomes its destination (and
@@ -21,19 +25,13 @@ from mitmproxy import http, tls
 from mitmproxy.proxy.layers import ClientTLSLayer
 from mitmproxy.proxy.mode_specs import TransparentMode
 
+from addons.runtime import internal_error, own_secret, refusal_response
 from sidecar.authority import AuthorityError, normalise_host
 from sidecar.backends.local import to_scan_verdict
 from sidecar.decision_log import log_decision, loggable_host
-from sidecar.enforce import (
-    DESTINATION_UNPARSEABLE,
-    FAIL_CLOSED,
-    SIDECAR_CREDENTIAL,
-    Enforcement,
-    from_verdict,
-    local_block,
-    shadowed,
-)
+from sidecar.enforce import DESTINATION_UNPARSEABLE, Enforcement, from_verdict, local_block
 from sidecar.engine.destinations import host_matches, parse_ip
+from sidecar.request_surface import registered_alpn
 
 if TYPE_CHECKING:
     from addons.egress_guard import EgressGuard
@@ -42,7 +40,8 @@ logger = logging.getLogger("egress_sidecar")
 
 
 class TunnelGuard:
-    """Judges CONNECT destinations and decides pass-through on the destination used."""
+    """Judges CONNECT destinations, trims ALPN offers, and decides pass-through on the
+    destination used."""
 
     def __init__(self, guard: EgressGuard) -> None:
         self._guard = guard
@@ -50,20 +49,18 @@ class TunnelGuard:
     def http_connect(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
             return  # e.g. proxy authentication already answered
-        guard = self._guard
         started = time.monotonic()
-        try:  # the tunnel goes to the spelling judged (mitmproxy reads it after this hook)
-            flow.request.data.host = normalise_host(flow.request.host)
-        except AuthorityError:
-            flow.request.data.host = ""
-        enforcement = self._judge(flow.request.host, flow.request.port)
-        if guard.shadow:
-            enforcement = shadowed(enforcement)
-        guard.metrics.tunnels.labels(enforcement.decision.value).inc()
-        if enforcement.would is not None:
-            guard.metrics.shadow_decisions.labels(enforcement.would.value, "tunnel").inc()
+        try:
+            enforcement = self._judge(flow)
+        except Exception:  # a hook that raises lets mitmproxy open the tunnel: refuse
+            logger.exception("egress-sidecar: internal error while judging a CONNECT")
+            enforcement = internal_error()
+        runtime = self._guard.runtime
+        if runtime is not None:
+            enforcement = runtime.finish(enforcement)
+        self._guard.metrics.tunnels.labels(enforcement.decision.value).inc()
         if not enforcement.forward:
-            flow.response = guard.refusal_response(enforcement)
+            flow.response = refusal_response(enforcement)
         log_decision(
             {
                 "event_kind": "tunnel",
@@ -79,29 +76,47 @@ class TunnelGuard:
             }
         )
 
-    def _judge(self, host: str, port: int) -> Enforcement:
-        guard = self._guard
+    def _judge(self, flow: http.HTTPFlow) -> Enforcement:
+        runtime = self._guard.runtime
+        if runtime is None:
+            return internal_error()
+        try:  # the tunnel goes to the spelling judged (mitmproxy reads it after this hook)
+            flow.request.data.host = normalise_host(flow.request.host)
+        except AuthorityError:
+            flow.request.data.host = ""
+        host, port = flow.request.host, flow.request.port
         if not host:
-            return local_block(
-                DESTINATION_UNPARSEABLE, "Blocked by egress-sidecar: no destination.", 400
-            )
-        if guard.known.found_in((host,)):
-            return local_block(SIDECAR_CREDENTIAL, "Tunnel names the sidecar's own key.", 403)
-        if guard.destinations is None:  # not running yet: fail closed
-            return local_block(FAIL_CLOSED, "Blocked by egress-sidecar: not ready.", 503)
-        local = guard.destinations.judge_destination(host, port)
-        verdict = to_scan_verdict(local, str(uuid.uuid4()), None)
-        enforcement = from_verdict(verdict)
+            message = "Blocked by egress-sidecar: no destination it can read."
+            return local_block(DESTINATION_UNPARSEABLE, message, 400)
+        if runtime.known.found_in((host, flow.request.authority)):
+            return own_secret()
+        local = runtime.destinations.judge_destination(host, port)
+        enforcement = from_verdict(to_scan_verdict(local, str(uuid.uuid4()), None))
         if not enforcement.forward:
             enforcement.message = "Blocked by egress-sidecar: this destination is refused."
         return enforcement
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        try:
+            self._trim_alpn(data)
+            self._passthrough(data)
+        except Exception:  # nothing was changed to let anything through: intercept
+            logger.exception("egress-sidecar: internal error on a TLS ClientHello")
+
+    def _trim_alpn(self, data: tls.ClientHelloData) -> None:
+        client = data.context.client
+        offers = client.alpn_offers
+        kept = [offer for offer in offers if registered_alpn(offer)]
+        if len(kept) != len(offers):
+            self._guard.metrics.refusals.labels("tunnel", "alpn_trimmed").inc()
+            client.alpn_offers = kept
+
+    def _passthrough(self, data: tls.ClientHelloData) -> None:
         """Pass-through is decided here, on the destination, once the SNI is known."""
         guard = self._guard
-        settings = guard.settings
+        runtime = guard.runtime
         server = data.context.server
-        if settings is None or not settings.passthrough_hosts or server.address is None:
+        if runtime is None or not runtime.settings.passthrough_hosts or server.address is None:
             return
         if sum(isinstance(x, ClientTLSLayer) for x in data.context.layers) > 1:
             return  # TLS inside TLS: only the outer hello decides pass-through
@@ -115,7 +130,7 @@ class TunnelGuard:
         transparent = isinstance(data.context.client.proxy_mode, TransparentMode)
         if transparent and sni_host is not None:
             dest = sni_host  # the name asked for; resolved and judged at connect
-        if not host_matches(dest, settings.passthrough_hosts):
+        if not host_matches(dest, runtime.settings.passthrough_hosts):
             return
         named = parse_ip(dest) is None
         if sni_host != (dest if named else None):

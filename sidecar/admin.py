@@ -10,6 +10,7 @@ import hmac
 import os
 import secrets
 import socket
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,16 +67,26 @@ def ensure_admin_token(confdir: Path, configured: str | None) -> str:
     """
     if configured:
         return configured
+    confdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    confdir.chmod(0o700)  # it holds the CA key and this token: the sidecar's user only
     path = confdir / TOKEN_FILE
-    existing = read_admin_token(confdir)
-    if existing:
-        return existing
-    token = secrets.token_urlsafe(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if path.exists():
+        path.chmod(0o600)
+        existing = read_admin_token(confdir)
+        if existing:
+            return existing
+    fd, tmp = tempfile.mkstemp(dir=confdir, prefix=".admin-token.")  # created 0600
     with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    tmp.replace(path)
+        f.write(secrets.token_urlsafe(32) + "\n")
+    try:
+        os.link(tmp, path)  # never replaces a token another process just wrote
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    token = read_admin_token(confdir)
+    if token is None:
+        raise OSError(f"{path}: cannot read the admin token")
     return token
 
 

@@ -4,12 +4,12 @@ The engine judges a destination as written; this judges the addresses it resolve
 so the address judged is the address connected to. The sidecar's own listeners (proxy,
 transparent listener, admin server) are never a destination, whatever the internal-host
 list says: an agent must not reach the approval endpoints or loop through the proxy.
-Pure: no I/O.
+Pure, but for `local_addresses`, which asks the system once at start.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -20,35 +20,46 @@ OWN_ENDPOINT = "own_endpoint"
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    """A socket the sidecar listens on; `address` None means every interface."""
+    """A socket the sidecar listens on, and the addresses that reach it."""
 
-    address: IPAddress | None
+    address: IPAddress | None  # None: every interface
     port: int
+    local: frozenset[IPAddress] = frozenset()  # this host's addresses (for `address` None)
 
     @classmethod
-    def of(cls, host: str, port: int) -> Listener:
-        address = parse_ip(host) if host not in ("", "localhost") else None
-        if host == "localhost":
-            address = ipaddress.IPv4Address("127.0.0.1")
+    def of(cls, host: str, port: int, local: frozenset[IPAddress] = frozenset()) -> Listener:
+        address = parse_ip("127.0.0.1" if host == "localhost" else host) if host else None
         if address is not None and address.is_unspecified:
             address = None
-        return cls(address, port)
+        return cls(address, port, local)
+
+    def reached_by(self, address: IPAddress, port: int) -> bool:
+        if port != self.port:
+            return False
+        if address.is_unspecified or address == self.address:
+            return True  # connecting to 0.0.0.0 / :: reaches this host
+        if self.address is None:
+            return address.is_loopback or address in self.local
+        return self.address.is_loopback and address.is_loopback
+
+
+def local_addresses() -> frozenset[IPAddress]:
+    """This host's own addresses as its name resolves (the pod IP, in Kubernetes)."""
+    found: set[IPAddress] = set()
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None)
+    except OSError:
+        infos = []
+    for *_, sockaddr in infos:
+        address = parse_ip(str(sockaddr[0]))
+        if address is not None:
+            found.add(address)
+    return frozenset(found)
 
 
 def is_own_endpoint(address: IPAddress, port: int, listeners: Iterable[Listener]) -> bool:
-    """True when (address, port) reaches one of the sidecar's own listeners.
-
-    Loopback and unspecified addresses reach any loopback listener on that port, and a
-    listener on every interface is reached by any address with its port.
-    """
-    for listener in listeners:
-        if listener.port != port:
-            continue
-        if listener.address is None or listener.address == address:
-            return True
-        if address.is_loopback or address.is_unspecified:
-            return True
-    return False
+    """True when (address, port) reaches one of the sidecar's own listeners."""
+    return any(listener.reached_by(address, port) for listener in listeners)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar.endpoints import OWN_ENDPOINT
 from sidecar.verdict import Decision, ScanVerdict
 
 HEADER_DECISION = "X-Interven-Decision"
@@ -33,7 +34,9 @@ DESTINATION_MISMATCH = "DESTINATION_MISMATCH"
 METHOD_INVALID = "METHOD_INVALID"
 UPGRADE_REFUSED = "UPGRADE_REFUSED"
 SSRF = "SSRF"
-OWN_ENDPOINT = "SIDECAR_ENDPOINT"
+SIDECAR_ENDPOINT = "SIDECAR_ENDPOINT"
+DESTINATION_UNRESOLVABLE = "DESTINATION_UNRESOLVABLE"
+DESTINATION_REFUSED = "DESTINATION_REFUSED"
 
 
 @dataclass(slots=True)
@@ -175,17 +178,23 @@ def local_block(
     )
 
 
-def address_refused(reason: str, trace_id: str | None = None) -> Enforcement:
-    """The destination's name passed, but it resolves somewhere agents may not go: a
-    private, loopback, link-local or metadata address, or the sidecar itself."""
-    own = reason == "own_endpoint"
-    block = local_block(
-        OWN_ENDPOINT if own else SSRF,
-        "Blocked by egress-sidecar: the destination is the sidecar itself."
-        if own
-        else f"Blocked by egress-sidecar: the destination resolves to a {reason} address.",
-        403,
-    )
+def address_refused(
+    refusal: str, trace_id: str | None = None, reasons: list[str] | None = None
+) -> Enforcement:
+    """The destination's name passed the verdict, but it is refused locally: the
+    destination rules (`reasons` say which), a private, loopback, link-local or metadata
+    address (SSRF), the sidecar itself, or nowhere at all."""
+    if refusal == OWN_ENDPOINT:
+        reason, status, why = SIDECAR_ENDPOINT, 403, "the destination is the sidecar itself"
+    elif refusal == "unresolvable":
+        reason, status, why = DESTINATION_UNRESOLVABLE, 502, "the destination does not resolve"
+    elif refusal == "destination_refused":
+        reason, status, why = DESTINATION_REFUSED, 403, "this destination is refused"
+    else:
+        reason, status, why = SSRF, 403, f"the destination resolves to a {refusal} address"
+    block = local_block(reason, f"Blocked by egress-sidecar: {why}.", status)
+    if reasons:
+        block.reasons = [*reasons, reason]
     if trace_id is not None:
         block.trace_id = trace_id
     return block

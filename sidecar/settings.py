@@ -30,11 +30,12 @@ from sidecar.engine.destinations import check_host_patterns, parse_destination_p
 
 SCAN_API_MAX_BODY_BYTES = 256 * 1024
 # Headers that legitimately differ between retries of one request.
+# Each must also have its usual shape (`request_surface.VOLATILE_FORMATS`) to be left out.
 VOLATILE_HEADERS = (
     "date", "x-amz-date", "x-request-id", "x-correlation-id", "x-retry-count",
-    "x-stainless-retry-count", "x-stainless-timeout", "traceparent", "tracestate",
-    "x-amzn-trace-id", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "x-datadog-trace-id",
-    "x-datadog-parent-id", "sentry-trace", "baggage", "idempotency-key",
+    "x-stainless-retry-count", "x-stainless-timeout", "traceparent", "x-amzn-trace-id",
+    "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "x-datadog-trace-id",
+    "x-datadog-parent-id", "sentry-trace", "idempotency-key",
 )  # fmt: skip
 
 
@@ -179,7 +180,8 @@ class SidecarSettings(BaseSettings):
         default_factory=lambda: list(VOLATILE_HEADERS),
         description="Headers that may change between an agent's retries of a held request "
         "(retry counters, signing dates, trace ids): still scanned, but left out of the "
-        "key that ties an approval to the request the reviewer saw.",
+        "key that ties an approval to the request the reviewer saw — when their value has "
+        "the header's usual shape (others: at most 64 token characters).",
     )
     proxy_auth: SecretStr | None = Field(
         default=None, description="USER:PASSWORD agents must present (Proxy-Authorization)."
@@ -189,7 +191,8 @@ class SidecarSettings(BaseSettings):
     )
     admin_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token for the admin approval endpoints (required off loopback).",
+        description="Bearer token the admin approval endpoints require, on every address; "
+        "default: one generated into <confdir>/admin-token (0600).",
     )
     ca_cert: Path | None = Field(
         default=None, description="CA certificate (PEM) to use instead of a generated one."
@@ -297,6 +300,13 @@ class SidecarSettings(BaseSettings):
             if not name or any(c in name for c in " :\t"):
                 raise ValueError(f"{name!r}: expected a header name")
         return [name.lower() for name in value]
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 16`)")
+        return value
 
     @field_validator("proxy_auth", mode="after")
     @classmethod

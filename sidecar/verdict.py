@@ -36,6 +36,11 @@ class ApprovalStatus(StrEnum):
     EXPIRED = "expired"
 
 
+# Methods of scan requests for a message of a stream (not an HTTP request): there is no
+# retry of a message to hold or to let through later, so no approval is recorded.
+STREAM_METHODS = frozenset({"WEBSOCKET", "TCP"})
+
+
 class ScanRequest(BaseModel):
     """What the sidecar asks about one outbound request (`POST /v1/scan`)."""
 

@@ -25,6 +25,7 @@ from sidecar.backends.errors import MalformedVerdict, ScanRejected
 from sidecar.engine.destinations import recognise_tool
 from sidecar.engine.fields import json_text
 from sidecar.verdict import (
+    STREAM_METHODS,
     ApprovalState,
     ApprovalStatus,
     Decision,
@@ -116,8 +117,8 @@ class HeldAtSidecar:
         reasons: list[str],
         trace_id: str,
     ) -> str:
-        if self.shadow:
-            return approval_id
+        if self.shadow or request.method in STREAM_METHODS:
+            return approval_id  # nothing to hold: shadow mode, or a message of a stream
         try:
             return self.approvals.track(
                 approval_id,

@@ -20,7 +20,7 @@ from sidecar.backends.base import ObservedResponse
 from sidecar.backends.errors import ScanError, ScanRejected
 from sidecar.backends.governed import HeldAtSidecar
 from sidecar.engine import Engine, LocalVerdict
-from sidecar.verdict import Decision, ScanRequest, ScanVerdict
+from sidecar.verdict import STREAM_METHODS, Decision, ScanRequest, ScanVerdict
 
 INLINE_LIMIT = 16 * 1024  # characters; larger bodies are scanned off the event loop
 MAX_TRACKED_TRACES = 10_000
@@ -65,8 +65,9 @@ class LocalBackend(HeldAtSidecar):
         host = (urlsplit(request.url).hostname or "").lower()
         self._remember(trace_id, host)
         approval_id = None
-        if local.decision is Decision.REQUIRE_APPROVAL and self.shadow:
-            approval_id = trace_id  # shadow mode: reported, never held or recorded
+        stream = request.method in STREAM_METHODS
+        if local.decision is Decision.REQUIRE_APPROVAL and (self.shadow or stream):
+            approval_id = trace_id  # reported, never held or recorded (refused if a message)
         elif local.decision is Decision.REQUIRE_APPROVAL:
             approval_id = self.approvals.request(
                 request_hash(

@@ -157,13 +157,25 @@ def parse_destination_pattern(entry: str) -> tuple[str, int | None]:
     return host.lower(), port
 
 
-def destination_matches(host: str, port: int, patterns: Iterable[str]) -> bool:
-    """`host:port` against `HOST[:PORT]` patterns (see `parse_destination_pattern`)."""
-    for entry in patterns:
-        pattern, want = parse_destination_pattern(entry)
-        if (want is None or want == port) and host_matches(host, (pattern,)):
-            return True
-    return False
+@dataclass(frozen=True, slots=True)
+class DestinationPatterns:
+    """`HOST[:PORT]` patterns (see `parse_destination_pattern`), parsed once."""
+
+    entries: tuple[tuple[str, int | None], ...]
+
+    def matches(self, host: str, port: int) -> bool:
+        return any(
+            (want is None or want == port) and host_matches(host, (pattern,))
+            for pattern, want in self.entries
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+
+@lru_cache(maxsize=64)
+def destination_patterns(entries: tuple[str, ...]) -> DestinationPatterns:
+    return DestinationPatterns(tuple(parse_destination_pattern(e) for e in entries))
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,10 @@
 
 Exact-bytes matching is what an attacker defeats first: upper-casing, splitting a key
 across two headers, reversing it, rewriting its separators, or sending half of it. Every
-fragment of a dozen characters of each key (letters and digits; separators in between
-are matched loosely), forwards and reversed, is compiled into one case-insensitive RE2
-pattern (linear time), so any piece at least that long is found in one pass. Encoded
+fragment of a dozen characters of each long key (letters and digits, past its provider
+prefix; separators in between are matched loosely), forwards and reversed, is compiled
+into one case-insensitive RE2 pattern (linear time), so any piece at least that long is
+found in one pass; a short key is found whole (not inside a longer word). Encoded
 copies (base64, hex, percent) are found by running the same matcher over the decoded
 layers the engine produces (`sidecar.engine.fields.decoded_layers`).
 
@@ -22,45 +23,59 @@ import re2
 
 from sidecar.engine.fields import Field, decoded_layers, json_text
 
-MIN_FRAGMENT = 8
-MAX_FRAGMENT = 12
-RANDOM_CHARS = 4  # a fragment holds at least this many characters past the key's prefix
-# Provider prefixes (`iv_live_`, `sk-proj-`, `ghp_`) are shared by every key of a kind:
-# a fragment that is mostly prefix would match the agent's own, unrelated keys.
-_PREFIX = re.compile(r"^[A-Za-z0-9]{1,6}[_-](?:[A-Za-z]{2,8}[_-])?")
+FRAGMENT = 12  # characters (letters and digits) of a long key found on their own
+WHOLE_BELOW = 24  # a key with fewer letters and digits is only found whole
+RANDOM_CHARS = 6  # a fragment holds at least this many characters past the key's prefix
+# Provider prefixes (`iv_live_`, `sk-ant-api03-`, `ghp_`) are shared by every key of a
+# kind: a fragment that is mostly prefix would match the agent's own, unrelated keys.
+_PREFIX = re.compile(r"^(?:[A-Za-z0-9]{1,6}[_-]){1,3}")
 _SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
 _LOOSE = "[^A-Za-z0-9]{0,3}"  # between two characters of a fragment
+
+
+def _readable(text: str) -> str:
+    """RE2 reads UTF-8: bytes that were not (surrogate escapes) become U+FFFD."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _loose(text: str) -> str:
+    return _LOOSE.join(re.escape(c) for c in text)
 
 
 class KnownSecrets:
     """A matcher for a fixed set of secret values; empty when there are none."""
 
     def __init__(self, values: Iterable[str]) -> None:
-        fragments: set[str] = set()
+        alternatives: set[str] = set()
         for value in values:
-            value = value.strip()
             # Separators are matched loosely (`iv_live_` = `iv-live.`): an attacker may
             # rewrite them, e.g. to fit a key into DNS labels.
-            prefix = m.end() if (m := _PREFIX.match(value)) else 0
-            prefix = len(_SEPARATORS.sub("", value[:prefix]))
-            core = _SEPARATORS.sub("", value)
-            if len(core) < MIN_FRAGMENT:
+            core = _SEPARATORS.sub("", value.strip())
+            if not core:
                 continue
-            size = max(MIN_FRAGMENT, min(MAX_FRAGMENT, len(core) // 2))
-            first = max(0, prefix + RANDOM_CHARS - size)  # forwards: skip prefix-heavy starts
-            last = len(core) - max(size, prefix + RANDOM_CHARS)  # reversed: the same ones
-            for i in range(first, len(core) - size + 1):
-                fragments.add(core[i : i + size])
+            if len(core) < WHOLE_BELOW:
+                # Too short for pieces to be telling: the whole key, not inside a word.
+                for text in (core, core[::-1]):
+                    alternatives.add(f"(?:^|[^A-Za-z0-9]){_loose(text)}(?:[^A-Za-z0-9]|$)")
+                continue
+            m = _PREFIX.match(value.strip())
+            prefix = len(_SEPARATORS.sub("", m.group())) if m else 0
+            prefix = min(prefix, len(core) - FRAGMENT - RANDOM_CHARS)
+            first = max(0, prefix + RANDOM_CHARS - FRAGMENT)  # skip prefix-heavy pieces
+            last = len(core) - max(FRAGMENT, prefix + RANDOM_CHARS)  # the same, reversed
             reverse = core[::-1]
-            for i in range(0, last + 1):
-                fragments.add(reverse[i : i + size])
+            alternatives.update(
+                _loose(core[i : i + FRAGMENT]) for i in range(first, len(core) - FRAGMENT + 1)
+            )
+            alternatives.update(_loose(reverse[i : i + FRAGMENT]) for i in range(0, last + 1))
         self._pattern = None
-        if fragments:
+        if alternatives:
             options = re2.Options()
             options.case_sensitive = False
             options.max_mem = 64 << 20
-            loose = (_LOOSE.join(re.escape(c) for c in f) for f in sorted(fragments))
-            self._pattern = re2.compile("|".join(loose), options=options)
+            self._pattern = re2.compile("|".join(sorted(alternatives)), options=options)
 
     def __bool__(self) -> bool:
         return self._pattern is not None
@@ -69,7 +84,7 @@ class KnownSecrets:
         """True when any text carries a fragment of a known secret (any case, either way)."""
         if self._pattern is None:
             return False
-        return any(text and self._pattern.search(text) for text in texts)
+        return any(text and self._pattern.search(_readable(text)) for text in texts)
 
     def found_in_request(
         self, method: str, url: str, headers: dict[str, str], body: Any, raw: str = ""

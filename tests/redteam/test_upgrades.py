@@ -56,6 +56,7 @@ def test_an_unasked_for_101_ends_the_connection(sidecar, tcp_recorder):
     with contextlib.suppress(OSError):  # (the proxy may have closed already)
         sock.sendall(b"\x00" + AWS_KEY.encode())  # would flow through a raw pipe
     assert closed_by_peer(sock)
+    evil.closed.wait_for(lambda _: True)  # the upstream side ended: all it got is in
     assert AWS_KEY.encode() not in evil.everything
     kind = {"stage": "protocol", "reason": "unrequested_switch"}
     assert sidecar.metric("egress_sidecar_refusals_total", **kind) == 1

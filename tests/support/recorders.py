@@ -30,6 +30,7 @@ class TcpRecorder:
     def __init__(self, loop: LoopThread, host: str, reply_to_head: bytes | None = None) -> None:
         self.connections = Recorder()
         self.chunks = Recorder()  # every piece of data received, in order
+        self.closed = Recorder()  # one item per connection that ended (a sync point)
         self._reply = reply_to_head
         self._loop = loop
         self._server = loop.run(self._start(host))
@@ -55,6 +56,7 @@ class TcpRecorder:
             pass
         finally:
             writer.close()
+            self.closed.add(conn)
 
     @property
     def everything(self) -> bytes:

@@ -17,7 +17,14 @@ from sidecar.endpoints import OWN_ENDPOINT, Listener, judge_addresses
 from sidecar.engine import Engine
 from sidecar.engine.known_secrets import KnownSecrets
 from sidecar.policy_file import load_policy
-from sidecar.request_surface import Upgrade, classify_upgrade, method_problem, scanned_headers
+from sidecar.request_surface import (
+    Upgrade,
+    classify_upgrade,
+    is_volatile,
+    method_problem,
+    registered_alpn,
+    scanned_headers,
+)
 from sidecar.verdict import Decision
 
 ip = ipaddress.ip_address
@@ -86,6 +93,24 @@ def test_only_inspectable_upgrades(method, version, upgrade, ws_version, expecte
     assert classify_upgrade(method, version, upgrade, ws_version) is expected
 
 
+def test_volatile_headers_are_left_out_only_in_their_usual_shape():
+    names = frozenset({"x-request-id", "date", "x-team-retry"})
+    uuid = "0b1e4b7c-3f1a-4c47-9f2e-2d1b5e6a7c80"
+    assert is_volatile("X-Request-Id", uuid, names)
+    assert not is_volatile("X-Request-Id", "anything the agent likes", names)
+    assert is_volatile("Date", "Wed, 02 Dec 2026 03:00:00 GMT", names)
+    assert not is_volatile("Date", "AKIAQX4RZT7NM2VBK5WJ", names)
+    assert is_volatile("X-Team-Retry", "3", names)  # an operator's name: a short token
+    assert not is_volatile("X-Team-Retry", "a" * 65, names)
+    assert not is_volatile("X-Note", "1", names)
+
+
+def test_registered_alpn_ids_only():
+    assert registered_alpn(b"h2")
+    assert registered_alpn(b"postgresql")
+    assert not registered_alpn(b"AKIAQX4RZT7NM2VBK5WJ")
+
+
 def test_scanned_headers_are_everything_forwarded():
     headers = scanned_headers(
         [
@@ -98,6 +123,7 @@ def test_scanned_headers_are_everything_forwarded():
         ],
         [("grpc-status", "0")],
     )
+    assert scanned_headers([("X-Name", "caf\udce9")]) == {"X-Name": "caf\ufffd"}
     assert headers == {"Connection": "keep-alive, x", "Keep-Alive": "k", "TE": "trailers",
                        "X-A": "1, 2", "grpc-status": "0"}  # fmt: skip
 
@@ -154,11 +180,27 @@ def test_known_secrets_in_every_form():
         assert not known.found_in([text]), text
     assert known.withhold(f"GET {key}") == "[withheld: sidecar credential]"
     assert not KnownSecrets([])
-    assert not KnownSecrets(["short"])
+
+
+def test_short_known_secrets_are_found_whole_not_in_words():
+    known = KnownSecrets(["changeme-admin", "kt_live_8d2e"])
+    assert known.found_in(["token=changeme-admin"])
+    assert known.found_in(["CHANGEME.ADMIN"])
+    assert known.found_in(["x e2d8evil_tk x"])  # reversed
+    assert not known.found_in(["please change me before the admin deploy"])
+    assert not known.found_in(["changemeadmins"])
+    assert known.found_in(["caf\udce9 kt-live-8d2e"])  # undecodable bytes around it
+
+
+def test_known_secret_pieces_skip_the_provider_prefix():
+    known = KnownSecrets(["sk-ant-api03-Zq8LmR2vT9xW4kP7nB3cY6hJ"])
+    assert not known.found_in(["sk-ant-api03-AAAAAAAAAAAAAAAAAAAA"])  # another key of a kind
+    assert known.found_in(["Zq8LmR2vT9xW"])
 
 
 def test_addresses_are_judged_after_resolution():
-    own = [Listener.of("127.0.0.1", 9090), Listener.of("0.0.0.0", 8080)]
+    here = frozenset({ip("10.9.8.7")})  # this host's own address (the pod IP)
+    own = [Listener.of("127.0.0.1", 9090, here), Listener.of("0.0.0.0", 8080, here)]
     internal = ["10.0.0.0/8", "*.svc.cluster.local"]
     judge = lambda host, port, *a: judge_addresses(host, port, [ip(x) for x in a], internal, own)  # noqa: E731
     assert judge("a.com", 443, "93.184.216.34").address == ip("93.184.216.34")
@@ -167,8 +209,12 @@ def test_addresses_are_judged_after_resolution():
     assert judge("a.com", 443, "10.1.2.3").refusal is None  # internal CIDR
     assert judge("db.svc.cluster.local", 5432, "172.16.0.4").refusal is None  # internal name
     assert judge("x.com", 9090, "127.0.0.5").refusal == OWN_ENDPOINT
-    assert judge("x.com", 8080, "10.1.2.3").refusal == OWN_ENDPOINT  # wildcard listener
+    assert judge("x.com", 8080, "10.9.8.7").refusal == OWN_ENDPOINT  # wildcard: this host
     assert judge("x.com", 8080, "0.0.0.0").refusal == OWN_ENDPOINT
+    assert judge("x.com", 8080, "::1").refusal == OWN_ENDPOINT
+    # A wildcard listener is not every host on its port.
+    assert judge("x.com", 8080, "93.184.216.34").refusal is None
+    assert judge("x.com", 9090, "10.1.2.3").refusal is None
 
 
 def test_tunnels_are_refused_only_when_every_request_would_be():
@@ -200,6 +246,24 @@ def test_destination_rules_with_request_conditions_do_not_refuse_tunnels(tmp_pat
     assert "POLICY:deny-paste" in paste.reason_codes
     assert engine.judge_destination("post.x.com", 443).decision is Decision.ALLOW
     assert engine.judge_destination("elsewhere.com", 443).decision is Decision.DENY
+
+
+def test_a_sure_deny_after_an_uncertain_one_refuses_the_tunnel(tmp_path):
+    rules = [
+        "{rule_id: maybe, match: {hosts: [a.x.com]}, condition: {has_data_class: [PII]},"
+        " action: DENY, priority: 3}",
+        "{rule_id: risky, condition: {risk_at_least: 0.95}, action: ALLOW, priority: 2}",
+        "{rule_id: surely, match: {hosts: [a.x.com]}, action: DENY, priority: 1}",
+    ]
+    path = tmp_path / "p.yaml"
+    path.write_text("name: t\nrules:\n" + "".join(f"  - {r}\n" for r in rules))
+    engine = Engine(load_policy(path))
+    # `risky` could let a very risky request pass (risk is content), so the tunnel opens.
+    assert engine.judge_destination("a.x.com", 443).decision is Decision.ALLOW
+    path.write_text("name: t\nrules:\n" + "".join(f"  - {r}\n" for r in (rules[0], rules[2])))
+    verdict = Engine(load_policy(path)).judge_destination("a.x.com", 443)
+    assert verdict.decision is Decision.DENY
+    assert "POLICY:surely" in verdict.reason_codes
 
 
 def test_an_unparseable_destination_is_never_no_finding():

@@ -11,7 +11,7 @@ from __future__ import annotations
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow
 
-from addons.egress_guard import EgressGuard
+from addons.request_rules import refuse_before_scan
 
 
 def _redirected(sni: str | None, host_header: str | None, scheme: str = "https"):  # type: ignore[no-untyped-def]
@@ -30,33 +30,35 @@ def _redirected(sni: str | None, host_header: str | None, scheme: str = "https")
 
 def test_the_sni_becomes_the_destination():
     flow = _redirected("api.example.com", "api.example.com")
-    assert EgressGuard()._refuse_before_scan(flow) is None
+    assert refuse_before_scan(flow) is None
     assert flow.request.host == "api.example.com"
     assert flow.request.port == 443
 
 
 def test_the_host_header_names_a_plain_http_destination():
     flow = _redirected(None, "api.example.com:80", scheme="http")
-    assert EgressGuard()._refuse_before_scan(flow) is None
+    assert refuse_before_scan(flow) is None
     assert flow.request.host == "api.example.com"
 
 
 def test_names_that_disagree_are_refused():
     flow = _redirected("api.example.com", "evil.example")
-    refusal = EgressGuard()._refuse_before_scan(flow)
-    assert refusal is not None
+    refused = refuse_before_scan(flow)
+    assert refused is not None
+    refusal, reason = refused
     assert refusal.status == 421
     assert refusal.reasons == ["DESTINATION_MISMATCH"]
+    assert reason == "destination_mismatch"
 
 
 def test_without_a_name_the_address_dialled_is_the_destination():
     flow = _redirected(None, None, scheme="http")
-    assert EgressGuard()._refuse_before_scan(flow) is None
+    assert refuse_before_scan(flow) is None
     assert flow.request.host == "93.184.216.34"
 
 
 def test_an_international_host_is_judged_in_the_form_it_resolves_as():
     full_width = "".join(chr(ord(c) + 0xFEE0) for c in "pastebin")
     flow = _redirected(None, full_width + ".example", scheme="http")
-    assert EgressGuard()._refuse_before_scan(flow) is None
+    assert refuse_before_scan(flow) is None
     assert flow.request.host == "pastebin.example"
