@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from sidecar.bodies import BodyTooLarge, BodyUndecodable, body_for_scan, decode_body
 from sidecar.engine import Engine
 from sidecar.engine.redact import Redaction, redact_body
-from sidecar.policy_file import default_policy
+from sidecar.policy_file import default_policy, parse_policy
 from sidecar.verdict import Decision, ScanVerdict
 from tests.support.codecs import ENCODERS
 
@@ -122,3 +122,39 @@ def test_text_redaction_never_crashes_and_keeps_what_is_outside_the_spans(text, 
     assert isinstance(out, str)
     if not redactions:
         assert out == text
+
+
+TUNNEL_POLICY = """
+name: tunnels
+rules:
+  - {rule_id: own-ok, match: {hosts: [api.x.com]}, condition: {has_reason: [OWN_CREDENTIAL]},
+     action: ALLOW, priority: 5}
+  - {rule_id: deny-x, match: {hosts: [api.x.com, "*.paste.com"]}, action: DENY, priority: 4}
+  - {rule_id: posts, match: {methods: [POST], hosts: [post.x.com]}, action: DENY, priority: 3}
+  - {rule_id: pii, condition: {has_data_class: [PII]}, action: SANITIZE, priority: 2}
+  - {rule_id: allowlist, condition: {destination_not_in: ["*.x.com", "*.paste.com"]},
+     action: DENY, priority: 1}
+"""
+DEFAULT_ENGINE = Engine(default_policy())
+TUNNEL_ENGINE = Engine(parse_policy(TUNNEL_POLICY, "tunnels.yaml"))
+HOSTS = ["api.x.com", "post.x.com", "a.paste.com", "elsewhere.com", "127.0.0.1", "10.0.0.5",
+         "169.254.169.254", "4141414b4951583452585a54374e4d32.x.com", "metadata"]  # fmt: skip
+
+
+@FAST
+@given(
+    st.sampled_from(HOSTS),
+    st.sampled_from(["GET", "POST", "PUT"]),
+    st.text(max_size=200),
+    st.sampled_from(["", "AKIAQX4RZT7NM2VBK5WJ", "ssn 219-48-3307", "grace@navy.mil"]),
+    st.booleans(),
+)
+def test_a_refused_tunnel_means_every_request_there_is_refused(
+    host, method, text, finding, default
+):
+    """judge_destination (CONNECT) may only say DENY when decide (each request) would."""
+    engine = DEFAULT_ENGINE if default else TUNNEL_ENGINE
+    tunnel = engine.judge_destination(host, 443)
+    request = engine.decide(method, f"https://{host}/p", {}, f"{text} {finding}")
+    if tunnel.decision is Decision.DENY:
+        assert request.decision is Decision.DENY, (host, method, finding)
