@@ -65,6 +65,8 @@ class ConnectGuard:
         server.alpn_offers = [a for a in server.alpn_offers if registered_alpn(a)]
         try:
             host = normalise_host(str(server.address[0]))
+            if server.sni:  # the agent's own spelling (case, a trailing dot) stays here
+                server.sni = normalise_host(server.sni)
         except AuthorityError:
             self._refuse(server, str(server.address[0]), port, "destination_unparseable")
             return

@@ -28,7 +28,13 @@ from addons.connect_guard import ConnectGuard
 from addons.layers import ControlFrame
 from addons.log_hygiene import LogHygiene
 from addons.protocol_guard import ProtocolGuard
-from addons.request_rules import drop_proxy_headers, refuse_before_scan, websocket_switch
+from addons.request_rules import (
+    drop_proxy_headers,
+    refuse_before_scan,
+    sent_digest,
+    websocket_switch,
+    written_host,
+)
 from addons.runtime import Runtime, internal_error, own_secret, refusal_response
 from addons.tls_buffers import ReleaseTlsBuffers
 from addons.tunnel_guard import TunnelGuard
@@ -42,13 +48,12 @@ from sidecar.backends.governed import HeldAtSidecar
 from sidecar.backends.local import LocalBackend
 from sidecar.bodies import BodyTooLarge, BodyUndecodable, decode_body, media_type
 from sidecar.credentials import Credentials, load_credentials
-from sidecar.decision_log import log_decision, loggable, loggable_host
+from sidecar.decision_log import log_decision, loggable_host, loggable_method
 from sidecar.endpoints import Listener, local_addresses
 from sidecar.enforce import (
     APPROVAL_CAPACITY,
     BODY_TOO_LARGE,
     BODY_UNDECODABLE,
-    SIDECAR_CREDENTIAL,
     Enforcement,
     address_refused,
     approval_refused,
@@ -494,7 +499,7 @@ class EgressGuard:
             return local_block(BODY_TOO_LARGE, message, 413), None
         except BodyUndecodable as e:
             return local_block(BODY_UNDECODABLE, f"Request body cannot be scanned: {e}", 400), None
-        url = absolute_url(req.scheme, req.host, req.port, scannable(req.path))
+        url = absolute_url(req.scheme, written_host(flow), req.port, scannable(req.path))
         scan_request = runtime.scan_request(
             method,
             url,
@@ -502,6 +507,7 @@ class EgressGuard:
             content,
             req.headers.get("content-type", ""),
             llm_at=(req.pretty_host.lower(), req.path),
+            sent_digest=sent_digest(req, frozenset(settings.approval_volatile_headers)),
         )
         text = content.decode("utf-8", "replace")
         if await runtime.carries_own_secret(method, url, headers, scan_request.body, text):
@@ -570,11 +576,18 @@ class EgressGuard:
         flow.metadata[METADATA_KEY] = enforcement
         if enforcement.forward:
             flow.metadata[FORWARDED_KEY] = time.time()
+            req = flow.request
             if enforcement.replacement_body is not None:
                 # `.content` re-encodes for Content-Encoding and sets Content-Length; the
                 # transfer codings it cannot re-apply go (the body is re-framed by length).
-                flow.request.headers.pop("transfer-encoding", None)
-                flow.request.content = enforcement.replacement_body
+                req.headers.pop("transfer-encoding", None)
+                req.content = enforcement.replacement_body
+            if req.raw_content and not {"content-length", "transfer-encoding"} & {
+                name.lower() for name in req.headers
+            }:
+                # HTTP/2 frames a body without either; written as HTTP/1 (mitmproxy adds
+                # neither) the upstream would read the body as the next request, unjudged.
+                req.headers["content-length"] = str(len(req.raw_content))
             return
         if enforcement.approval == "abandoned":
             flow.kill()
@@ -590,7 +603,6 @@ class EgressGuard:
     ) -> None:
         tool = self.metrics.tool_label(enforcement.tool)
         self.metrics.requests.labels(enforcement.decision.value, tool).inc()
-        withhold = SIDECAR_CREDENTIAL in enforcement.reasons
         log_decision(
             {
                 "trace_id": enforcement.trace_id,
@@ -604,7 +616,7 @@ class EgressGuard:
                 "policy": enforcement.policy_name,
                 "approval": enforcement.approval,
                 "error": enforcement.error_kind,
-                "method": "[withheld]" if withhold else loggable(flow.request.method, 32),
+                "method": loggable_method(flow.request.method),
                 "scheme": flow.request.scheme,
                 "host": loggable_host(flow.request.host, enforcement.reasons),
                 "port": flow.request.port,

@@ -1,4 +1,4 @@
-"""mitmproxy's own log lines carry what clients send: bound and clean them.
+"""mitmproxy's (and tornado's) log lines carry what clients send: bound and clean them.
 
 mitmproxy logs request-controlled text as it is: a malformed TLS ClientHello as a hex
 dump of everything the client sent ("Cannot parse ClientHello: 16030100..."), SNI names,
@@ -22,8 +22,17 @@ if TYPE_CHECKING:
 
 MAX_LINE = 1000
 _HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2}){16,}")
-# Where mitmproxy logs connection and protocol events (layers log through the server).
-MITMPROXY_LOGGERS = ("mitmproxy.proxy.server", "mitmproxy.proxy.layers", "mitmproxy.addons")
+# Where mitmproxy logs connection and protocol events (layers log through the server), and
+# where tornado logs what reached the admin server (its access log has the request line).
+MITMPROXY_LOGGERS = (
+    "mitmproxy.proxy.server",
+    "mitmproxy.proxy.layers",
+    "mitmproxy.addons",
+    "tornado.access",
+    "tornado.general",
+    "tornado.application",
+)
+CLEANED_LOGGERS = ("mitmproxy", "tornado")
 
 
 class _Hygiene(logging.Filter):
@@ -32,7 +41,7 @@ class _Hygiene(logging.Filter):
         self._guard = guard
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("mitmproxy"):
+        if not record.name.startswith(CLEANED_LOGGERS):
             return True
         try:
             record.msg = self._clean(record.getMessage())

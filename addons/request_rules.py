@@ -9,6 +9,9 @@ itself never leave.
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 from mitmproxy import http
 from mitmproxy.proxy.mode_specs import TransparentMode
 
@@ -16,7 +19,9 @@ from sidecar.authority import AuthorityError, mismatch, normalise_host, parse_au
 from sidecar.enforce import (
     DESTINATION_MISMATCH,
     DESTINATION_UNPARSEABLE,
+    HEADERS_TOO_LARGE,
     METHOD_INVALID,
+    REQUEST_MALFORMED,
     UPGRADE_REFUSED,
     Enforcement,
     local_block,
@@ -25,10 +30,52 @@ from sidecar.request_surface import (
     PROXY_ONLY_HEADERS,
     Upgrade,
     classify_upgrade,
+    is_volatile,
     method_problem,
 )
 
 UPGRADE_KEY = "egress_sidecar_upgrade"  # True when a WebSocket upgrade was judged and sent
+WRITTEN_HOST_KEY = "egress_sidecar_written_host"  # the destination before normalisation
+MAX_HEADER_BYTES = 64 * 1024  # headers and trailers together; more is not a real request
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # C0 but HTAB, and DEL
+_TARGET_CONTROL = re.compile(r"[\x00-\x20\x7f]")  # a request target has no space either
+
+
+def framing_problem(req: http.Request) -> str | None:
+    """Why a part of the request could end a line once written as HTTP/1, or None."""
+    if _TARGET_CONTROL.search(req.path) or _TARGET_CONTROL.search(req.authority):
+        return "a control character or space in the request target"
+    for name, value in [*req.headers.items(multi=True), *_trailer_items(req)]:
+        if _CONTROL.search(name) or _CONTROL.search(value):
+            return "a control character in a header"
+    return None
+
+
+def sent_digest(req: http.Request, volatile: frozenset[str]) -> str:
+    """The request's bytes as they leave (target, every header and trailer but the
+    volatile ones, the body as encoded), digested: an approval is tied to these."""
+    digest = hashlib.sha256()
+    fields = [(b":method", req.data.method), (b":authority", req.data.authority),
+              (b":path", req.data.path), *req.headers.fields, *_trailer_fields(req)]  # fmt: skip
+    for name, value in fields:
+        if is_volatile(name.decode("latin-1"), value.decode("latin-1"), volatile):
+            continue
+        for part in (name, value):
+            digest.update(len(part).to_bytes(4, "big") + part)
+    digest.update(req.raw_content or b"")
+    return digest.hexdigest()
+
+
+def header_bytes(req: http.Request) -> int:
+    return sum(len(n) + len(v) + 4 for n, v in [*req.headers.fields, *_trailer_fields(req)])
+
+
+def _trailer_items(req: http.Request) -> list[tuple[str, str]]:
+    return list(req.trailers.items(multi=True)) if req.trailers else []
+
+
+def _trailer_fields(req: http.Request) -> list[tuple[bytes, bytes]]:
+    return list(req.trailers.fields) if req.trailers else []
 
 
 def drop_proxy_headers(req: http.Request) -> None:
@@ -41,6 +88,16 @@ def drop_proxy_headers(req: http.Request) -> None:
 def refuse_before_scan(flow: http.HTTPFlow) -> tuple[Enforcement, str] | None:
     """(the refusal, its metric reason), or None when the request may be judged."""
     req = flow.request
+    if (why := framing_problem(req)) is not None:
+        # A byte that ends a line in HTTP/1 would let the upstream read a second request
+        # the sidecar never judged (HTTP/2 to HTTP/1 smuggling, obs-fold, bare CR).
+        return local_block(REQUEST_MALFORMED, f"Blocked by egress-sidecar: {why}.", 400), (
+            "request_malformed"
+        )
+    if (size := header_bytes(req)) > MAX_HEADER_BYTES:
+        message = f"Blocked by egress-sidecar: {size} bytes of headers (limit {MAX_HEADER_BYTES})."
+        return local_block(HEADERS_TOO_LARGE, message, 431), "headers_too_large"
+    flow.metadata[WRITTEN_HOST_KEY] = req.host
     try:
         # One spelling of the destination for the judge and for the connection.
         req.data.host = normalise_host(req.host) if req.host else ""
@@ -53,8 +110,8 @@ def refuse_before_scan(flow: http.HTTPFlow) -> tuple[Enforcement, str] | None:
         adopt_named_destination(flow)
     hosts = req.headers.get_all("host")
     names = [("Host", v) for v in hosts]
-    if (req.is_http2 or req.is_http3) and req.authority:
-        names.append((":authority", req.authority))
+    if req.authority:  # HTTP/2 :authority, or an HTTP/1 absolute-form request target
+        names.append((":authority" if req.is_http2 or req.is_http3 else "authority", req.authority))
     if flow.client_conn.tls and flow.client_conn.sni:
         names.append(("SNI", flow.client_conn.sni))
     problem = "more than one Host header" if len(hosts) > 1 else None
@@ -65,6 +122,8 @@ def refuse_before_scan(flow: http.HTTPFlow) -> tuple[Enforcement, str] | None:
             "destination used)."
         )
         return local_block(DESTINATION_MISMATCH, message, 421), "destination_mismatch"
+    if req.authority and not (req.is_http2 or req.is_http3):
+        req.authority = ""  # forwarded in origin-form: the authority checked is not resent
     if (why := method_problem(req.method)) is not None:
         return local_block(METHOD_INVALID, f"Blocked by egress-sidecar: {why}.", 400), (
             "method_invalid"
@@ -120,6 +179,21 @@ def strip_upgrade(req: http.Request) -> None:
     req.headers.pop("connection", None)
     if tokens:
         req.headers["connection"] = ", ".join(tokens)
+
+
+def written_host(flow: http.HTTPFlow) -> str:
+    """The destination as the agent wrote it — case kept, since a key in a DNS label is
+    still a key — taken from a name that agrees with the destination judged; else the
+    destination itself."""
+    req = flow.request
+    for written in (req.authority, req.headers.get("host"), flow.metadata.get(WRITTEN_HOST_KEY)):
+        if not written or written.startswith("["):
+            continue
+        host, colon, port = written.rpartition(":")
+        host = host if colon and port.isdigit() else written
+        if host.isascii() and host.lower().rstrip(".") == req.host:
+            return host
+    return req.host
 
 
 def websocket_switch(flow: http.HTTPFlow) -> bool:

@@ -103,8 +103,10 @@ class Runtime:
         content: bytes,
         content_type: str,
         llm_at: tuple[str, str] | None = None,
+        sent_digest: str | None = None,
     ) -> ScanRequest:
-        """`llm_at`: (host, path) when the request may be an LLM call worth recognising."""
+        """`llm_at`: (host, path) when the request may be an LLM call worth recognising;
+        `sent_digest`: the request's bytes as they leave (`request_rules.sent_digest`)."""
         body = body_for_scan(content, content_type)
         call = recognise(llm_at[0], llm_at[1], body) if llm_at and body is not None else None
         identity = self.identity
@@ -119,6 +121,7 @@ class Runtime:
             context=call.context()[-CONTEXT_LIMIT:] if call is not None else None,
             body_bytes=len(content),
             llm=call,
+            sent_digest=sent_digest,
         )
 
     async def carries_own_secret(

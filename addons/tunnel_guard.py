@@ -31,6 +31,8 @@ from sidecar.backends.local import to_scan_verdict
 from sidecar.decision_log import log_decision, loggable_host
 from sidecar.enforce import DESTINATION_UNPARSEABLE, Enforcement, from_verdict, local_block
 from sidecar.engine.destinations import host_matches, parse_ip
+from sidecar.engine.detectors import SECRETS
+from sidecar.engine.engine import SECRET_EXFILTRATION
 from sidecar.request_surface import registered_alpn
 
 if TYPE_CHECKING:
@@ -94,6 +96,14 @@ class TunnelGuard:
         enforcement = from_verdict(to_scan_verdict(local, str(uuid.uuid4()), None))
         if not enforcement.forward:
             enforcement.message = "Blocked by egress-sidecar: this destination is refused."
+            return enforcement
+        # A credential written into the name itself (it would leave in DNS and the SNI):
+        # never the agent's own, whatever its provider.
+        written = flow.request.authority or host
+        found = runtime.destinations.findings(f"https://{written}/", {}, None, host)
+        if any(f.data_class == SECRETS for f in found):
+            message = "Blocked by egress-sidecar: the destination name carries a credential."
+            return local_block(SECRET_EXFILTRATION, message, 403)
         return enforcement
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:

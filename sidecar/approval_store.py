@@ -33,9 +33,10 @@ def request_hash(
     findings: Iterable[tuple[str, str, str]] = (),
 ) -> str:
     """Identifies exactly the request a reviewer saw (never stored in clear): method, URL,
-    every scanned header but the `volatile` ones (retry counters, signing dates), the body,
-    and what the engine found — (kind, location, value hash) — so a retry that adds a
-    secret, even in a volatile header, is a different request."""
+    every header but the `volatile` ones (retry counters, signing dates), the body — the
+    bytes as sent when the proxy digested them (`sent_digest`), else as scanned — and what
+    the engine found (kind, location, value hash): a retry that differs in any byte, or
+    carries a new finding, is a different request."""
     doc = {
         "method": request.method,
         "url": request.url,
@@ -43,10 +44,17 @@ def request_hash(
             (k.lower(), v) for k, v in volatile_free(request.headers, volatile).items()
         ),
         "body": request.body,
+        "sent": request.sent_digest,
         "findings": sorted(set(findings)),
     }
     raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(raw.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def coarse_location(location: str) -> str:
+    """Where a finding was, without the names the agent chose (JSON keys, header names,
+    form fields can carry data themselves): `body`, `url`, `header`, `query`..."""
+    return location.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
 
 
 def reviewed_destination(request: ScanRequest) -> str:
@@ -145,12 +153,8 @@ class ApprovalStore:
                 if r.request_hash != request_hash or r.used:
                     continue
                 status = r.current_status(now)
-                if status is ApprovalStatus.PENDING:
-                    return r.id
-                if status is ApprovalStatus.APPROVED:
-                    r.used = True  # an approval lets one request through
-                    self._save()
-                    return r.id
+                if status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED):
+                    return r.id  # an approved one is used up by the request it lets through
             record = ApprovalRecord(
                 id=str(uuid.uuid4()),
                 status=ApprovalStatus.PENDING.value,
@@ -205,12 +209,20 @@ class ApprovalStore:
             self._save()
             return record.public(now)
 
-    def mark_used(self, approval_id: str) -> None:
+    def consume(self, approval_id: str) -> ApprovalStatus:
+        """The status a held request acts on. An approval lets one request through: the
+        first to read it as approved uses it up; for any other it has expired."""
         with self._lock:
             record = self._records.get(approval_id)
-            if record is not None and not record.used:
+            if record is None:
+                raise ApprovalNotFound(approval_id)
+            status = record.current_status(self._clock())
+            if status is ApprovalStatus.APPROVED:
+                if record.used:
+                    return ApprovalStatus.EXPIRED
                 record.used = True
                 self._save()
+            return status
 
     def listing(self, pending_only: bool = True) -> list[dict[str, Any]]:
         now = self._clock()

@@ -39,9 +39,11 @@ def normalise_host(host: str) -> str:
             h = h.encode("idna").decode("ascii").lower()
         except UnicodeError:
             raise AuthorityError(f"not a host name: {host[:64]!r}") from None
+    if "%" in h:  # an IPv6 zone id: local to this host, and free text the agent chooses
+        raise AuthorityError(f"zone ids are not destinations: {host[:64]!r}")
     if ":" in h:
         try:
-            return str(ipaddress.IPv6Address(h.split("%", 1)[0]))
+            return str(ipaddress.IPv6Address(h))
         except ValueError:
             raise AuthorityError(f"not an IPv6 address: {host[:64]!r}") from None
     return h
@@ -80,10 +82,13 @@ def parse_authority(value: str) -> Authority:
 
 
 def absolute_url(scheme: str, host: str, port: int, path: str) -> str:
-    """The URL as the upstream sees it; IPv6 literals keep their brackets."""
+    """The URL as the upstream sees it; IPv6 literals keep their brackets, names keep the
+    case they were written in (what a label carries is scanned as sent)."""
     h = normalise_host(host)
     if ":" in h:
         h = f"[{h}]"
+    elif host.isascii() and host.lower().rstrip(".") == h:
+        h = host.rstrip(".")
     default = DEFAULT_PORTS.get(scheme)
     netloc = h if port == default else f"{h}:{port}"
     if not path.startswith("/") and path != "*":

@@ -28,6 +28,7 @@ from sidecar.backends.local import to_scan_verdict
 from sidecar.bodies import body_for_scan
 from sidecar.ca import CaFiles, ensure_ca, new_ca_pem
 from sidecar.credentials import load_credentials
+from sidecar.decision_log import loggable
 from sidecar.engine import Engine
 from sidecar.policy_file import PolicyError, load_policy
 from sidecar.settings import (
@@ -80,6 +81,7 @@ RUN_FLAGS = (
     ("--max-buffered-bytes", "max_buffered_bytes", "hard cap per buffered body (256 MiB)"),
     ("--shutdown-grace", "shutdown_grace", "seconds SIGTERM waits for in-flight requests (20)"),
     ("--passthrough-hosts", "passthrough_hosts", "hosts tunnelled uninspected (a.org,*.b.org)"),
+    ("--raw-tcp-hosts", "raw_tcp_hosts", "destinations allowed raw TCP, scanned (db.corp:5432)"),
     ("--policy", "policy", "policy file for the local engine (default: built-in)"),
     ("--internal-hosts", "internal_hosts", "internal destinations agents may reach (a,b,*.c)"),
     ("--approval-expiry", "approval_expiry", "seconds a local approval stays open (3600)"),
@@ -298,6 +300,8 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def _print_approvals(items: list[dict[str, object]]) -> None:
+    """One line per approval; every field the agent's request shaped is escaped, so the
+    reviewer's terminal shows what was sent, not what the agent wants them to see."""
     if not items:
         print("no pending approvals")
         return
@@ -312,8 +316,9 @@ def _print_approvals(items: list[dict[str, object]]) -> None:
             if isinstance(f, dict)
         )
         where = a.get("destination") or a["host"]
-        print(f"{a['id']}  {a['status']:<8} {a['method']} {where}  {a['tool']}/"
-              f"{a['operation']}  {reasons}  {findings or '-'}  {age}s ago")  # fmt: skip
+        e = [loggable(str(f), 512) for f in (a["id"], a["status"], a["method"], where,
+             f"{a['tool']}/{a['operation']}", reasons, findings or "-")]  # fmt: skip
+        print(f"{e[0]}  {e[1]:<8} {e[2]} {e[3]}  {e[4]}  {e[5]}  {e[6]}  {age}s ago")
 
 
 def cmd_env(args: argparse.Namespace) -> int:

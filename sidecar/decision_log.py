@@ -15,8 +15,17 @@ from typing import Any
 logger = logging.getLogger("egress_sidecar.decisions")
 
 
-# Reasons that mean the host name itself carries data: it is logged as a digest.
-_DATA_IN_NAME = frozenset({"DNS_EXFILTRATION", "SIDECAR_CREDENTIAL"})
+# Reasons that mean what the agent wrote may carry the data found: a host is then logged
+# as a digest (and its last two labels), a method that is not a standard one likewise.
+_DATA_FOUND = frozenset(
+    {"DNS_EXFILTRATION", "SIDECAR_CREDENTIAL", "SECRETS", "SECRET_EXFILTRATION", "PII",
+     "PII_HIGH_RISK", "READ_THEN_WRITE"}
+)  # fmt: skip
+STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+     "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT",
+     "SEARCH", "QUERY", "WEBSOCKET", "TCP"}
+)  # fmt: skip
 
 
 def loggable(text: str, limit: int = 255) -> str:
@@ -31,11 +40,20 @@ def loggable(text: str, limit: int = 255) -> str:
 def loggable_host(host: str, reasons: list[str] | tuple[str, ...]) -> str:
     """The host for a log line; a digest (plus its last two labels) when the name itself
     is the data being carried out."""
-    if _DATA_IN_NAME.intersection(reasons):
-        digest = hashlib.sha256(host.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    if _DATA_FOUND.intersection(reasons):
         tail = ".".join(host.rsplit(".", 2)[-2:]) if "." in host else ""
-        return f"sha256:{digest}" + (f" (*.{loggable(tail, 64)})" if tail else "")
+        return _digest(host) + (f" (*.{loggable(tail, 64)})" if tail else "")
     return loggable(host, 255)
+
+
+def loggable_method(method: str) -> str:
+    """Standard methods as they are; any other (the agent chose it: it may be data) as a
+    digest."""
+    return method if method in STANDARD_METHODS else f"other:{_digest(method)}"
+
+
+def _digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def log_decision(fields: dict[str, Any]) -> None:

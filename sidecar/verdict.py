@@ -58,6 +58,9 @@ class ScanRequest(BaseModel):
     # call the request was recognised as (backends that classify prompts read it).
     body_bytes: int | None = Field(default=None, exclude=True)
     llm: LlmCall | None = Field(default=None, exclude=True)
+    # The request's bytes as sent (every header and trailer but volatile ones, the body as
+    # encoded), digested: what an approval is tied to (set by the proxy; None elsewhere).
+    sent_digest: str | None = Field(default=None, exclude=True)
 
 
 class ScanVerdict(BaseModel):

@@ -27,7 +27,6 @@ from sidecar.engine.fields import json_text
 from sidecar.verdict import (
     STREAM_METHODS,
     ApprovalState,
-    ApprovalStatus,
     Decision,
     RiskBand,
     ScanRequest,
@@ -136,9 +135,7 @@ class HeldAtSidecar:
 
     async def approval_status(self, approval_id: str) -> ApprovalState:
         try:
-            status = self.approvals.status(approval_id)
+            status = self.approvals.consume(approval_id)
         except ApprovalNotFound:
             raise ScanRejected("approval_status: unknown approval", 404) from None
-        if status is ApprovalStatus.APPROVED:
-            self.approvals.mark_used(approval_id)
         return ApprovalState(status=status)

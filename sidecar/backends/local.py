@@ -15,7 +15,12 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from sidecar.approval_store import ApprovalStore, request_hash, reviewed_destination
+from sidecar.approval_store import (
+    ApprovalStore,
+    coarse_location,
+    request_hash,
+    reviewed_destination,
+)
 from sidecar.backends.base import ObservedResponse
 from sidecar.backends.errors import ScanError, ScanRejected
 from sidecar.backends.governed import HeldAtSidecar
@@ -84,7 +89,11 @@ class LocalBackend(HeldAtSidecar):
                 rule_id=local.rule_id,
                 destination=reviewed_destination(request),
                 findings=[
-                    {"kind": f.kind, "location": f.location, "encoding": f.encoding}
+                    {
+                        "kind": f.kind,
+                        "location": coarse_location(f.location),
+                        "encoding": f.encoding,
+                    }
                     for f in local.findings
                 ],
             )

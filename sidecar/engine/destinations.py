@@ -56,6 +56,22 @@ class SsrfFinding:
     reason: str  # "metadata", "loopback", "private", "link_local", ...
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def embedded_ipv4(addr: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries to (6to4, NAT64, Teredo, IPv4-compatible)."""
+    if not isinstance(addr, ipaddress.IPv6Address):
+        return None
+    if addr.sixtofour is not None:
+        return addr.sixtofour
+    if addr.teredo is not None:
+        return addr.teredo[1]
+    if addr in _NAT64 or (0 < int(addr) < 2**32 and int(addr) > 1):
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return None
+
+
 def ssrf(host: str) -> SsrfFinding | None:
     h = host.lower().rstrip(".")
     if h in METADATA_HOSTS:
@@ -65,6 +81,9 @@ def ssrf(host: str) -> SsrfFinding | None:
     addr = parse_ip(h)
     if addr is None:
         return None
+    inner = embedded_ipv4(addr)
+    if inner is not None and (found := ssrf(str(inner))) is not None:
+        return found
     if addr in METADATA_ADDRESSES:
         return SsrfFinding("metadata")
     for reason, flagged in (

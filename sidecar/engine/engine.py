@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from sidecar.engine import checks, destinations
 from sidecar.engine.detectors import FINANCIAL, PII, SECRETS, Detector
@@ -111,6 +111,40 @@ class ResponseObservation:
     content_fingerprint: str
 
 
+_OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+
+
+def method_overrides(headers: dict[str, str], query: str) -> frozenset[str]:
+    """The methods a request asks to be treated as, which servers honour."""
+    found = {v.strip().upper() for k, v in headers.items() if k.lower() in _OVERRIDE_HEADERS}
+    found.update(v.strip().upper() for k, v in parse_qsl(query) if k.lower() == "_method")
+    return frozenset(m for m in found if m)
+
+
+def request_path(raw: str) -> str:
+    """The path as servers resolve it, for policy `paths` rules: percent-decoded (layered
+    encodings too), `;parameters` dropped, empty and dot segments resolved — so
+    `/%61dmin`, `//admin`, `/x/../admin` and `/admin;v=1` are all `/admin`."""
+    path = raw or "/"
+    for _ in range(3):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    segments: list[str] = []
+    for segment in path.split("/"):
+        segment = segment.split(";", 1)[0]
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    trailing = "/" if path.endswith("/") and segments else ""
+    return "/" + "/".join(segments) + trailing
+
+
 def unparseable() -> LocalVerdict:
     """The verdict for a request whose destination cannot be read: always a refusal."""
     return LocalVerdict(
@@ -176,7 +210,7 @@ class Engine:
             host = ""
         if not host:
             return unparseable()
-        path = parts.path or "/"
+        path = request_path(parts.path)
         tool, operation = destinations.recognise_tool(method.upper(), host, path)
         findings = self.findings(url, headers, body, host, method)
 
@@ -217,6 +251,7 @@ class Engine:
             reasons=frozenset(reasons),
             findings=frozenset(f.kind for f in findings if not f.own_destination),
             risk=risk,
+            method_overrides=method_overrides(headers, parts.query),
         )
         rule = evaluate(self.policy, facts)
         decision = rule.action if rule is not None else Decision.ALLOW

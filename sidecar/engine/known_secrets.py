@@ -2,7 +2,7 @@
 
 Exact-bytes matching is what an attacker defeats first: upper-casing, splitting a key
 across two headers, reversing it, rewriting its separators, or sending half of it. Every
-fragment of a dozen characters of each long key (letters and digits, past its provider
+fragment of ten characters of each long key (letters and digits, past its provider
 prefix; separators in between are matched loosely), forwards and reversed, is compiled
 into one case-insensitive RE2 pattern (linear time), so any piece at least that long is
 found in one pass; a short key is found whole (not inside a longer word). Encoded
@@ -14,6 +14,7 @@ Pure: no I/O. Never exposes the values it holds.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -23,7 +24,7 @@ import re2
 
 from sidecar.engine.fields import Field, decoded_layers, json_text
 
-FRAGMENT = 12  # characters (letters and digits) of a long key found on their own
+FRAGMENT = 10  # characters (letters and digits) of a long key found on their own
 WHOLE_BELOW = 24  # a key with fewer letters and digits is only found whole
 RANDOM_CHARS = 6  # a fragment holds at least this many characters past the key's prefix
 # Provider prefixes (`iv_live_`, `sk-ant-api03-`, `ghp_`) are shared by every key of a
@@ -38,6 +39,26 @@ def _readable(text: str) -> str:
     if text.isascii():
         return text
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+ENCODED_PIECE = 9  # bytes of a key whose base64 or hex form is looked for as such
+
+
+def _encoded_pieces(value: str, prefix: int) -> set[str]:
+    """Short pieces of a key in base64 (at each of its three alignments, either
+    alphabet) and hex: found by the same single pass, where decoders would need long runs
+    (a key cut into a dozen-character pieces, each encoded on its own)."""
+    raw = value.encode()
+    out: set[str] = set()
+    first = max(0, prefix + RANDOM_CHARS - ENCODED_PIECE)
+    for i in range(first, len(raw) - ENCODED_PIECE + 1):
+        piece = raw[i : i + ENCODED_PIECE]
+        out.add(piece.hex())
+        for shift in range(3):
+            encoded = base64.b64encode(b"\0" * shift + piece).decode()
+            stable = encoded[-(-4 * shift // 3) : 4 * (shift + ENCODED_PIECE) // 3]
+            out.update({stable, stable.replace("+", "-").replace("/", "_")})
+    return out
 
 
 def _loose(text: str) -> str:
@@ -61,6 +82,9 @@ class KnownSecrets:
                     alternatives.add(f"(?:^|[^A-Za-z0-9]){_loose(text)}(?:[^A-Za-z0-9]|$)")
                 continue
             m = _PREFIX.match(value.strip())
+            alternatives.update(
+                re.escape(p) for p in _encoded_pieces(value.strip(), m.end() if m else 0)
+            )
             prefix = len(_SEPARATORS.sub("", m.group())) if m else 0
             prefix = min(prefix, len(core) - FRAGMENT - RANDOM_CHARS)
             first = max(0, prefix + RANDOM_CHARS - FRAGMENT)  # skip prefix-heavy pieces
@@ -100,9 +124,11 @@ class KnownSecrets:
             texts.append(unquote(raw))  # form bodies
         if self.found_in(texts):
             return True
+        # Every encoded layer the engine decodes, within a budget that cannot run out
+        # (decoded layers are smaller than what they decode): the request's size is
+        # bounded by the proxy (headers, body) before it gets here.
         size = sum(len(t) for t in texts)
-        budget = min(max(2 * size, 64 * 1024), 4 * 1024 * 1024)
-        layers = decoded_layers([Field("request", t) for t in texts if t], budget)
+        layers = decoded_layers([Field("request", t) for t in texts if t], 2 * size + 1024)
         return self.found_in(f.text for f in layers)
 
     def withhold(self, text: str) -> str:

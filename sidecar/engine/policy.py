@@ -95,6 +95,9 @@ class Facts:
     reasons: frozenset[str]
     findings: frozenset[str]
     risk: float
+    # Methods the request asks the server to treat it as (X-HTTP-Method-Override, ...):
+    # a `methods` rule applies to those too.
+    method_overrides: frozenset[str] = frozenset()
 
 
 def _any(wanted: Iterable[str], present: frozenset[str]) -> bool:
@@ -105,7 +108,7 @@ def rule_applies(rule: PolicyRule, facts: Facts) -> bool:
     m, c = rule.match, rule.condition
     if m.hosts and not host_matches(facts.host, m.hosts):
         return False
-    if m.methods and facts.method.upper() not in m.methods:
+    if m.methods and not ({facts.method.upper(), *facts.method_overrides} & set(m.methods)):
         return False
     if m.paths and not any(fnmatch.fnmatchcase(facts.path, p) for p in m.paths):
         return False

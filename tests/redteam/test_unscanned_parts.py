@@ -94,31 +94,45 @@ def test_overlong_http2_methods_are_refused(sidecar, upstream):
 
 
 def _h2_request(
-    sidecar, port: int, headers: list[tuple[str, str]], body: bytes, trailers: list[tuple[str, str]]
-) -> int:  # type: ignore[no-untyped-def]
+    sidecar,  # type: ignore[no-untyped-def]
+    port: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    trailers: list[tuple[str, str]] | None,
+    validate: bool = True,
+) -> int:
     """One HTTP/2 request through a CONNECT tunnel, with whatever pseudo-headers and
-    trailers the caller writes (no client library would send these)."""
+    trailers the caller writes (no client library would send these); the status, or 0
+    when the proxy resets the stream or closes the connection."""
     status, _, sock = connect(str(sidecar.info.proxy), f"{UPSTREAM_HOST}:{port}")
     assert status == 200
     ctx = ssl.create_default_context(cafile=str(sidecar.ca.bundle))
     ctx.set_alpn_protocols(["h2"])
     tls = ctx.wrap_socket(sock, server_hostname=UPSTREAM_HOST)
     assert tls.selected_alpn_protocol() == "h2"
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    config = h2.config.H2Configuration(
+        client_side=True, validate_outbound_headers=validate, normalize_outbound_headers=validate
+    )
+    conn = h2.connection.H2Connection(config)
     conn.initiate_connection()
     conn.send_headers(1, headers)
-    conn.send_data(1, body)
-    conn.send_headers(1, trailers, end_stream=True)
+    if body:
+        conn.send_data(1, body, end_stream=trailers is None)
+    if trailers is not None:
+        conn.send_headers(1, trailers, end_stream=True)
+    elif not body:
+        conn.end_stream(1)
     tls.sendall(conn.data_to_send())
     tls.settimeout(WAIT)
     while True:
         data = tls.recv(65536)
-        assert data, "connection closed without a response"
+        if not data:
+            return 0
         for event in conn.receive_data(data):
             if isinstance(event, h2.events.ResponseReceived):
                 tls.close()
                 return int(dict(event.headers)[b":status"])
-            if isinstance(event, h2.events.StreamReset):
+            if isinstance(event, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
                 tls.close()
                 return 0
         tls.sendall(conn.data_to_send())
@@ -169,3 +183,70 @@ def test_alpn_offers_do_not_carry_data_upstream(sidecar, tcp_recorder):
     assert (
         sidecar.metric("egress_sidecar_refusals_total", stage="tunnel", reason="alpn_trimmed") == 1
     )
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [(":path", "/p HTTP/1.1\r\nX-Inj: 1\r\n\r\nGET /smuggled"), (":path", "/p\x00x"),
+     ("x-note", "a\r\nX-Inj: 1"), ("x-note", "a\nb"), ("x-note", "a\rb"), ("x-note", "a\x00b")],
+    ids=["path-crlf", "path-nul", "header-crlf", "header-lf", "header-cr", "header-nul"],
+)  # fmt: skip
+def test_line_breaks_in_http2_fields_never_reach_an_http1_upstream(sidecar, upstream, where,
+                                                                   value):  # fmt: skip
+    authority = f"{UPSTREAM_HOST}:{upstream.https_port}"
+    headers = _h2_headers("POST", authority, "/crlf")
+    if where == ":path":
+        headers[3] = (":path", value)
+    else:
+        headers.append((where, value))
+    status = _h2_request(sidecar, upstream.https_port, headers, b"x", [("x-n", "1")],
+                         validate=False)  # fmt: skip
+    assert status in (0, 400)
+    assert not [r for r in upstream.received.items if "crlf" in r.path or "smuggled" in r.path]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["X-Note: a\r\n folded", "X-Note: a\rb", "X-Note: a\x00b"],
+    ids=["obs-fold", "bare-cr", "nul"],
+)
+def test_line_breaks_in_http1_header_values_are_refused(sidecar, upstream, header):
+    target = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    status, _ = _raw_request(
+        sidecar,
+        upstream,
+        f"GET http://{target}/allow/fold HTTP/1.1\r\nHost: {target}\r\n{header}\r\n",
+    )
+    assert status in (0, 400)
+    assert upstream.requests_to("/allow/fold") == []
+
+
+def test_an_http2_body_without_length_is_framed_for_an_http1_upstream(sidecar, upstream):
+    """HTTP/2 needs no Content-Length; written as HTTP/1 without one, the body would be read
+    by the upstream as a second request that was never judged."""
+    authority = f"{UPSTREAM_HOST}:{upstream.https_port}"
+    smuggled = b"GET /smuggled-h2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    status = _h2_request(sidecar, upstream.https_port, _h2_headers("POST", authority, "/framed"),
+                         smuggled, None)  # fmt: skip
+    assert status == 200
+    (received,) = upstream.requests_to("/framed")
+    assert received.body == smuggled  # a body, framed by length
+    assert upstream.requests_to("/smuggled-h2") == []
+
+
+def test_an_ipv6_zone_id_is_not_a_destination(sidecar, upstream):
+    headers = _h2_headers("POST", f"[::1%25{AWS_KEY}]:443", "/zone")
+    status = _h2_request(sidecar, upstream.https_port, headers, b"x", None)
+    assert status in (0, 400, 421)
+    assert upstream.requests_to("/zone") == []
+
+
+def test_headers_larger_than_any_real_request_are_refused(sidecar, upstream):
+    target = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    decoys = "".join(f"X-Decoy-{i}: {'A' * 4000}\r\n" for i in range(20))
+    status, body = _raw_request(
+        sidecar, upstream, f"GET http://{target}/allow/big HTTP/1.1\r\nHost: {target}\r\n{decoys}"
+    )
+    assert status == 431
+    assert b"HEADERS_TOO_LARGE" in body
+    assert upstream.requests_to("/allow/big") == []

@@ -41,7 +41,9 @@ def test_retries_reuse_the_open_approval_and_an_approval_is_used_once(tmp_path):
     assert store.request("h", **SUMMARY) == a  # a retry while pending
     store.decide(a, approve=True)
     assert store.request("h", **SUMMARY) == a  # the retry after approval gets it...
-    assert store.request("h", **SUMMARY) != a  # ...once
+    assert store.consume(a) is ApprovalStatus.APPROVED  # ...and the first to act uses it
+    assert store.consume(a) is ApprovalStatus.EXPIRED  # any other: no longer valid
+    assert store.request("h", **SUMMARY) != a  # a new retry needs a new approval
 
 
 def test_expiry(tmp_path):

@@ -239,7 +239,7 @@ def test_tracked_approvals_keep_the_backends_id(tmp_path):
     with pytest.raises(ApprovalReused):  # the same id for a different request
         store.track("dec_9", "other-hash", **summary)
     store.decide("dec_9", approve=True)
-    store.mark_used("dec_9")
+    store.consume("dec_9")
     with pytest.raises(ApprovalReused):  # an approval lets one request through
         store.track("dec_9", "hash", **summary)
 
