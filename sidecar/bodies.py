@@ -18,6 +18,8 @@ from typing import Any
 import brotli
 import zstandard
 
+from sidecar.engine.fields import readable
+
 _CHUNK = 4096
 _BROTLI_CHUNK = 256  # brotli's ratio is extreme; feed it little at a time
 
@@ -233,7 +235,12 @@ def body_for_scan(content: bytes, content_type: str) -> Any:
     text = content.decode("utf-8", errors="replace")
     if _is_json_type(content_type) or text.lstrip()[:1] in ("{", "["):
         try:
-            return json.loads(text)
+            doc = json.loads(text)
         except ValueError:
             pass
+        else:
+            if "\\u" in text:  # a `\\ud83d` escape decodes to a lone surrogate, which
+                # no UTF-8 (a scan API request, RE2) can carry: U+FFFD stands in for it
+                doc = json.loads(readable(json.dumps(doc, ensure_ascii=False)))
+            return doc
     return text

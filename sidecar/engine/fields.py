@@ -155,6 +155,17 @@ def decoded_layers(fields: list[Field], budget: int) -> list[Field]:
     return out
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def readable(text: str) -> str:
+    """Text RE2 can read (it reads UTF-8): lone surrogates — undecodable bytes kept by
+    mitmproxy, or JSON `\\ud83d` escapes — become U+FFFD, one for one, so offsets hold."""
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def _decodings(texts: list[str]) -> Iterator[tuple[int, str, str]]:
     for i, text in enumerate(texts):
         if "%" in text:
@@ -162,6 +173,7 @@ def _decodings(texts: list[str]) -> Iterator[tuple[int, str, str]]:
             if decoded != text:
                 yield i, "percent", decoded
     starts, joined = _join(texts)
+    joined = readable(joined)
     for m in _B64.finditer(joined):
         decoded_b64 = _b64(m.group())
         if decoded_b64:

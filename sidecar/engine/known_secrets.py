@@ -22,7 +22,7 @@ from urllib.parse import unquote
 
 import re2
 
-from sidecar.engine.fields import Field, decoded_layers, json_text
+from sidecar.engine.fields import Field, decoded_layers, json_text, readable
 
 FRAGMENT = 10  # characters (letters and digits) of a long key found on their own
 WHOLE_BELOW = 24  # a key with fewer letters and digits is only found whole
@@ -34,20 +34,13 @@ _SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
 _LOOSE = "[^A-Za-z0-9]{0,3}"  # between two characters of a fragment
 
 
-def _readable(text: str) -> str:
-    """RE2 reads UTF-8: bytes that were not (surrogate escapes) become U+FFFD."""
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 ENCODED_PIECE = 9  # bytes of a key whose base64 or hex form is looked for as such
 
 
 def _encoded_pieces(value: str, prefix: int) -> set[str]:
     """Short pieces of a key in base64 (at each of its three alignments, either
     alphabet) and hex: found by the same single pass, where decoders would need long runs
-    (a key cut into a dozen-character pieces, each encoded on its own)."""
+    (a key cut into dozen-character pieces, each encoded on its own)."""
     raw = value.encode()
     out: set[str] = set()
     first = max(0, prefix + RANDOM_CHARS - ENCODED_PIECE)
@@ -108,7 +101,7 @@ class KnownSecrets:
         """True when any text carries a fragment of a known secret (any case, either way)."""
         if self._pattern is None:
             return False
-        return any(text and self._pattern.search(_readable(text)) for text in texts)
+        return any(text and self._pattern.search(readable(text)) for text in texts)
 
     def found_in_request(
         self, method: str, url: str, headers: dict[str, str], body: Any, raw: str = ""

@@ -18,6 +18,7 @@ import re2
 
 from sidecar.engine import checks
 from sidecar.engine.detectors import DETECTORS, SEED_PHRASE, Detector
+from sidecar.engine.fields import readable
 
 _WORDS = re.compile(r"[a-z]+")
 
@@ -98,7 +99,7 @@ class Matcher:
         for t in texts[first:last]:
             starts.append(offset)
             offset += len(t) + len(_SEPARATOR)
-        joined = _SEPARATOR.join(texts[first:last])
+        joined = readable(_SEPARATOR.join(texts[first:last]))
         for hit in self.find(joined):
             i = bisect.bisect_right(starts, hit.start) - 1
             base = starts[i]

@@ -116,3 +116,21 @@ def test_a_sanitized_body_sent_with_transfer_codings_arrives_readable(make_sidec
     (received,) = upstream.requests_to("/te-sanitize")
     assert "gzip" not in received.headers.get("Transfer-Encoding", "")
     assert json.loads(received.body) == {"note": "card [REDACTED:CREDIT_CARD]"}
+
+
+@pytest.mark.parametrize("backend", ["local", "interven"])
+def test_lone_surrogates_are_judged_not_an_internal_error(make_sidecar, upstream, backend):
+    sidecar = make_sidecar(backend=backend)
+    target = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    body = b'{"note": "\\ud83d ' + AWS_KEY.encode() + b'"}'
+    sock = proxy_socket(str(sidecar.info.proxy))
+    sock.sendall(
+        f"POST http://{target}/allow/surrogate-{backend} HTTP/1.1\r\nHost: {target}\r\n"
+        f"Content-Type: application/json\r\nX-Name: caf\xe9\r\nContent-Length: {len(body)}"
+        "\r\n\r\n".encode("latin-1") + body
+    )
+    status, _, answer = read_response(sock)
+    sock.close()
+    assert status != 500, answer
+    if backend == "local":
+        assert status == 403  # the key after the surrogate is still found
