@@ -13,6 +13,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from sidecar.engine.destinations import split_host_port
+
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
@@ -54,27 +56,10 @@ def parse_authority(value: str) -> Authority:
     v = value.strip()
     if not v or any(c in v for c in "/?#@ \t\\"):
         raise AuthorityError(f"not an authority: {value[:64]!r}")
-    port: int | None = None
-    if v.startswith("["):
-        end = v.find("]")
-        if end < 0:
-            raise AuthorityError(f"unclosed IPv6 literal: {value[:64]!r}")
-        host, rest = v[: end + 1], v[end + 1 :]
-        if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
-                raise AuthorityError(f"bad port in {value[:64]!r}")
-            port = int(rest[1:])
-    elif v.count(":") == 1:
-        host, _, digits = v.partition(":")
-        if not digits.isdigit():
-            raise AuthorityError(f"bad port in {value[:64]!r}")
-        port = int(digits)
-    elif ":" in v:
-        raise AuthorityError(f"IPv6 literal without brackets: {value[:64]!r}")
-    else:
-        host = v
-    if port is not None and not 0 < port < 65536:
-        raise AuthorityError(f"bad port in {value[:64]!r}")
+    try:
+        host, port = split_host_port(v)
+    except ValueError as e:
+        raise AuthorityError(str(e)) from None
     normal = normalise_host(host)
     if not normal:
         raise AuthorityError(f"empty host in {value[:64]!r}")

@@ -151,26 +151,39 @@ def check_host_patterns(patterns: list[str]) -> list[str]:
     return patterns
 
 
+def split_host_port(value: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[v6]`, `[v6]:port` -> (host without brackets, port or None)."""
+    v = value.strip()
+    if v.startswith("["):
+        host, closed, rest = v[1:].partition("]")
+        if not closed:
+            raise ValueError(f"unclosed IPv6 literal in {value[:64]!r}")
+        if not rest:
+            return host, None
+        if not rest.startswith(":") or not rest[1:].isdigit():
+            raise ValueError(f"bad port in {value[:64]!r}")
+        digits = rest[1:]
+    elif v.count(":") == 1:
+        host, _, digits = v.partition(":")
+        if not digits.isdigit():
+            raise ValueError(f"bad port in {value[:64]!r}")
+    elif ":" in v:
+        raise ValueError(f"write IPv6 addresses in brackets, e.g. [fd00::1]:5432: {value[:64]!r}")
+    else:
+        return v, None
+    port = int(digits)
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port in {value[:64]!r}")
+    return host, port
+
+
 def parse_destination_pattern(entry: str) -> tuple[str, int | None]:
     """`HOST[:PORT]` -> (host pattern, port or None); IPv6 literals and blocks in brackets."""
-    e = entry.strip()
-    port: int | None = None
-    if e.startswith("["):
-        host, _, rest = e[1:].partition("]")
-        if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
-                raise ValueError(f"{entry!r}: expected HOST[:PORT]")
-            port = int(rest[1:])
-    elif e.count(":") == 1:
-        host, _, digits = e.partition(":")
-        if not digits.isdigit():
-            raise ValueError(f"{entry!r}: expected HOST[:PORT]")
-        port = int(digits)
-    elif ":" in e:
-        raise ValueError(f"{entry!r}: write IPv6 addresses in brackets, e.g. [fd00::1]:5432")
-    else:
-        host = e
-    if not host or " " in host or (port is not None and not 0 < port < 65536):
+    try:
+        host, port = split_host_port(entry)
+    except ValueError as e:
+        raise ValueError(f"{entry!r}: expected HOST[:PORT] ({e})") from None
+    if not host or " " in host:
         raise ValueError(f"{entry!r}: expected HOST[:PORT]")
     check_host_patterns([host])
     return host.lower(), port

@@ -18,7 +18,7 @@ import threading
 import httpx
 import pytest
 
-from tests.support.raw import proxy_socket, read_response
+from tests.support.raw import exchange, proxy_socket, read_response
 from tests.support.servers import UPSTREAM_HOST
 from tests.support.waiting import eventually
 
@@ -43,15 +43,11 @@ def held(make_sidecar, tmp_path):  # type: ignore[no-untyped-def]
 
 def _post(sidecar, upstream, path: str, headers: str = "", body: bytes = b"{}"):  # type: ignore[no-untyped-def]
     target = f"{UPSTREAM_HOST}:{upstream.http_port}"
-    sock = proxy_socket(str(sidecar.info.proxy))
-    sock.sendall(
-        f"POST http://{target}{path} HTTP/1.1\r\nHost: {target}\r\nContent-Type: "
-        f"application/json\r\n{headers}Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
+    head = (
+        f"POST http://{target}{path} HTTP/1.1\r\nHost: {target}\r\n"
+        f"Content-Type: application/json\r\n{headers}"
     )
-    status, response_headers, payload = read_response(sock)
-    sock.close()
-    return status, response_headers, payload
+    return exchange(str(sidecar.info.proxy), head, body)
 
 
 def _request_id(n: int) -> str:

@@ -19,7 +19,7 @@ import pytest
 import zstandard
 
 from tests.redteam import AWS_KEY
-from tests.support.raw import proxy_socket, read_response
+from tests.support.raw import exchange, proxy_socket, read_response
 from tests.support.servers import UPSTREAM_HOST
 
 SECRET = f"aws_access_key_id={AWS_KEY}".encode()
@@ -69,14 +69,10 @@ def test_hidden_bytes_in_encoded_bodies(make_sidecar, upstream, body, coding, ex
     sidecar = make_sidecar(backend="local")
     target = f"{UPSTREAM_HOST}:{upstream.http_port}"
     path = f"/enc/{coding}/{len(body)}"
-    sock = proxy_socket(str(sidecar.info.proxy))
-    sock.sendall(
-        f"POST http://{target}{path} HTTP/1.1\r\nHost: {target}\r\n"
-        f"Content-Encoding: {coding}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        + body
+    head = (
+        f"POST http://{target}{path} HTTP/1.1\r\nHost: {target}\r\nContent-Encoding: {coding}\r\n"
     )
-    status, _, answer = read_response(sock)
-    sock.close()
+    status, _, answer = exchange(str(sidecar.info.proxy), head, body)
     assert status == expected, answer
     assert upstream.requests_to(path) == []
 
@@ -127,7 +123,8 @@ def test_lone_surrogates_are_judged_not_an_internal_error(make_sidecar, upstream
     sock.sendall(
         f"POST http://{target}/allow/surrogate-{backend} HTTP/1.1\r\nHost: {target}\r\n"
         f"Content-Type: application/json\r\nX-Name: caf\xe9\r\nContent-Length: {len(body)}"
-        "\r\n\r\n".encode("latin-1") + body
+        "\r\n\r\n".encode("latin-1")
+        + body
     )
     status, _, answer = read_response(sock)
     sock.close()

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.support.raw import closed_by_peer, connect, proxy_socket, read_response
+from tests.support.raw import closed_by_peer, connect, exchange, proxy_socket, read_response
 from tests.support.servers import UPSTREAM_HOST
 from tests.support.sidecar import API_KEY
 
@@ -43,14 +43,8 @@ def test_own_key_in_any_form_is_refused(sidecar, upstream, scan_api, caplog, cas
     caplog.set_level(logging.INFO)
     method, path, headers, body = CASES[case]
     target = f"{UPSTREAM_HOST}:{upstream.http_port}"
-    sock = proxy_socket(str(sidecar.info.proxy))
-    sock.sendall(
-        f"{method} http://{target}{path} HTTP/1.1\r\nHost: {target}\r\n{headers}"
-        f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    status, _, answer = read_response(sock)
-    sock.close()
+    head = f"{method} http://{target}{path} HTTP/1.1\r\nHost: {target}\r\n{headers}"
+    status, _, answer = exchange(str(sidecar.info.proxy), head, body)
     assert status == 403, answer
     assert b"SIDECAR_CREDENTIAL" in answer
     assert upstream.requests_to(path.split("?")[0]) == []

@@ -44,6 +44,19 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return status, headers, body
 
 
+def exchange(proxy: str, head: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    """One request written by hand (`head`: request line and headers, no blank line; a
+    Content-Length is added for `body`), sent through the proxy: status (0 when the proxy
+    closed instead of answering), headers and body of the answer."""
+    sock = proxy_socket(proxy)
+    length = f"Content-Length: {len(body)}\r\n" if body else ""
+    sock.sendall(f"{head}{length}\r\n".encode("latin-1") + body)
+    try:
+        return read_response(sock)
+    finally:
+        sock.close()
+
+
 def connect(proxy: str, authority: str) -> tuple[int, Any, socket.socket]:
     """Send CONNECT; (status, JSON body or None, the socket for what comes next)."""
     sock = proxy_socket(proxy)
