@@ -510,7 +510,10 @@ class EgressGuard:
             sent_digest=sent_digest(req, frozenset(settings.approval_volatile_headers)),
         )
         text = content.decode("utf-8", "replace")
-        if await runtime.carries_own_secret(method, url, headers, scan_request.body, text):
+        unchanged = content == (req.raw_content or b"") and "\\u" not in text
+        if not unchanged and await runtime.carries_own_secret(
+            method, url, headers, scan_request.body, text
+        ):  # what decoding revealed (the bytes as sent were searched above)
             return own_secret(), None
         if scan_request.llm is not None:
             flow.metadata[LLM_KEY] = scan_request.llm.provider

@@ -111,8 +111,8 @@ class KnownSecrets:
         if self._pattern is None:
             return False
         texts = [method, url, unquote(url), "\n".join(headers), *headers.values(), raw]
-        if isinstance(body, (dict, list)) and "\\" in raw:
-            texts.append(json_text(body))  # \u escapes undone
+        if isinstance(body, (dict, list)) and "\\u" in raw:
+            texts.append(json_text(body))  # \u escapes undone (others are separators)
         elif isinstance(body, str) and "%" in raw:
             texts.append(unquote(raw))  # form bodies
         if self.found_in(texts):
