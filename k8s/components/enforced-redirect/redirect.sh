@@ -39,36 +39,31 @@ done
 iptables -t nat -A EGRESS_SIDECAR -p tcp -j REDIRECT --to-ports "$TRANSPARENT_PORT"
 iptables -t nat -A OUTPUT -p tcp -j EGRESS_SIDECAR
 
-# --- IPv4: everything that is not redirected TCP ----------------------------------------
-iptables -N EGRESS_SIDECAR_OUT
-iptables -A EGRESS_SIDECAR_OUT -o lo -j ACCEPT
-iptables -A EGRESS_SIDECAR_OUT -m owner --uid-owner "$SIDECAR_UID" -j ACCEPT
-iptables -A EGRESS_SIDECAR_OUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
-for ns in $V4_DNS; do
-  iptables -A EGRESS_SIDECAR_OUT -p udp -d "$ns" --dport 53 -j ACCEPT
-  iptables -A EGRESS_SIDECAR_OUT -p tcp -d "$ns" --dport 53 -j ACCEPT
-done
-iptables -A EGRESS_SIDECAR_OUT -p tcp -j REJECT --reject-with tcp-reset
-iptables -A EGRESS_SIDECAR_OUT -p udp -j REJECT --reject-with icmp-port-unreachable
-iptables -A EGRESS_SIDECAR_OUT -j DROP
-iptables -A OUTPUT -j EGRESS_SIDECAR_OUT
+# --- Everything that is not redirected TCP -------------------------------------------
+# only_judged_egress IPTABLES UDP_REJECT RESOLVERS [ICMPV6_TYPES]: the sidecar, loopback,
+# replies and DNS to RESOLVERS pass; other TCP and UDP are rejected, the rest dropped.
+only_judged_egress() {
+  ipt="$1"
+  $ipt -N EGRESS_SIDECAR_OUT
+  $ipt -A EGRESS_SIDECAR_OUT -o lo -j ACCEPT
+  $ipt -A EGRESS_SIDECAR_OUT -m owner --uid-owner "$SIDECAR_UID" -j ACCEPT
+  $ipt -A EGRESS_SIDECAR_OUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+  for type in ${4:-}; do  # IPv6 neighbour discovery
+    $ipt -A EGRESS_SIDECAR_OUT -p ipv6-icmp --icmpv6-type "$type" -j ACCEPT
+  done
+  for ns in $3; do
+    $ipt -A EGRESS_SIDECAR_OUT -p udp -d "$ns" --dport 53 -j ACCEPT
+    $ipt -A EGRESS_SIDECAR_OUT -p tcp -d "$ns" --dport 53 -j ACCEPT
+  done
+  $ipt -A EGRESS_SIDECAR_OUT -p tcp -j REJECT --reject-with tcp-reset
+  $ipt -A EGRESS_SIDECAR_OUT -p udp -j REJECT --reject-with "$2"
+  $ipt -A EGRESS_SIDECAR_OUT -j DROP
+  $ipt -A OUTPUT -j EGRESS_SIDECAR_OUT
+}
 
-# --- IPv6: only the sidecar, loopback, replies, neighbour discovery, the resolver -------
+only_judged_egress iptables icmp-port-unreachable "$V4_DNS"
+# IPv6: no redirect, so TCP from other UIDs is refused outright.
 if ip6tables -t filter -L OUTPUT >/dev/null 2>&1; then
-  ip6tables -N EGRESS_SIDECAR_OUT
-  ip6tables -A EGRESS_SIDECAR_OUT -o lo -j ACCEPT
-  ip6tables -A EGRESS_SIDECAR_OUT -m owner --uid-owner "$SIDECAR_UID" -j ACCEPT
-  ip6tables -A EGRESS_SIDECAR_OUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
-  for type in 133 135 136; do
-    ip6tables -A EGRESS_SIDECAR_OUT -p ipv6-icmp --icmpv6-type "$type" -j ACCEPT
-  done
-  for ns in $V6_DNS; do
-    ip6tables -A EGRESS_SIDECAR_OUT -p udp -d "$ns" --dport 53 -j ACCEPT
-    ip6tables -A EGRESS_SIDECAR_OUT -p tcp -d "$ns" --dport 53 -j ACCEPT
-  done
-  ip6tables -A EGRESS_SIDECAR_OUT -p tcp -j REJECT --reject-with tcp-reset
-  ip6tables -A EGRESS_SIDECAR_OUT -p udp -j REJECT --reject-with icmp6-port-unreachable
-  ip6tables -A EGRESS_SIDECAR_OUT -j DROP
-  ip6tables -A OUTPUT -j EGRESS_SIDECAR_OUT
+  only_judged_egress ip6tables icmp6-port-unreachable "$V6_DNS" "133 135 136"
 fi
 echo "egress-redirect: all TCP -> 127.0.0.1:$TRANSPARENT_PORT; DNS only to:${V4_DNS}${V6_DNS}; other UDP and protocols refused (uid $SIDECAR_UID exempt)"
