@@ -7,7 +7,7 @@ CONNECT is, then every address it resolves to — no private, loopback, link-loc
 metadata address unless listed as internal, never the sidecar's own listeners), and the
 socket is opened to the address that was judged — so a name that resolves differently
 a moment later (DNS rebinding) changes nothing. The upstream TLS handshake offers only
-registered ALPN ids (see `tunnel_guard`).
+the ALPN ids `tunnel_guard` keeps, in its order.
 
 mitmproxy opens the socket to `server.address`; the judged address is put there for the
 connect and the name is put back once connected (or failed), so connection reuse and
@@ -27,7 +27,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from sidecar.authority import AuthorityError, normalise_host
 from sidecar.decision_log import log_decision, loggable_host
 from sidecar.endpoints import OWN_ENDPOINT
-from sidecar.request_surface import registered_alpn
+from sidecar.request_surface import upstream_alpn
 
 if TYPE_CHECKING:
     from addons.egress_guard import EgressGuard
@@ -62,7 +62,9 @@ class ConnectGuard:
         if runtime is None:
             self._refuse(server, str(server.address[0]), port, "not_ready")
             return
-        server.alpn_offers = [a for a in server.alpn_offers if registered_alpn(a)]
+        server.alpn_offers = upstream_alpn(
+            server.alpn_offers, runtime.carries_raw_tcp(str(server.address[0]), port)
+        )
         try:
             host = normalise_host(str(server.address[0]))
             if server.sni:  # the agent's own spelling (case, a trailing dot) stays here

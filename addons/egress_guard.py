@@ -31,7 +31,9 @@ from addons.protocol_guard import ProtocolGuard
 from addons.request_rules import (
     drop_proxy_headers,
     refuse_before_scan,
+    sent_authority,
     sent_digest,
+    sent_method,
     websocket_switch,
     written_host,
 )
@@ -54,6 +56,7 @@ from sidecar.enforce import (
     APPROVAL_CAPACITY,
     BODY_TOO_LARGE,
     BODY_UNDECODABLE,
+    HIDDEN_SECRET,
     Enforcement,
     address_refused,
     approval_refused,
@@ -476,8 +479,9 @@ class EgressGuard:
         settings, backend = runtime.settings, runtime.backend
         req = flow.request
         drop_proxy_headers(req)
-        method = scannable(req.method)
-        headers = scanned_headers(req.headers.items(multi=True), _trailers(req))
+        method = scannable(sent_method(req))
+        pseudo = [(":authority", sent_authority(req))] if req.is_http2 or req.is_http3 else []
+        headers = scanned_headers([*pseudo, *req.headers.items(multi=True)], _trailers(req))
         raw = (req.raw_content or b"").decode("latin-1")
         # The sidecar's own keys first, on the parts as sent: refused in every mode, even
         # when another rule would refuse the request (shadow mode forwards those).
@@ -510,11 +514,18 @@ class EgressGuard:
             sent_digest=sent_digest(req, frozenset(settings.approval_volatile_headers)),
         )
         text = content.decode("utf-8", "replace")
-        unchanged = content == (req.raw_content or b"") and "\\u" not in text
-        if not unchanged and await runtime.carries_own_secret(
+        decoded = content != (req.raw_content or b"")
+        if (decoded or "\\u" in text) and await runtime.carries_own_secret(
             method, url, headers, scan_request.body, text
         ):  # what decoding revealed (the bytes as sent were searched above)
             return own_secret(), None
+        if decoded and (hidden := await runtime.hidden_secrets(raw, text)):
+            self.metrics.refusals.labels("request", "hidden_secret").inc()
+            message = (
+                "Blocked by egress-sidecar: the encoded body carries a secret outside its "
+                f"content ({', '.join(hidden)}), in bytes decoders skip."
+            )
+            return local_block(HIDDEN_SECRET, message, 403), None
         if scan_request.llm is not None:
             flow.metadata[LLM_KEY] = scan_request.llm.provider
         started = time.monotonic()

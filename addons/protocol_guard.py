@@ -35,7 +35,6 @@ from addons.runtime import Runtime, internal_error
 from sidecar.authority import AuthorityError, absolute_url, normalise_host
 from sidecar.decision_log import log_decision, loggable_host
 from sidecar.enforce import Enforcement
-from sidecar.engine.destinations import destination_patterns
 from sidecar.verdict import Decision
 
 if TYPE_CHECKING:
@@ -108,7 +107,6 @@ class ProtocolGuard:
         runtime = self._guard.runtime
         if runtime is None or address is None or not runtime.settings.raw_tcp_hosts:
             return False
-        allowed = destination_patterns(tuple(runtime.settings.raw_tcp_hosts))
         host, port = str(address[0]), int(address[1])
         sni = context.client.sni
         try:
@@ -118,7 +116,7 @@ class ProtocolGuard:
                 return False
         except AuthorityError:
             return False
-        if not allowed.matches(host, port):
+        if not runtime.carries_raw_tcp(host, port):
             return False
         if host != address[0]:
             context.server.address = (host, port)  # resolved and judged at connect

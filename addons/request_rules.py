@@ -36,19 +36,36 @@ from sidecar.request_surface import (
 
 UPGRADE_KEY = "egress_sidecar_upgrade"  # True when a WebSocket upgrade was judged and sent
 WRITTEN_HOST_KEY = "egress_sidecar_written_host"  # the destination before normalisation
+HTTP_VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/3"})
 MAX_HEADER_BYTES = 64 * 1024  # headers and trailers together; more is not a real request
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # C0 but HTAB, and DEL
 _TARGET_CONTROL = re.compile(r"[\x00-\x20\x7f]")  # a request target has no space either
 
 
 def framing_problem(req: http.Request) -> str | None:
-    """Why a part of the request could end a line once written as HTTP/1, or None."""
-    if _TARGET_CONTROL.search(req.path) or _TARGET_CONTROL.search(req.authority):
+    """Why a part of the request could end a line once written as HTTP/1, or carry
+    bytes outside what is scanned, or None."""
+    if req.http_version not in HTTP_VERSIONS:  # `HTTP/9.9` would leave as written
+        return "an HTTP version the sidecar does not speak"
+    if _TARGET_CONTROL.search(req.path) or _TARGET_CONTROL.search(sent_authority(req)):
         return "a control character or space in the request target"
     for name, value in [*req.headers.items(multi=True), *_trailer_items(req)]:
         if _CONTROL.search(name) or _CONTROL.search(value):
             return "a control character in a header"
     return None
+
+
+def sent_method(req: http.Request) -> str:
+    """The method as it leaves (mitmproxy's `Request.method` is upper-cased; the request
+    line and `:method` are not)."""
+    return req.data.method.decode("utf-8", "surrogateescape")
+
+
+def sent_authority(req: http.Request) -> str:
+    """HTTP/2 `:authority` (or an HTTP/1 absolute-form authority) as it leaves:
+    mitmproxy's `Request.authority` is IDNA-decoded, so `xn--AKIA…` would be read as a
+    lower-case Unicode name while the upstream receives it as written."""
+    return req.data.authority.decode("utf-8", "surrogateescape")
 
 
 def sent_digest(req: http.Request, volatile: frozenset[str]) -> str:
@@ -79,10 +96,13 @@ def _trailer_fields(req: http.Request) -> list[tuple[bytes, bytes]]:
 
 
 def drop_proxy_headers(req: http.Request) -> None:
-    """`Proxy-Authorization` and `Proxy-Connection` are for the proxy, never forwarded
-    (in shadow mode a refused request is still forwarded: they go first)."""
+    """`Proxy-Authorization` and `Proxy-Connection` are for the proxy, never forwarded,
+    as headers or as trailers (in shadow mode a refused request is still forwarded: they
+    go first)."""
     for name in PROXY_ONLY_HEADERS:
         req.headers.pop(name, None)
+        if req.trailers:
+            req.trailers.pop(name, None)
 
 
 def refuse_before_scan(flow: http.HTTPFlow) -> tuple[Enforcement, str] | None:
@@ -124,7 +144,7 @@ def refuse_before_scan(flow: http.HTTPFlow) -> tuple[Enforcement, str] | None:
         return local_block(DESTINATION_MISMATCH, message, 421), "destination_mismatch"
     if req.authority and not (req.is_http2 or req.is_http3):
         req.authority = ""  # forwarded in origin-form: the authority checked is not resent
-    if (why := method_problem(req.method)) is not None:
+    if (why := method_problem(sent_method(req))) is not None:
         return local_block(METHOD_INVALID, f"Blocked by egress-sidecar: {why}.", 400), (
             "method_invalid"
         )

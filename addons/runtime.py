@@ -37,7 +37,7 @@ from sidecar.enforce import (
     shadowed,
 )
 from sidecar.engine import Engine
-from sidecar.engine.destinations import IPAddress
+from sidecar.engine.destinations import IPAddress, destination_patterns
 from sidecar.engine.known_secrets import KnownSecrets
 from sidecar.llm import recognise
 from sidecar.metrics import SidecarMetrics
@@ -93,6 +93,12 @@ class Runtime:
         )
         return ConnectionJudgement(judged.refusal, judged.address or addresses[0])
 
+    def carries_raw_tcp(self, host: str, port: int) -> bool:
+        """The destination is named in raw_tcp_hosts (the one place protocols other than
+        HTTP may go)."""
+        entries = tuple(self.settings.raw_tcp_hosts)
+        return bool(entries) and destination_patterns(entries).matches(host, port)
+
     # --- requests and messages ----------------------------------------------------------
 
     def scan_request(
@@ -133,6 +139,14 @@ class Runtime:
         if len(raw) <= INLINE_LIMIT:
             return self.known.found_in_request(method, url, headers, body, raw)
         return await asyncio.to_thread(self.known.found_in_request, method, url, headers, body, raw)
+
+    async def hidden_secrets(self, sent: str, decoded: str) -> list[str]:
+        """Secrets in an encoded body's bytes as sent that its decoded content does not
+        hold (`Engine.hidden_secrets`): judged locally, whatever the backend — no scan API
+        is shown bytes outside a body."""
+        if len(sent) <= INLINE_LIMIT:
+            return self.destinations.hidden_secrets(sent, decoded)
+        return await asyncio.to_thread(self.destinations.hidden_secrets, sent, decoded)
 
     async def judge_message(
         self, kind: str, url: str, content: bytes, content_type: str

@@ -4,9 +4,10 @@ A CONNECT is judged on its destination alone — the sidecar's own keys, SSRF, d
 DNS labels, the policy's destination rules — locally, with no scan API call, so the
 scan API's rate budget is spent on requests. A refused CONNECT gets a 403 and no tunnel.
 
-In every TLS ClientHello the agent's ALPN offers are cut down to registered protocol
-ids: mitmproxy would repeat them in its own handshake with the upstream, where they
-would carry any bytes the agent chose, unscanned.
+In every TLS ClientHello the agent's ALPN offers are cut down to the HTTP ids the sidecar
+relays (any registered id to a raw_tcp_hosts destination), each once, in one fixed
+order: mitmproxy would repeat them in its own handshake with the upstream, where their
+values and their order would carry bits the agent chose, unscanned.
 
 Pass-through hosts (tunnelled uninspected) are matched on the destination the sidecar
 connects to — the CONNECT target — never on names the client chooses, and the TLS SNI
@@ -33,7 +34,7 @@ from sidecar.enforce import DESTINATION_UNPARSEABLE, Enforcement, from_verdict, 
 from sidecar.engine.destinations import host_matches, parse_ip
 from sidecar.engine.detectors import SECRETS
 from sidecar.engine.engine import SECRET_EXFILTRATION
-from sidecar.request_surface import registered_alpn
+from sidecar.request_surface import upstream_alpn
 
 if TYPE_CHECKING:
     from addons.egress_guard import EgressGuard
@@ -114,10 +115,16 @@ class TunnelGuard:
             logger.exception("egress-sidecar: internal error on a TLS ClientHello")
 
     def _trim_alpn(self, data: tls.ClientHelloData) -> None:
-        client = data.context.client
+        client, server = data.context.client, data.context.server
+        runtime = self._guard.runtime
+        other = (
+            runtime is not None
+            and server.address is not None
+            and runtime.carries_raw_tcp(str(server.address[0]), int(server.address[1]))
+        )
         offers = client.alpn_offers
-        kept = [offer for offer in offers if registered_alpn(offer)]
-        if len(kept) != len(offers):
+        kept = upstream_alpn(offers, other_protocols=other)
+        if kept != list(offers):
             self._guard.metrics.refusals.labels("tunnel", "alpn_trimmed").inc()
             client.alpn_offers = kept
 

@@ -19,19 +19,27 @@ MAX_METHOD_LENGTH = 32
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
-# TLS ALPN protocol ids registered with IANA: the only offers repeated upstream (any
-# other value would be agent-chosen bytes in the sidecar's own, unscanned handshake).
-REGISTERED_ALPN = frozenset(
-    {b"http/0.9", b"http/1.0", b"http/1.1", b"spdy/1", b"spdy/2", b"spdy/3", b"stun.turn",
-     b"stun.nat-discovery", b"h2", b"h2c", b"webrtc", b"c-webrtc", b"ftp", b"imap",
-     b"pop3", b"managesieve", b"coap", b"xmpp-client", b"xmpp-server", b"acme-tls/1",
-     b"mqtt", b"dot", b"ntske/1", b"sunrpc", b"h3", b"smb", b"irc", b"nntp", b"nnsp",
-     b"doq", b"sip/2", b"tds/8.0", b"dicom", b"postgresql", b"radius/1.0", b"radius/1.1"}
+# The ALPN ids the sidecar relays itself, then the others registered with IANA (offered
+# only to raw_tcp_hosts destinations). Nothing else is repeated upstream: any other value
+# would be agent-chosen bytes in the sidecar's own, unscanned handshake.
+HTTP_ALPN = (b"h2", b"http/1.1", b"http/1.0")
+REGISTERED_ALPN = (
+    *HTTP_ALPN,
+    b"http/0.9", b"spdy/1", b"spdy/2", b"spdy/3", b"stun.turn", b"stun.nat-discovery",
+    b"h2c", b"webrtc", b"c-webrtc", b"ftp", b"imap", b"pop3", b"managesieve", b"coap",
+    b"xmpp-client", b"xmpp-server", b"acme-tls/1", b"mqtt", b"dot", b"ntske/1", b"sunrpc",
+    b"smb", b"irc", b"nntp", b"nnsp", b"doq", b"sip/2", b"tds/8.0", b"dicom",
+    b"postgresql", b"radius/1.0", b"radius/1.1",
 )  # fmt: skip
 
 
-def registered_alpn(offer: bytes) -> bool:
-    return offer in REGISTERED_ALPN
+def upstream_alpn(offers: Iterable[bytes], other_protocols: bool) -> list[bytes]:
+    """The ALPN offers repeated upstream: known ids only, each once, in one fixed order
+    (the agent's choice of order would be bits it sends unscanned). `h3` is never kept:
+    this is TCP."""
+    offered = set(offers)
+    known = REGISTERED_ALPN if other_protocols else HTTP_ALPN
+    return [alpn for alpn in known if alpn in offered]
 
 
 class Upgrade(StrEnum):
@@ -84,16 +92,14 @@ def scannable(text: str) -> str:
 def scanned_headers(
     headers: Iterable[tuple[str, str]], trailers: Iterable[tuple[str, str]] = ()
 ) -> dict[str, str]:
-    """Every forwarded header and trailer, repeated names joined (as the scan API takes
-    them); names keep the case the agent sent."""
+    """Every header and trailer given, repeated names joined (as the scan API takes
+    them); names keep the case the agent sent. Nothing is left out: what the proxy
+    removes is removed before this."""
     out: dict[str, str] = {}
     seen: dict[str, str] = {}
     for raw_name, raw_value in [*headers, *trailers]:
         name, value = scannable(raw_name), scannable(raw_value)
-        lower = name.lower()
-        if lower in PROXY_ONLY_HEADERS:
-            continue
-        key = seen.setdefault(lower, name)
+        key = seen.setdefault(name.lower(), name)
         out[key] = f"{out[key]}, {value}" if key in out else value
     return out
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.leaks import CollectingHandler
-from tests.support.recorders import TcpRecorder, WsRecorder
+from tests.support.recorders import H2Recorder, TcpRecorder, WsRecorder
 from tests.support.servers import LoopThread, ScanApiDouble, Upstream, rule_by_path
 from tests.support.sidecar import Sidecar, start_sidecar
 
@@ -92,6 +92,14 @@ def tcp_recorder(server_loop: LoopThread) -> Iterator[Callable[..., TcpRecorder]
 @pytest.fixture
 def ws_recorder(server_loop: LoopThread) -> Iterator[WsRecorder]:
     recorder = WsRecorder(server_loop)
+    yield recorder
+    server_loop.loop.call_soon_threadsafe(recorder.stop)
+
+
+@pytest.fixture
+def h2_recorder(server_loop: LoopThread, upstream: Upstream) -> Iterator[H2Recorder]:
+    """An HTTP/2-only upstream, trusted by the sidecar (the upstream's CA)."""
+    recorder = H2Recorder(server_loop, upstream.ca)
     yield recorder
     server_loop.loop.call_soon_threadsafe(recorder.stop)
 

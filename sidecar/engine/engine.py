@@ -354,6 +354,21 @@ class Engine:
                 add(Hit(_AUTH_HEADER, 0, len(fld.text), fld.text), fld)
         return out
 
+    def hidden_secrets(self, sent: str, decoded: str) -> list[str]:
+        """Kinds of secret found in an encoded body's bytes as sent (`sent`, read as
+        latin-1) that its decoded content (`decoded`) does not hold: data riding in what
+        decoders skip — brotli metadata blocks, container header fields — which no scan of
+        the decoded content could see, while the server reads the bytes as sent."""
+        fields = [Field("body", sent)]
+        fields += decoded_layers(fields, 2 * len(sent) + 1024)
+        return sorted(
+            {
+                hit.detector.id
+                for _, hit in self.matcher.find_all([f.text for f in fields])
+                if hit.detector.data_class in (SECRETS, CREDENTIALS) and hit.value not in decoded
+            }
+        )
+
     def _finding(self, hit: Hit, fld: Field, host: str) -> Finding:
         d = hit.detector
         own = False

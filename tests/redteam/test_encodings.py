@@ -3,6 +3,9 @@
 Rule: every gzip member is decoded and scanned; bytes after the end of a stream, gzip
 name/extra/comment fields, zstd skippable frames and truncated streams make a body
 undecodable (400, never forwarded); transfer codings are undone like content codings.
+Where a format lets bytes ride that decoders skip and that cannot be told apart without
+decoding (brotli metadata blocks), the bytes as sent are searched for secrets the
+decoded content does not hold (403 HIDDEN_SECRET), whatever the backend.
 Ground truth: a server that decodes (Python's gzip reads every member) would have
 seen the key; the recording upstream received nothing.
 """
@@ -19,6 +22,7 @@ import pytest
 import zstandard
 
 from tests.redteam import AWS_KEY
+from tests.support.codecs import brotli_with_metadata
 from tests.support.raw import exchange, proxy_socket, read_response
 from tests.support.servers import UPSTREAM_HOST
 
@@ -131,3 +135,29 @@ def test_lone_surrogates_are_judged_not_an_internal_error(make_sidecar, upstream
     assert status != 500, answer
     if backend == "local":
         assert status == 403  # the key after the surrogate is still found
+
+
+@pytest.mark.parametrize("backend", ["local", "interven"])
+def test_a_secret_in_brotli_metadata_is_refused(make_sidecar, upstream, backend):
+    sidecar = make_sidecar(backend=backend)
+    target = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    hidden = f"{AWS_KEY}\n-----BEGIN RSA PRIVATE KEY-----\nMIIEow".encode()
+    for path, metadata, expected in (
+        (f"/allow/br-meta-{backend}", hidden, 403),
+        (f"/allow/br-meta-clean-{backend}", b"build 2026-12-02 release notes", 200),
+    ):
+        body = brotli_with_metadata(metadata, CLEAN)
+        assert brotli.decompress(body) == CLEAN  # what a server's decoder shows
+        status, headers, answer = exchange(
+            str(sidecar.info.proxy),
+            f"POST http://{target}{path} HTTP/1.1\r\nHost: {target}\r\nContent-Type: "
+            "application/json\r\nContent-Encoding: br\r\n",
+            body,
+        )
+        assert status == expected, answer
+        if expected == 403:
+            assert headers["x-interven-reasons"] == "HIDDEN_SECRET"
+            assert upstream.requests_to(path) == []
+        else:  # metadata without a secret is not refused for being metadata
+            (received,) = upstream.requests_to(path)
+            assert received.body == body

@@ -16,7 +16,9 @@ import h2.events
 import pytest
 
 from tests.redteam import AWS_KEY
-from tests.support.raw import connect, proxy_socket, read_response
+from tests.support.dns import ScriptedDns
+from tests.support.raw import connect, exchange, proxy_socket, read_response
+from tests.support.recorders import H2Recorder
 from tests.support.servers import UPSTREAM_HOST, WAIT
 
 
@@ -100,15 +102,16 @@ def _h2_request(
     body: bytes,
     trailers: list[tuple[str, str]] | None,
     validate: bool = True,
+    host: str = UPSTREAM_HOST,
 ) -> int:
-    """One HTTP/2 request through a CONNECT tunnel, with whatever pseudo-headers and
-    trailers the caller writes (no client library would send these); the status, or 0
-    when the proxy resets the stream or closes the connection."""
-    status, _, sock = connect(str(sidecar.info.proxy), f"{UPSTREAM_HOST}:{port}")
+    """One HTTP/2 request through a CONNECT tunnel to `host:port`, with whatever
+    pseudo-headers and trailers the caller writes (no client library would send these);
+    the status, or 0 when the proxy resets the stream or closes the connection."""
+    status, _, sock = connect(str(sidecar.info.proxy), f"{host}:{port}")
     assert status == 200
     ctx = ssl.create_default_context(cafile=str(sidecar.ca.bundle))
     ctx.set_alpn_protocols(["h2"])
-    tls = ctx.wrap_socket(sock, server_hostname=UPSTREAM_HOST)
+    tls = ctx.wrap_socket(sock, server_hostname=host)
     assert tls.selected_alpn_protocol() == "h2"
     config = h2.config.H2Configuration(
         client_side=True, validate_outbound_headers=validate, normalize_outbound_headers=validate
@@ -169,17 +172,21 @@ def test_http2_authority_must_name_the_tunnel(sidecar, upstream):
 
 
 def test_alpn_offers_do_not_carry_data_upstream(sidecar, tcp_recorder):
-    """mitmproxy repeats the agent's ALPN offers in its own handshake with the upstream."""
+    """mitmproxy repeats the agent's ALPN offers in its own handshake with the upstream:
+    neither their values nor their order may be the agent's."""
     target = tcp_recorder()  # not a TLS server: it records the sidecar's ClientHello as sent
     status, _, sock = connect(str(sidecar.info.proxy), f"{UPSTREAM_HOST}:{target.port}")
     assert status == 200
     ctx = ssl.create_default_context(cafile=str(sidecar.ca.bundle))
-    ctx.set_alpn_protocols(["http/1.1", AWS_KEY])
+    ctx.set_alpn_protocols(["http/1.1", AWS_KEY, "postgresql", "h2"])
     tls = ctx.wrap_socket(sock, server_hostname=UPSTREAM_HOST)
     tls.sendall(f"GET /alpn HTTP/1.1\r\nHost: {UPSTREAM_HOST}:{target.port}\r\n\r\n".encode())
     target.chunks.wait_for(lambda c: b"http/1.1" in c)  # the upstream hello arrived
     tls.close()
     assert AWS_KEY.encode() not in target.everything
+    # ALPN list as sent: length-prefixed ids, the sidecar's order, HTTP only
+    assert b"\x00\x0c\x02h2\x08http/1.1" in target.everything
+    assert b"postgresql" not in target.everything
     assert (
         sidecar.metric("egress_sidecar_refusals_total", stage="tunnel", reason="alpn_trimmed") == 1
     )
@@ -250,3 +257,61 @@ def test_headers_larger_than_any_real_request_are_refused(sidecar, upstream):
     assert status == 431
     assert b"HEADERS_TOO_LARGE" in body
     assert upstream.requests_to("/allow/big") == []
+
+
+def test_proxy_headers_sent_as_http2_trailers_never_leave(make_sidecar, h2_recorder):
+    sidecar = make_sidecar(backend="local")
+    authority = f"{UPSTREAM_HOST}:{h2_recorder.port}"
+    trailers = [("proxy-authorization", f"Basic {AWS_KEY}"), ("x-checksum", "1")]
+    status = _h2_request(sidecar, h2_recorder.port, _h2_headers("POST", authority, "/pt"),
+                         b"hello", trailers)  # fmt: skip
+    assert status == 200
+    (_, trailer_block) = h2_recorder.blocks.wait_for(lambda b: (b"x-checksum", b"1") in b[1])
+    assert trailer_block == [(b"x-checksum", b"1")]  # trailers are forwarded, minus that one
+    assert AWS_KEY.encode() not in h2_recorder.everything
+
+
+def test_the_method_is_scanned_as_written(make_sidecar, tcp_recorder):
+    """mitmproxy reads methods upper-cased; the request line leaves as the agent wrote
+    it, and a case-sensitive token (`glpat-...`) is only found as written."""
+    target = tcp_recorder()
+    sidecar = make_sidecar(backend="local")
+    authority = f"{UPSTREAM_HOST}:{target.port}"
+    status, headers, answer = exchange(
+        str(sidecar.info.proxy),
+        f"glpat-Zk3pQ8vR2mXt7LwN4bYc http://{authority}/m HTTP/1.1\r\nHost: {authority}\r\n",
+    )
+    assert status == 403, answer
+    assert "SECRETS" in headers["x-interven-reasons"]
+    assert target.connections.items == []
+
+
+def test_an_http_version_the_sidecar_does_not_speak_is_refused(sidecar, tcp_recorder):
+    target = tcp_recorder()
+    authority = f"{UPSTREAM_HOST}:{target.port}"
+    status, _, answer = exchange(
+        str(sidecar.info.proxy), f"GET http://{authority}/v HTTP/9.9\r\nHost: {authority}\r\n"
+    )
+    assert status == 400
+    assert b"HTTP version" in answer
+    assert target.connections.items == []
+
+
+def test_http2_authority_is_scanned_as_sent(make_sidecar, server_loop, upstream):
+    """mitmproxy reads `:authority` IDNA-decoded (a lower-cased Unicode name); the
+    upstream receives it as written, where `xn--AKIA...` keeps the key's case."""
+    carrier = "xn--" + f"{AWS_KEY}-{'z' * 24}\u00e9".encode("punycode").decode()
+    clean = "xn--" + "caf\u00e9".encode("punycode").decode()
+    names = [f"{label.lower()}.example" for label in (carrier, clean)]
+    dns = ScriptedDns(**{name: [UPSTREAM_HOST] for name in names})
+    recorder = H2Recorder(server_loop, upstream.ca, names=tuple(names))
+    sidecar = make_sidecar(backend="local", resolver=dns.resolver())
+    try:
+        for label, name, expected in ((carrier, names[0], 403), (clean, names[1], 200)):
+            headers = _h2_headers("GET", f"{label}.example:{recorder.port}", f"/{expected}")
+            status = _h2_request(sidecar, recorder.port, headers, b"", None, host=name)
+            assert status == expected
+        assert AWS_KEY.encode() not in recorder.everything
+        assert b"/200" in recorder.everything  # the clean name went through
+    finally:
+        server_loop.loop.call_soon_threadsafe(recorder.stop)

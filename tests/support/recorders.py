@@ -4,15 +4,23 @@
 answering an HTTP request head with a scripted reply, e.g. an unasked-for 101).
 `WsRecorder` is a WebSocket server built on wsproto that records every frame event —
 messages, pings, pongs, close codes and reasons — and can ping its client.
-Both run on the test servers' event loop, on ephemeral ports of a loopback address.
+`H2Recorder` is an HTTPS server that speaks only HTTP/2 (hyper-h2) and records every
+header block as received — pseudo-headers, headers and trailers — and every body byte.
+All run on the test servers' event loop, on ephemeral ports of a loopback address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from dataclasses import dataclass, field
 
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import trustme
 import wsproto
 import wsproto.events
 
@@ -128,6 +136,59 @@ class WsRecorder:
                 await writer.drain()
 
         self._loop.run(ping())
+
+    def stop(self) -> None:
+        self._server.close()
+
+
+class H2Recorder:
+    """HTTP/2 over TLS on `host` (a certificate from `ca`): every header block and body
+    byte as received; each stream is answered `200 ok` once it ends."""
+
+    def __init__(
+        self, loop: LoopThread, ca: trustme.CA, host: str = "127.0.0.2", names: tuple[str, ...] = ()
+    ) -> None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert(host, *names).configure_cert(ctx)
+        ctx.set_alpn_protocols(["h2"])
+        self.blocks = Recorder()  # (stream id, [(name, value), ...]) headers and trailers
+        self.data = Recorder()  # body bytes, in order
+        self.ended = Recorder()  # stream ids answered (a sync point)
+        self._server = loop.run(asyncio.start_server(self._handle, host, 0, ssl=ctx))
+        self.host = host
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def everything(self) -> bytes:
+        """Every name, value and body byte received, as one blob to search."""
+        parts = [n + b": " + v for _, block in self.blocks.items for n, v in block]
+        return b"\n".join(parts + self.data.items)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        config = h2.config.H2Configuration(client_side=False, validate_inbound_headers=False)
+        conn = h2.connection.H2Connection(config)
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        with contextlib.suppress(ConnectionError, h2.exceptions.ProtocolError):
+            while data := await reader.read(65536):
+                for event in conn.receive_data(data):
+                    self._on(conn, event)
+                writer.write(conn.data_to_send())
+                await writer.drain()
+        writer.close()
+
+    def _on(self, conn: h2.connection.H2Connection, event: h2.events.Event) -> None:
+        if isinstance(event, (h2.events.RequestReceived, h2.events.TrailersReceived)):
+            self.blocks.add((event.stream_id, [(bytes(n), bytes(v)) for n, v in event.headers]))
+        elif isinstance(event, h2.events.DataReceived):
+            self.data.add(bytes(event.data))
+            conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        if isinstance(event, h2.events.StreamEnded) or getattr(event, "stream_ended", None):
+            if event.stream_id in self.ended.items:
+                return
+            conn.send_headers(event.stream_id, [(":status", "200"), ("content-length", "2")])
+            conn.send_data(event.stream_id, b"ok", end_stream=True)
+            self.ended.add(event.stream_id)
 
     def stop(self) -> None:
         self._server.close()

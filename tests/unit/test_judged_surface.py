@@ -22,8 +22,8 @@ from sidecar.request_surface import (
     classify_upgrade,
     is_volatile,
     method_problem,
-    registered_alpn,
     scanned_headers,
+    upstream_alpn,
 )
 from sidecar.verdict import Decision
 
@@ -105,10 +105,12 @@ def test_volatile_headers_are_left_out_only_in_their_usual_shape():
     assert not is_volatile("X-Note", "1", names)
 
 
-def test_registered_alpn_ids_only():
-    assert registered_alpn(b"h2")
-    assert registered_alpn(b"postgresql")
-    assert not registered_alpn(b"AKIAQX4RZT7NM2VBK5WJ")
+def test_alpn_offers_leave_as_http_ids_in_one_order():
+    offers = [b"http/1.1", b"AKIAQX4RZT7NM2VBK5WJ", b"postgresql", b"h3", b"h2", b"h2"]
+    assert upstream_alpn(offers, other_protocols=False) == [b"h2", b"http/1.1"]
+    assert upstream_alpn(offers[::-1], other_protocols=False) == [b"h2", b"http/1.1"]
+    # to a raw_tcp_hosts destination: any registered id, still in the one order
+    assert upstream_alpn(offers, other_protocols=True) == [b"h2", b"http/1.1", b"postgresql"]
 
 
 def test_scanned_headers_are_everything_forwarded():
@@ -125,7 +127,8 @@ def test_scanned_headers_are_everything_forwarded():
     )
     assert scanned_headers([("X-Name", "caf\udce9")]) == {"X-Name": "caf\ufffd"}
     assert headers == {"Connection": "keep-alive, x", "Keep-Alive": "k", "TE": "trailers",
-                       "X-A": "1, 2", "grpc-status": "0"}  # fmt: skip
+                       "Proxy-Authorization": "Basic x", "X-A": "1, 2",
+                       "grpc-status": "0"}  # fmt: skip
 
 
 PLAIN = b'{"a": "b"}'
