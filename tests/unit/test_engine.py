@@ -220,3 +220,13 @@ def test_policy_rules_match_hosts_methods_tools_and_priority():
     assert engine.decide("GET", "https://api.github.com/user", {}, None).decision is Decision.ALLOW
     assert engine.decide("GET", "https://wiki.corp.io/", {}, None).decision is Decision.ALLOW
     assert engine.decide("GET", "https://elsewhere.net/", {}, None).decision is Decision.DENY
+
+
+def test_hidden_secrets_are_those_the_decoded_content_does_not_hold(engine):
+    key = "AKIAQX4RZT7NM2VBK5WJ"
+    encoded_key = base64.b64encode(f"aws {key}".encode()).decode()
+    assert engine.hidden_secrets(f"\x1f\x8b{key}\x00", '{"note": "hi"}') == ["aws_access_key_id"]
+    assert engine.hidden_secrets(f"\x00{encoded_key}\x00", "hi") == ["aws_access_key_id"]
+    # in the content too: the content's own scan judges it, nothing is hidden
+    assert engine.hidden_secrets(f"\x00{key}\x00", f"key {key}") == []
+    assert engine.hidden_secrets("\x00\x01 release notes 2026 \xff", "notes") == []
