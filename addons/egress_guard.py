@@ -25,6 +25,7 @@ from mitmproxy.exceptions import OptionsError
 
 from addons import layers
 from addons.connect_guard import ConnectGuard
+from addons.connection_guard import ConnectionGuard
 from addons.layers import ControlFrame
 from addons.log_hygiene import LogHygiene
 from addons.protocol_guard import ProtocolGuard
@@ -37,6 +38,7 @@ from addons.request_rules import (
     websocket_switch,
     written_host,
 )
+from addons.resource_guard import ResourceGuard
 from addons.runtime import Runtime, internal_error, own_secret, refusal_response
 from addons.tls_buffers import ReleaseTlsBuffers
 from addons.tunnel_guard import TunnelGuard
@@ -48,7 +50,7 @@ from sidecar.backends.breaker import BreakerState
 from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
 from sidecar.backends.governed import HeldAtSidecar
 from sidecar.backends.local import LocalBackend
-from sidecar.bodies import BodyTooLarge, BodyUndecodable, decode_body, media_type
+from sidecar.bodies import BodyTooLarge, BodyUndecodable, decode_off_loop, encode_body
 from sidecar.credentials import Credentials, load_credentials
 from sidecar.decision_log import log_decision, loggable_host, loggable_method
 from sidecar.endpoints import Listener, local_addresses
@@ -99,6 +101,9 @@ ADDON_SETTINGS = (
     "approval_poll_interval",
     "max_pending_approvals",
     "max_body_bytes",
+    "max_connections",
+    "idle_timeout",
+    "head_timeout",
     "response_queue_size",
     "response_workers",
     "runtime_type",
@@ -359,13 +364,20 @@ class EgressGuard:
             enforcement, scan_seconds = internal_error(), None
         if self.runtime is not None:
             enforcement = self.runtime.finish(enforcement)
-        self._apply(flow, enforcement)
+        try:
+            self._apply(flow, enforcement)
+        except Exception:  # e.g. a rewritten body that cannot be encoded: never forward
+            logger.exception("egress-sidecar: internal error while applying a verdict")
+            self.metrics.scan_errors.labels(INTERNAL_ERROR_KIND).inc()
+            enforcement = internal_error()
+            self._apply(flow, enforcement)
         self._record(flow, enforcement, scan_seconds, time.monotonic() - started)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """End a connection the upstream switched to a protocol nobody asked for; stamp the
-        decision headers (before a streamed response's headers leave), and let event
-        streams go to the agent as they arrive, keeping a bounded copy."""
+        decision headers (before the response's headers leave), and stream every response
+        body to the agent as it arrives, keeping a bounded copy for classification: large
+        downloads work, and no response body is ever buffered whole."""
         if flow.response is None:
             return
         if flow.response.status_code == 101 and not websocket_switch(flow):
@@ -374,16 +386,16 @@ class EgressGuard:
             logger.warning("upstream answered 101 without a WebSocket upgrade: connection closed")
             flow.kill()
             return
-        enforcement = flow.metadata.get(METADATA_KEY)
-        if not isinstance(enforcement, Enforcement):
-            return
-        flow.response.headers.update(enforcement.headers())
         if flow.response.stream:
             return
-        if media_type(flow.response.headers.get("content-type", "")) == "text/event-stream":
-            tap = ResponseTap()
-            flow.response.stream = tap
-            flow.metadata[TAP_KEY] = tap
+        enforcement = flow.metadata.get(METADATA_KEY)
+        if not isinstance(enforcement, Enforcement):
+            flow.response.stream = True
+            return
+        flow.response.headers.update(enforcement.headers())
+        tap = ResponseTap()
+        flow.response.stream = tap
+        flow.metadata[TAP_KEY] = tap
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finished(flow)
@@ -492,7 +504,7 @@ class EgressGuard:
             self.metrics.refusals.labels("request", refused[1]).inc()
             return refused[0], None
         try:
-            content = decode_body(
+            content = await decode_off_loop(
                 req.raw_content or b"",
                 req.headers.get("content-encoding", ""),
                 settings.max_body_bytes,
@@ -592,10 +604,14 @@ class EgressGuard:
             flow.metadata[FORWARDED_KEY] = time.time()
             req = flow.request
             if enforcement.replacement_body is not None:
-                # `.content` re-encodes for Content-Encoding and sets Content-Length; the
-                # transfer codings it cannot re-apply go (the body is re-framed by length).
+                # Content-Encoding is applied again (cheaply: mitmproxy's `.content` would
+                # use brotli's slowest quality, on the event loop); transfer codings go
+                # (the body is re-framed by length).
                 req.headers.pop("transfer-encoding", None)
-                req.content = enforcement.replacement_body
+                req.raw_content = encode_body(
+                    enforcement.replacement_body, req.headers.get("content-encoding", "")
+                )
+                req.headers["content-length"] = str(len(req.raw_content))
             if req.raw_content and not {"content-length", "transfer-encoding"} & {
                 name.lower() for name in req.headers
             }:
@@ -653,7 +669,8 @@ def _ca_cert_exists() -> bool:
 def sidecar_addons(guard: EgressGuard) -> list[object]:
     """The sidecar as mitmproxy addons, one per concern, sharing the guard's runtime."""
     return [guard, TunnelGuard(guard), ProtocolGuard(guard), ConnectGuard(guard),
-            LogHygiene(guard), ReleaseTlsBuffers()]  # fmt: skip
+            ConnectionGuard(guard), ResourceGuard(guard), LogHygiene(guard),
+            ReleaseTlsBuffers()]  # fmt: skip
 
 
 addons = sidecar_addons(EgressGuard())

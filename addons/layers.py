@@ -10,7 +10,17 @@
   Here the agent's PINGs are answered by the sidecar (never forwarded), its PONGs are
   forwarded only as the answer to a PING the upstream sent (with that PING's payload),
   and its CLOSE keeps a registered status code and loses its reason text. Each frame is
-  reported through the `egress_control_frame` hook.
+  reported through the `egress_control_frame` hook. A message from the agent larger
+  than the scan limit is dropped as it arrives (never assembled), and messages from the
+  upstream are relayed frame by frame, never assembled; no message history is kept.
+- `BoundedHttpStream`: a request body is refused (413) as soon as its declared or
+  received size passes what will be scanned (`request_body_cap`), so at most that much
+  is ever buffered; a response is never refused for its declared length (the guard
+  streams every response body, keeping a bounded copy).
+- `GuardedHttp1Server` / `GuardedHttp1Client`: mitmproxy's HTTP/1 layer raises on
+  trailers. Trailers on an agent's HTTP/1 request are refused (400); trailers an
+  HTTP/1 upstream sends, or that would have to be written to an HTTP/1 peer, are dropped.
+Each of these reports what it refused through the `egress_resource_refused` hook.
 
 These subclass mitmproxy internals pinned in constraints.txt. `pinned_sources()` digests
 every piece of mitmproxy and wsproto code the sidecar's guards rely on (these classes,
@@ -28,19 +38,46 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import h11
 import wsproto.connection
 import wsproto.events
+from mitmproxy import flow as mitm_flow
 from mitmproxy import http
 from mitmproxy.connection import Server
+from mitmproxy.net.http.http1 import expected_http_body_size
 from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.commands import StartHook
+from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers import tcp, websocket
+from mitmproxy.proxy.layers.http import SendHttp, _http1
+from mitmproxy.proxy.layers.http._base import ReceiveHttp
+from mitmproxy.proxy.layers.http._events import (
+    RequestEndOfMessage,
+    RequestProtocolError,
+    RequestTrailers,
+    ResponseData,
+    ResponseEndOfMessage,
+    ResponseHeaders,
+    ResponseProtocolError,
+    ResponseTrailers,
+)
+from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpRequestHeadersHook
+from mitmproxy.proxy.layers.http._http1 import make_error_response
 from mitmproxy.proxy.server import ConnectionHandler
 
 # RFC 6455 §7.4.1 codes an endpoint may send; anything else (incl. the 3000-4999 ranges
 # an application could use as a covert channel) becomes 1000.
 ALLOWED_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})
 SERVER_PINGS_REMEMBERED = 8
+REQUEST_BODY_MARGIN = 64 * 1024
+BODY_REFUSED = "Request body is larger than the scan limit."
+TRAILERS_REFUSED = "Trailers on an HTTP/1 request are not relayed."
+
+
+def request_body_cap(max_body_bytes: int) -> int:
+    """The most request body bytes buffered: the scan limit plus what framing and
+    compression overhead could add to a body that decodes within it."""
+    return max_body_bytes + max(REQUEST_BODY_MARGIN, max_body_bytes // 64)
 
 
 @dataclass
@@ -50,6 +87,25 @@ class ControlFrame:
     flow: http.HTTPFlow
     frame: str  # "ping", "pong", "close"
     action: str  # "answered", "forwarded", "dropped", "stripped"
+
+
+@dataclass
+class ResourceRefusal:
+    """Something a layer refused or dropped to keep a bound (see the module docstring)."""
+
+    reason: (
+        str  # "body_too_large", "http1_trailers", "trailers_dropped", "websocket_message_too_large"
+    )
+    flow: http.HTTPFlow | None = None
+    size: int = 0
+
+
+@dataclass
+class ResourceRefusedHook(StartHook):
+    """A layer refused or dropped something to keep a bound."""
+
+    name = "egress_resource_refused"
+    data: ResourceRefusal
 
 
 @dataclass
@@ -84,11 +140,13 @@ class ScannedTcpLayer(tcp.TCPLayer):
 
 class GuardedWebsocketLayer(websocket.WebsocketLayer):
     """mitmproxy's WebSocket relay with the agent's control frames kept from carrying
-    data out (see the module docstring)."""
+    data out, message sizes bounded, and no history (see the module docstring)."""
 
     def __init__(self, context: Any, flow: http.HTTPFlow) -> None:
         super().__init__(context, flow)
         self._server_pings: deque[bytes] = deque(maxlen=SERVER_PINGS_REMEMBERED)
+        self._agent_message = 0  # bytes of the agent's message being assembled
+        self._dropping = False  # the rest of an oversized message is discarded
 
     def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
         if isinstance(event, events.DataReceived):
@@ -97,16 +155,49 @@ class GuardedWebsocketLayer(websocket.WebsocketLayer):
             if event.connection == self.context.client:
                 yield from self._screen_agent(event.data)
             else:
-                self._note_server_pings(event.data)
+                yield from self._relay_upstream(event.data)
             event = events.DataReceived(event.connection, b"")
         yield from super().relay_messages(event)
+        # mitmproxy keeps every message for the connection's life; the guard needs none
+        # once its hook has run.
+        assert self.flow.websocket is not None
+        self.flow.websocket.messages.clear()
+
+    def _message_cap(self) -> int:
+        return int(getattr(self.context.options, "egress_max_body_bytes", 0)) or 1 << 62
 
     def _screen_agent(self, data: bytes) -> layer.CommandGenerator[None]:
         ws = self.client_ws
         ws.receive_data(data)
         kept: list[wsproto.events.Event] = []
+        started = 0 if self._agent_message else None  # where the open message begins
         for ev in ws.events():
-            if isinstance(ev, wsproto.events.Ping):
+            if isinstance(ev, wsproto.events.Message):
+                if self._dropping:
+                    self._dropping = not ev.message_finished
+                    continue
+                if started is None:
+                    started = len(kept)
+                data = ev.data.encode() if isinstance(ev.data, str) else ev.data
+                self._agent_message += len(data)
+                if self._agent_message > self._message_cap():
+                    # Larger than what is scanned: refused like an oversized body, and
+                    # discarded as it arrives instead of being assembled.
+                    size, self._agent_message = self._agent_message, 0
+                    kept = kept[:started] + [
+                        e for e in kept[started:] if not isinstance(e, wsproto.events.Message)
+                    ]
+                    ws.frame_buf = [b""]
+                    self._dropping = not ev.message_finished
+                    started = None
+                    yield ResourceRefusedHook(
+                        ResourceRefusal("websocket_message_too_large", self.flow, size)
+                    )
+                    continue
+                kept.append(ev)
+                if ev.message_finished:
+                    self._agent_message, started = 0, None
+            elif isinstance(ev, wsproto.events.Ping):
                 yield ws.send2(ev.response())  # the agent's liveness check ends here
                 yield from self._report("ping", "answered")
             elif isinstance(ev, wsproto.events.Pong):
@@ -126,23 +217,162 @@ class GuardedWebsocketLayer(websocket.WebsocketLayer):
                 kept.append(ev)
         ws._events.extend(kept)
 
-    def _note_server_pings(self, data: bytes) -> None:
+    def _relay_upstream(self, data: bytes) -> layer.CommandGenerator[None]:
+        """Upstream messages go to the agent frame by frame as they arrive (mitmproxy
+        would assemble each whole, copying it once per frame); pings are remembered."""
         ws = self.server_ws
         ws.receive_data(data)
-        queued = list(ws.events())
-        for ev in queued:
+        kept: list[wsproto.events.Event] = []
+        for ev in ws.events():
+            if isinstance(ev, wsproto.events.Message):
+                if ev.data or ev.message_finished:
+                    yield self.client_ws.send2(ev)
+                continue
             if isinstance(ev, wsproto.events.Ping):
                 self._server_pings.append(bytes(ev.payload))
-        ws._events.extend(queued)
+            kept.append(ev)
+        ws._events.extend(kept)
 
     def _report(self, frame: str, action: str) -> layer.CommandGenerator[None]:
         yield ControlFrameHook(ControlFrame(self.flow, frame, action))
 
 
+class BoundedHttpStream(http_layers.HttpStream):
+    """mitmproxy's HTTP stream with body buffering bounded per direction (see the module
+    docstring). `check_body_size` runs before the request/response headers hooks and on
+    every chunk buffered."""
+
+    def check_body_size(self, request: bool) -> layer.CommandGenerator[bool]:
+        if not request:
+            if not self.response_body_buf:
+                return False  # a declared length is no reason to refuse: it is streamed
+            return (yield from super().check_body_size(request))
+        cap = request_body_cap(int(getattr(self.context.options, "egress_max_body_bytes", 0)))
+        size: int | None = len(self.request_body_buf)
+        if not size:
+            try:
+                size = expected_http_body_size(self.flow.request)
+            except ValueError:
+                size = None
+        if size is None or size <= cap:
+            return False
+        yield from self._refuse_body(size)
+        return True
+
+    def _refuse_body(self, size: int) -> layer.CommandGenerator[None]:
+        if not self.request_body_buf:
+            yield HttpRequestHeadersHook(self.flow)
+        self.request_body_buf.clear()
+        self.flow.error = mitm_flow.Error(BODY_REFUSED)
+        yield HttpErrorHook(self.flow)
+        yield ResourceRefusedHook(ResourceRefusal("body_too_large", self.flow, size))
+        response = self.flow.response
+        if response is not None and response.raw_content is not None:
+            # The guard's answer (413 with the decision headers); HTTP/1 then closes the
+            # connection's sending side, HTTP/2 ends only the stream.
+            yield SendHttp(ResponseHeaders(self.stream_id, response, False), self.context.client)
+            yield SendHttp(ResponseData(self.stream_id, response.raw_content), self.context.client)
+            yield SendHttp(ResponseEndOfMessage(self.stream_id), self.context.client)
+            if not self.flow.request.is_http2:
+                # Half-closed, so the agent reads the answer instead of a reset; what it
+                # still sends is read and discarded (never buffered).
+                yield commands.CloseTcpConnection(self.context.client, half_close=True)
+        else:
+            yield SendHttp(
+                ResponseProtocolError(self.stream_id, BODY_REFUSED, 413), self.context.client
+            )
+        self.client_state = self.state_errored
+        self.flow.live = False
+
+
+class _TrailerCatcher:
+    """Wraps h11's body reader: trailers are taken off the end-of-message event (which
+    mitmproxy's HTTP/1 layer would raise on) and remembered."""
+
+    def __init__(self, reader: Callable[..., Any]) -> None:
+        self.reader = reader
+        self.seen = False
+
+    def __call__(self, buf: Any) -> Any:
+        event = self.reader(buf)
+        return self._strip(event)
+
+    def read_eof(self) -> Any:
+        return self._strip(self.reader.read_eof())  # type: ignore[attr-defined]
+
+    def _strip(self, event: Any) -> Any:
+        if isinstance(event, h11.EndOfMessage) and event.headers:
+            self.seen = True
+            return h11.EndOfMessage()
+        return event
+
+
+def _catch_trailers(conn: _http1.Http1Connection) -> _TrailerCatcher:
+    current: Any = conn.body_reader
+    if isinstance(current, _TrailerCatcher):
+        return current
+    catcher = _TrailerCatcher(current)
+    conn.body_reader = catcher  # type: ignore[assignment]
+    return catcher
+
+
+def _drop_trailers(event: Any) -> layer.CommandGenerator[bool]:
+    """Trailers cannot be written to an HTTP/1 peer by mitmproxy (it would raise)."""
+    if isinstance(event, (RequestTrailers, ResponseTrailers)):
+        yield ResourceRefusedHook(ResourceRefusal("trailers_dropped"))
+        return True
+    return False
+
+
+class GuardedHttp1Server(_http1.Http1Server):
+    """The agent's HTTP/1 connection: a request with trailers is refused (400)."""
+
+    def read_body(self, event: events.Event) -> layer.CommandGenerator[None]:
+        trailers = _catch_trailers(self)
+        for command in super().read_body(event):
+            if (
+                trailers.seen
+                and isinstance(command, ReceiveHttp)
+                and isinstance(command.event, RequestEndOfMessage)
+            ):
+                assert self.stream_id is not None
+                yield commands.SendData(self.conn, make_error_response(400, TRAILERS_REFUSED))
+                yield commands.CloseConnection(self.conn)
+                yield ReceiveHttp(RequestProtocolError(self.stream_id, TRAILERS_REFUSED, 400))
+                yield ResourceRefusedHook(ResourceRefusal("http1_trailers"))
+                self.state = self.done
+                return
+            yield command
+
+    def send(self, event: Any) -> layer.CommandGenerator[None]:
+        if (yield from _drop_trailers(event)):
+            return
+        yield from super().send(event)
+
+
+class GuardedHttp1Client(_http1.Http1Client):
+    """An HTTP/1 upstream: trailers it sends, or that would be sent to it, are dropped."""
+
+    def read_body(self, event: events.Event) -> layer.CommandGenerator[None]:
+        trailers = _catch_trailers(self)
+        yield from super().read_body(event)
+        if trailers.seen:
+            trailers.seen = False
+            yield ResourceRefusedHook(ResourceRefusal("trailers_dropped"))
+
+    def send(self, event: Any) -> layer.CommandGenerator[None]:
+        if (yield from _drop_trailers(event)):
+            return
+        yield from super().send(event)
+
+
 def install() -> None:
-    """Make mitmproxy's HTTP layer start our WebSocket layer (it looks the class up in
-    its `websocket` module each time). Safe to call more than once."""
+    """Make mitmproxy's HTTP layer start our layers (it looks each class up in its module
+    when it creates one). Safe to call more than once."""
     websocket.WebsocketLayer = GuardedWebsocketLayer  # type: ignore[misc]
+    http_layers.HttpStream = BoundedHttpStream  # type: ignore[misc]
+    http_layers.Http1Server = GuardedHttp1Server  # type: ignore[attr-defined]
+    http_layers.Http1Client = GuardedHttp1Client  # type: ignore[attr-defined]
 
 
 def _digest(obj: Callable[..., Any] | type) -> str:
@@ -152,18 +382,31 @@ def _digest(obj: Callable[..., Any] | type) -> str:
 def pinned_sources() -> dict[str, str]:
     """Digests of the upstream code the extensions above rely on, as installed now."""
     from mitmproxy.addons.next_layer import NextLayer
+    from mitmproxy.addons.proxyserver import Proxyserver
     from mitmproxy.proxy.layers import ClientTLSLayer
-    from mitmproxy.proxy.layers import http as http_layers
+    from mitmproxy.proxy.server import TimeoutWatchdog
 
     original_ws = GuardedWebsocketLayer.__mro__[1]
+    original_stream: type[http_layers.HttpStream] = BoundedHttpStream.__bases__[0]
     return {
         "mitmproxy.proxy.layers.websocket.WebsocketLayer": _digest(original_ws),
         "mitmproxy.proxy.layers.websocket.WebsocketConnection": _digest(
             websocket.WebsocketConnection
         ),
         "mitmproxy.proxy.layers.tcp.TCPLayer": _digest(tcp.TCPLayer),
-        "mitmproxy.proxy.layers.http.HttpStream.flow_done": _digest(
-            http_layers.HttpStream.flow_done
+        "mitmproxy.proxy.layers.http.HttpStream.flow_done": _digest(original_stream.flow_done),
+        "mitmproxy.proxy.layers.http.HttpStream": _digest(original_stream),
+        "mitmproxy.proxy.layers.http._http1.Http1Connection.read_body": _digest(
+            _http1.Http1Connection.read_body
+        ),
+        "mitmproxy.proxy.layers.http._http1.Http1Server": _digest(_http1.Http1Server),
+        "mitmproxy.proxy.layers.http._http1.Http1Client": _digest(_http1.Http1Client),
+        "mitmproxy.proxy.server.TimeoutWatchdog": _digest(TimeoutWatchdog),
+        "mitmproxy.proxy.server.ConnectionHandler.handle_client": _digest(
+            ConnectionHandler.handle_client
+        ),
+        "mitmproxy.addons.proxyserver.Proxyserver.register_connection": _digest(
+            Proxyserver.register_connection
         ),
         "mitmproxy.connection.Server.__setattr__": _digest(Server.__setattr__),
         "mitmproxy.proxy.layer.Layer.__init__": _digest(layer.Layer.__init__),

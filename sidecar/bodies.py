@@ -2,7 +2,10 @@
 
 Content-Encoding (and, for HTTP/1 requests, Transfer-Encoding) layers — gzip, deflate,
 br, zstd, identity — are undone with a hard bound on the decoded size, so a small
-compressed body cannot expand without limit. Decoding is strict: a server decodes every
+compressed body cannot expand without limit: every decoder is asked for at most what is
+still wanted (brotli through brotlicffi, whose `process` takes an output limit — the
+binding mitmproxy pins has none), and zstd frames may not ask for a window larger than
+RFC 9659 allows HTTP senders (8 MiB). Decoding is strict: a server decodes every
 gzip member and every zstd frame, so all of them are scanned, and whatever a decoder
 would not turn into scanned text (bytes after the end of a stream, gzip's file name,
 extra and comment fields, zstd skippable frames, a truncated stream) makes the body
@@ -11,17 +14,20 @@ undecodable, which the caller refuses. Decoded bytes become the scan API's `body
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 import zlib
 from typing import Any
 
 import brotli
+import brotlicffi
 import zstandard
 
 from sidecar.engine.fields import readable
 
 _CHUNK = 4096
-_BROTLI_CHUNK = 256  # brotli's ratio is extreme; feed it little at a time
+ZSTD_MAX_WINDOW = 8 * 1024 * 1024  # RFC 9659 §3: what an HTTP zstd sender may use
 
 # gzip header flags (RFC 1952): fields a decoder skips, so bytes there are never scanned.
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -77,6 +83,22 @@ def decode_body(
     return data
 
 
+async def decode_off_loop(
+    raw: bytes,
+    content_encoding: str,
+    limit: int,
+    truncate: bool = False,
+    transfer_encoding: str = "",
+) -> bytes:
+    """`decode_body` in a worker thread when there is decoding to do (the event loop
+    serves every other agent meanwhile); an unencoded body is returned at once."""
+    if not codings(content_encoding, transfer_encoding):
+        return decode_body(raw, "", limit, truncate)
+    return await asyncio.to_thread(
+        decode_body, raw, content_encoding, limit, truncate, transfer_encoding
+    )
+
+
 def _decode_one(data: bytes, coding: str, limit: int, truncate: bool) -> bytes:
     if coding == "identity":
         return data
@@ -97,7 +119,7 @@ def _decode_one(data: bytes, coding: str, limit: int, truncate: bool) -> bytes:
             if not truncate:
                 _check_zstd_frames(data)
             return _zstd(data, limit, truncate)
-    except (zlib.error, brotli.error, zstandard.ZstdError) as e:
+    except (zlib.error, brotlicffi.error, zstandard.ZstdError) as e:
         raise BodyUndecodable(f"{coding} data does not decode: {type(e).__name__}") from None
     raise BodyUndecodable(f"unsupported encoding {coding!r}")
 
@@ -193,25 +215,55 @@ def _zstd_frame_end(data: bytes, pos: int) -> int:
 
 
 def _brotli(data: bytes, limit: int, truncate: bool) -> bytes:
-    d = brotli.Decompressor()
+    d = brotlicffi.Decompressor()
     out = bytearray()
-    for i in range(0, len(data), _BROTLI_CHUNK):
-        out += d.process(data[i : i + _BROTLI_CHUNK])
+    pos = 0
+    while not d.is_finished():
+        if d.can_accept_more_data():
+            if pos >= len(data):
+                break
+            chunk, pos = data[pos : pos + _CHUNK], pos + _CHUNK
+        else:
+            chunk = b""  # output is pending: take it before giving more input
+        out += d.process(chunk, output_buffer_limit=limit + 1 - len(out))
         if _over(len(out), limit, truncate):
             return bytes(out)
-    if not truncate and not d.is_finished():
+    if truncate:
+        return bytes(out)
+    if not d.is_finished():
         raise BodyUndecodable("truncated brotli stream")
+    if pos < len(data) or not d.can_accept_more_data():  # input left after the end
+        raise BodyUndecodable("bytes after the end of the brotli stream")
     return bytes(out)
 
 
 def _zstd(data: bytes, limit: int, truncate: bool) -> bytes:
-    reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+    decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+    reader = decompressor.stream_reader(data, read_across_frames=True)
     out = bytearray()
     while chunk := reader.read(min(_CHUNK * 16, limit + 1 - len(out)) or 1):
         out += chunk
         if _over(len(out), limit, truncate):
             break
     return bytes(out)
+
+
+def encode_body(content: bytes, content_encoding: str) -> bytes:
+    """Apply Content-Encoding again to a rewritten body, at settings that cost little
+    (mitmproxy's own re-encoding uses brotli's slowest quality)."""
+    data = content
+    for coding in codings(content_encoding):
+        if coding in ("gzip", "x-gzip"):
+            data = gzip.compress(data, compresslevel=6, mtime=0)
+        elif coding == "deflate":
+            data = zlib.compress(data, 6)
+        elif coding == "br":
+            data = brotli.compress(data, quality=4)
+        elif coding == "zstd":
+            data = zstandard.ZstdCompressor(level=3).compress(data)
+        elif coding != "identity":
+            raise BodyUndecodable(f"unsupported encoding {coding!r}")
+    return data
 
 
 def media_type(content_type: str) -> str:
@@ -228,7 +280,8 @@ def body_for_scan(content: bytes, content_type: str) -> Any:
     """JSON bodies as JSON values, everything else as text (or None when empty).
 
     Bytes that are not UTF-8 are decoded with replacement characters: secrets and
-    personal data are ASCII, so they survive, and nothing is silently dropped.
+    personal data are ASCII, so they survive, and nothing is silently dropped. JSON
+    nested deeper than Python can parse (RecursionError) is scanned as text too.
     """
     if not content:
         return None
@@ -236,11 +289,11 @@ def body_for_scan(content: bytes, content_type: str) -> Any:
     if _is_json_type(content_type) or text.lstrip()[:1] in ("{", "["):
         try:
             doc = json.loads(text)
-        except ValueError:
-            pass
-        else:
             if "\\u" in text:  # a `\\ud83d` escape decodes to a lone surrogate, which
                 # no UTF-8 (a scan API request, RE2) can carry: U+FFFD stands in for it
                 doc = json.loads(readable(json.dumps(doc, ensure_ascii=False)))
+        except (ValueError, RecursionError):
+            pass
+        else:
             return doc
     return text

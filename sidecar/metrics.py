@@ -144,6 +144,24 @@ class SidecarMetrics:
             ["frame", "action"],
             registry=r,
         )
+        self.connections_open = Gauge(
+            f"{PREFIX}_connections_open", "Agent connections open now.", registry=r
+        )
+        self.connections_closed = Counter(
+            f"{PREFIX}_connections_closed",
+            "Agent connections the sidecar closed or refused to keep its budget, by reason "
+            "(head_timeout, idle_timeout, evicted_at_capacity, refused_at_capacity).",
+            ["reason"],
+            registry=r,
+        )
+        self.bounded = Counter(
+            f"{PREFIX}_bounded",
+            "Bodies, messages and trailers refused or dropped to keep a resource bound, by "
+            "reason (body_too_large, http1_trailers, trailers_dropped, "
+            "websocket_message_too_large).",
+            ["reason"],
+            registry=r,
+        )
         self._tools: set[str] = set()
         self._tools_lock = threading.Lock()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sidecar.backends.base import ObservedResponse, ScanBackend
 from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
 from sidecar.bodies import BodyUndecodable, body_for_scan, decode_body, media_type
-from sidecar.llm import read_reply
+from sidecar.llm import LlmReply, read_reply
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import SCAN_API_MAX_BODY_BYTES
 
@@ -83,6 +83,30 @@ class ResponseScanQueue:
             self._metrics.response_dropped.labels("shutdown").inc(left)
         self._metrics.response_queue_depth.set(0)
 
+    def _prepare(self, job: ResponseScanJob) -> tuple[bytes, object, LlmReply | None] | None:
+        try:
+            content = decode_body(
+                job.raw_body, job.content_encoding, self._max_body_bytes, truncate=True
+            )
+        except BodyUndecodable:
+            self._metrics.response_dropped.labels("undecodable").inc()
+            return None
+        if any(secret in content for secret in self._withheld):
+            # One backend's key must not reach another API (or this one) in a body.
+            self._metrics.response_dropped.labels("sidecar_credential").inc()
+            return None
+        reply = None
+        if job.llm_provider is not None:
+            reply = read_reply(job.llm_provider, content, job.content_type)
+        streamed = media_type(job.content_type) == "text/event-stream"
+        if reply is not None and streamed:
+            # The assembled answer, not the raw events: a secret split across deltas is
+            # whole only here.
+            body: object = reply.text
+        else:
+            body = body_for_scan(content, job.content_type)
+        return content, body, reply
+
     async def _work(self) -> None:
         while True:
             job = await self._queue.get()
@@ -96,27 +120,11 @@ class ResponseScanQueue:
                 self._metrics.response_queue_depth.set(self._queue.qsize())
 
     async def _post(self, job: ResponseScanJob) -> None:
-        try:
-            content = decode_body(
-                job.raw_body, job.content_encoding, self._max_body_bytes, truncate=True
-            )
-        except BodyUndecodable:
-            self._metrics.response_dropped.labels("undecodable").inc()
+        # Decoding and parsing run off the event loop: the body is the upstream's choice.
+        prepared = await asyncio.to_thread(self._prepare, job)
+        if prepared is None:
             return
-        if any(secret in content for secret in self._withheld):
-            # One backend's key must not reach another API (or this one) in a body.
-            self._metrics.response_dropped.labels("sidecar_credential").inc()
-            return
-        reply = None
-        if job.llm_provider is not None:
-            reply = read_reply(job.llm_provider, content, job.content_type)
-        streamed = media_type(job.content_type) == "text/event-stream"
-        if reply is not None and streamed:
-            # The assembled answer, not the raw events: a secret split across deltas is
-            # whole only here.
-            body: object = reply.text
-        else:
-            body = body_for_scan(content, job.content_type)
+        content, body, reply = prepared
         observed = ObservedResponse(
             trace_id=job.trace_id,
             body=body,

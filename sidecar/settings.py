@@ -249,6 +249,23 @@ class SidecarSettings(BaseSettings):
         ge=1024 * 1024,
         description="Hard cap on a buffered body (mitmproxy's body_size_limit), either way.",
     )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Agent connections open at once (all agents together); at the cap a "
+        "new one replaces the longest-idle one, or is refused when none is idle.",
+    )
+    idle_timeout: float = Field(
+        default=120.0, gt=0, le=86400, description="Seconds an idle agent connection stays open."
+    )
+    head_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a new connection has to send its first request head, CONNECT "
+        "or TLS hello.",
+    )
     shutdown_grace: float = Field(
         default=20.0, ge=0, le=3600, description="Seconds SIGTERM waits for in-flight requests."
     )

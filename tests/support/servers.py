@@ -310,6 +310,41 @@ class _WsHandler(tornado.websocket.WebSocketHandler):
         self.write_message(f"echo:{message!s}")
 
 
+class _DownloadHandler(tornado.web.RequestHandler):
+    """GET /download/N: N bytes with a Content-Length, written 1 MiB at a time."""
+
+    async def get(self, size: str) -> None:
+        left = int(size)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Length", str(left))
+        block = b"d" * (1 << 20)
+        while left:
+            piece = block[: min(left, len(block))]
+            self.write(piece)
+            await self.flush()
+            left -= len(piece)
+
+
+class _EncodedHandler(tornado.web.RequestHandler):
+    """GET /encoded/NAME: the body registered under NAME, with its Content-Encoding."""
+
+    def initialize(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def get(self, name: str) -> None:
+        body, coding = self.upstream.encoded[name]
+        self.set_header("Content-Type", "text/plain")
+        self.set_header("Content-Encoding", coding)
+        self.write(body)
+
+
+class _WsBigHandler(tornado.websocket.WebSocketHandler):
+    """/ws-big/N: sends one binary message of N bytes when the agent says anything."""
+
+    def on_message(self, message: str | bytes) -> None:
+        self.write_message(b"b" * int(self.path_args[0]), binary=True)
+
+
 class Upstream:
     """An HTTPS (and a plain HTTP) server that records every request it receives."""
 
@@ -325,11 +360,15 @@ class Upstream:
         self._loop = loop
         self.sse_release = loop.run(_make_event())
         self._gates: dict[str, asyncio.Event] = {}
+        self.encoded: dict[str, tuple[bytes, str]] = {}  # served by /encoded/NAME
         app = tornado.web.Application([
             (r"/sse", _SseHandler, {"upstream": self}),
             (r"/openai/v1/chat/completions", _OpenAiHandler, {"upstream": self}),
             (r"/anthropic/v1/messages", _AnthropicHandler, {"upstream": self}),
             (r"/ws", _WsHandler, {"upstream": self}),
+            (r"/ws-big/(\d+)", _WsBigHandler),
+            (r"/download/(\d+)", _DownloadHandler),
+            (r"/encoded/(\w+)", _EncodedHandler, {"upstream": self}),
             (r"/.*", _UpstreamHandler, {"upstream": self}),
         ])  # fmt: skip
         self.https_port = loop.run(_listen(app, UPSTREAM_HOST, ssl_ctx))

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
+from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers import websocket
 
-from addons.layers import GuardedWebsocketLayer, install, pinned_sources
+from addons.layers import (
+    BoundedHttpStream,
+    GuardedHttp1Client,
+    GuardedHttp1Server,
+    GuardedWebsocketLayer,
+    install,
+    pinned_sources,
+    request_body_cap,
+)
 
 # Digests of mitmproxy 11.0.2 / wsproto 1.2.0 as pinned in constraints.txt. When an
 # upgrade changes one, read the new upstream code against `addons/layers.py` and the
@@ -16,6 +25,13 @@ PINNED = {
     "mitmproxy.proxy.layers.websocket.WebsocketConnection": "9c6f5dd6ece0042e",
     "mitmproxy.proxy.layers.tcp.TCPLayer": "5e842b94cd4425b0",
     "mitmproxy.proxy.layers.http.HttpStream.flow_done": "ad9969744785c572",
+    "mitmproxy.proxy.layers.http.HttpStream": "92e73a60d11e5fef",
+    "mitmproxy.proxy.layers.http._http1.Http1Connection.read_body": "303e41dd550c1819",
+    "mitmproxy.proxy.layers.http._http1.Http1Server": "00a914b27f3f2d46",
+    "mitmproxy.proxy.layers.http._http1.Http1Client": "c004ed8ad85245cb",
+    "mitmproxy.proxy.server.TimeoutWatchdog": "95c9f187c70d4d09",
+    "mitmproxy.proxy.server.ConnectionHandler.handle_client": "330b831a7616cf98",
+    "mitmproxy.addons.proxyserver.Proxyserver.register_connection": "d79bb91554a8bda2",
     "mitmproxy.connection.Server.__setattr__": "9b26de861c3e1f75",
     "mitmproxy.proxy.layer.Layer.__init__": "fd5121f4df9d0eba",
     "mitmproxy.proxy.layer.NextLayer._ask": "4d8ace76d8488336",
@@ -33,7 +49,15 @@ def test_the_extended_mitmproxy_code_is_the_pinned_version():
     assert not changed, f"mitmproxy/wsproto code the guards rely on changed: {sorted(changed)}"
 
 
-def test_install_makes_mitmproxy_start_the_guarded_websocket_layer():
+def test_install_makes_mitmproxy_start_the_guarded_layers():
     install()
     install()  # idempotent
     assert websocket.WebsocketLayer is GuardedWebsocketLayer
+    assert http_layers.HttpStream is BoundedHttpStream
+    assert http_layers.Http1Server is GuardedHttp1Server  # type: ignore[attr-defined]
+    assert http_layers.Http1Client is GuardedHttp1Client  # type: ignore[attr-defined]
+
+
+def test_the_request_body_cap_leaves_room_for_framing_only():
+    assert request_body_cap(256 * 1024) == 256 * 1024 + 64 * 1024
+    assert request_body_cap(64 * 1024 * 1024) == 64 * 1024 * 1024 + 1024 * 1024

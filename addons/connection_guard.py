@@ -1,0 +1,207 @@
+"""Connections are a shared budget: one agent must not spend it for all.
+
+Inside a pod every agent connects from 127.0.0.1, so a per-source cap would not help:
+the bound is on the total. At `max_connections` a new client takes the place of the
+connection that has been idle longest (no request in flight, no hook running, no
+WebSocket or raw stream open); when none is idle the new client is refused. A client
+that has not sent a request head, CONNECT or TLS hello within `head_timeout` is closed,
+and so is one idle for `idle_timeout` (mitmproxy's own limit is a fixed 10 minutes).
+The process's open-file limit is raised to its hard limit at start, and the cap is kept
+below what it allows (each client may need an upstream connection too). What this
+closes or refuses is counted and logged as rate-limited lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mitmproxy import connection, ctx, http, tcp, tls
+
+from sidecar.log_limit import RateLimitedLog
+
+if TYPE_CHECKING:
+    from addons.egress_guard import EgressGuard
+
+logger = logging.getLogger("egress_sidecar")
+FD_RESERVE = 64  # listening sockets, the admin server, the scan API, logs
+SWEEP_INTERVAL = 1.0
+
+
+@dataclass
+class _Client:
+    connected: float
+    open_flows: set[str] = field(default_factory=set)  # requests, WebSockets, raw streams
+    started: bool = False  # sent a request head, a CONNECT or a TLS hello
+
+
+def raise_open_file_limit() -> int:
+    """Soft limit up to the hard limit; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
+
+
+def connection_budget(wanted: int, open_files: int) -> int:
+    """At most `wanted` clients, and no more than half the file descriptors left after
+    the reserve (each client may hold an upstream connection)."""
+    return max(1, min(wanted, (open_files - FD_RESERVE) // 2))
+
+
+class ConnectionGuard:
+    def __init__(self, guard: EgressGuard) -> None:
+        self._guard = guard
+        self._clients: dict[str, _Client] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._log = RateLimitedLog(logger)
+        self.limit = 0
+
+    def running(self) -> None:
+        settings = self._guard.settings
+        assert settings is not None
+        self.limit = connection_budget(settings.max_connections, raise_open_file_limit())
+        if self.limit < settings.max_connections:
+            logger.warning(
+                "max_connections lowered to %d: the open-file limit allows no more",
+                self.limit,
+            )
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    def done(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    # --- what each client is doing ------------------------------------------------------
+
+    def client_connected(self, client: connection.Client) -> None:
+        if self.limit and len(self._clients) >= self.limit and not self._evict_one():
+            self._guard.metrics.connections_closed.labels("refused_at_capacity").inc()
+            self._log.log(
+                "refused_at_capacity",
+                f"connection refused: {self.limit} connections open, none idle",
+            )
+            client.error = "too many connections"
+            return
+        self._clients[client.id] = _Client(time.monotonic())
+        self._guard.metrics.connections_open.set(len(self._clients))
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._clients.pop(client.id, None)
+        self._guard.metrics.connections_open.set(len(self._clients))
+
+    def _opened(self, client: connection.Client, flow_id: str) -> None:
+        state = self._clients.get(client.id)
+        if state is not None:
+            state.started = True
+            state.open_flows.add(flow_id)
+
+    def _closed(self, client: connection.Client, flow_id: str) -> None:
+        state = self._clients.get(client.id)
+        if state is not None:
+            state.open_flows.discard(flow_id)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        self._started(flow.client_conn)
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        self._started(data.context.client)
+
+    def _started(self, client: connection.Client) -> None:
+        state = self._clients.get(client.id)
+        if state is not None:
+            state.started = True
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self._opened(flow.client_conn, flow.id)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if flow.websocket is None:
+            self._closed(flow.client_conn, flow.id)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._closed(flow.client_conn, flow.id)
+
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        self._opened(flow.client_conn, flow.id)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self._closed(flow.client_conn, flow.id)
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        self._opened(flow.client_conn, flow.id)
+
+    def tcp_end(self, flow: tcp.TCPFlow) -> None:
+        self._closed(flow.client_conn, flow.id)
+
+    def tcp_error(self, flow: tcp.TCPFlow) -> None:
+        self._closed(flow.client_conn, flow.id)
+
+    # --- closing what holds the budget --------------------------------------------------
+
+    def _handlers(self) -> dict[str, Any]:
+        proxyserver = ctx.master.addons.get("proxyserver")
+        return {h.client.id: h for h in proxyserver.connections.values()}
+
+    def _idle_since(self, client_id: str, handler: Any) -> float | None:
+        """When the client went idle (monotonic), or None while it is busy."""
+        state = self._clients.get(client_id)
+        if state is None or state.open_flows or handler.timeout_watchdog.blocker:
+            return None
+        quiet = time.time() - float(handler.timeout_watchdog.last_activity)
+        return time.monotonic() - quiet
+
+    def _evict_one(self) -> bool:
+        handlers = self._handlers()
+        idle = [
+            (since, cid)
+            for cid, handler in handlers.items()
+            if (since := self._idle_since(cid, handler)) is not None
+        ]
+        if not idle:
+            return False
+        _, victim = min(idle)
+        self._close(handlers[victim], victim, "evicted_at_capacity")
+        return True
+
+    def _close(self, handler: Any, client_id: str, why: str) -> None:
+        self._clients.pop(client_id, None)
+        io = handler.transports.get(handler.client)
+        if io is not None and io.handler is not None:
+            io.handler.cancel(why)
+        self._guard.metrics.connections_closed.labels(why).inc()
+        level = logging.INFO if why == "idle_timeout" else logging.WARNING  # idle is routine
+        self._log.log(why, f"connection closed: {why.replace('_', ' ')}", level)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                self.sweep()
+            except Exception:  # the sweeper must outlive a bug in one pass
+                logger.exception("egress-sidecar: internal error while closing idle connections")
+
+    def sweep(self) -> None:
+        settings = self._guard.settings
+        if settings is None:
+            return
+        now = time.monotonic()
+        for cid, handler in self._handlers().items():
+            state = self._clients.get(cid)
+            if state is None:
+                continue
+            if not state.started and now - state.connected > settings.head_timeout:
+                self._close(handler, cid, "head_timeout")
+                continue
+            since = self._idle_since(cid, handler)
+            if since is not None and now - since > settings.idle_timeout:
+                self._close(handler, cid, "idle_timeout")

@@ -1,0 +1,80 @@
+"""What the layers refused to keep a bound (see `addons.layers`), made visible; and
+WebSocket compression kept out of the relay.
+
+An oversized request body is answered like any body over the scan limit (`413
+BODY_TOO_LARGE` with the decision headers, in every mode: it was never buffered, so
+there is nothing to forward). Each refusal is counted by reason; repeated ones are
+logged as rate-limited lines. permessage-deflate is never negotiated: the agent's offer
+is removed from its upgrade request (and an upstream's unasked-for acceptance from the
+101), so no WebSocket frame is ever inflated by the relay.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from mitmproxy import http
+
+from addons.layers import ResourceRefusal
+from addons.runtime import refusal_response
+from sidecar.decision_log import log_decision, loggable_host, loggable_method
+from sidecar.enforce import BODY_TOO_LARGE, local_block
+from sidecar.log_limit import RateLimitedLog
+
+if TYPE_CHECKING:
+    from addons.egress_guard import EgressGuard
+
+logger = logging.getLogger("egress_sidecar")
+WS_EXTENSIONS = "Sec-WebSocket-Extensions"
+_WHAT = {
+    "body_too_large": "request body refused: larger than the scan limit",
+    "http1_trailers": "request refused: trailers on an HTTP/1 request",
+    "trailers_dropped": "trailers dropped: they cannot be written to an HTTP/1 peer",
+    "websocket_message_too_large": "WebSocket message dropped: larger than the scan limit",
+}
+
+
+class ResourceGuard:
+    def __init__(self, guard: EgressGuard) -> None:
+        self._guard = guard
+        self._log = RateLimitedLog(logger)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        flow.request.headers.pop(WS_EXTENSIONS, None)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None and flow.response.status_code == 101:
+            flow.response.headers.pop(WS_EXTENSIONS, None)
+
+    def egress_resource_refused(self, refusal: ResourceRefusal) -> None:
+        self._guard.metrics.bounded.labels(refusal.reason).inc()
+        flow = refusal.flow
+        self._log.log(refusal.reason, _WHAT.get(refusal.reason, refusal.reason))
+        if refusal.reason == "body_too_large" and flow is not None:
+            self._refuse_body(flow, refusal.size)
+        elif refusal.reason == "websocket_message_too_large" and flow is not None:
+            self._guard.metrics.websocket_messages.labels("DENY", "dropped").inc()
+
+    def _refuse_body(self, flow: http.HTTPFlow, size: int) -> None:
+        settings = self._guard.settings
+        limit = settings.max_body_bytes if settings is not None else 0
+        enforcement = local_block(
+            BODY_TOO_LARGE, f"Request body is larger than the scan limit ({limit} B).", 413
+        )
+        flow.response = refusal_response(enforcement)
+        self._guard.metrics.requests.labels("DENY", "unknown").inc()
+        log_decision(
+            {
+                "trace_id": enforcement.trace_id,
+                "decision": "DENY",
+                "forwarded": False,
+                "status": 413,
+                "reasons": enforcement.reasons,
+                "method": loggable_method(flow.request.method),
+                "scheme": flow.request.scheme,
+                "host": loggable_host(flow.request.host, enforcement.reasons),
+                "port": flow.request.port,
+                "body_bytes_seen": size,
+            }
+        )

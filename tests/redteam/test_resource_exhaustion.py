@@ -1,0 +1,308 @@
+"""One agent must not take egress away from all: every resource is bounded before it is
+spent. Each attack runs against the sidecar as its own process, whose memory is read
+from /proc (peak: VmHWM, reset before each attack); a small request from another client
+must still be answered afterwards, and the recording upstream is the ground truth for
+what left. Timing is measured in `bench/resource_bench.py`, never asserted here."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import brotli
+import pytest
+import websockets.sync.client
+
+from tests.support.process import MIB, SidecarProcess, clean_env, start_sidecar_process
+from tests.support.servers import UPSTREAM_HOST, WAIT, Upstream
+from tests.support.waiting import eventually
+
+PEAK_BOUND = 300 * MIB  # the issue's ceiling for the whole process
+UPLOAD = "200M"
+
+
+@pytest.fixture
+def proc(tmp_path: Path, upstream: Upstream) -> Iterator[SidecarProcess]:
+    side = start_sidecar_process(
+        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST
+    )
+    yield side
+    side.stop()
+
+
+def _dial(side: SidecarProcess) -> socket.socket:
+    host, port = side.proxy.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=WAIT)
+
+
+def _small_request_works(side: SidecarProcess, upstream: Upstream, name: str) -> None:
+    with side.client() as c:
+        r = c.post(upstream.https + f"/allow/{name}", json={"note": "hello"})
+    assert r.status_code == 200
+    upstream.received.wait_for(lambda q: q.path == f"/allow/{name}")
+
+
+def _settled(side: SidecarProcess, baseline: int) -> None:
+    """Memory is given back: RSS returns within 10 % of what it was before."""
+    eventually(lambda: side.rss() <= baseline * 1.10)
+
+
+def _warm(side: SidecarProcess, upstream: Upstream) -> int:
+    _small_request_works(side, upstream, "warm-up")
+    side.reset_peak()
+    return side.rss()
+
+
+def _zeros_into_curl(size: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`head -c SIZE /dev/zero | curl ARGS`: the body comes from a pipe, as in the issue."""
+    with subprocess.Popen(["head", "-c", size, "/dev/zero"], stdout=subprocess.PIPE) as head:
+        result = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", *args], stdin=head.stdout, capture_output=True,
+            text=True, env=clean_env(), timeout=WAIT * 4, check=False,
+        )  # fmt: skip
+        assert head.stdout is not None
+        head.stdout.close()
+    return result
+
+
+def _curl_upload(side: SidecarProcess, url: str) -> subprocess.CompletedProcess[str]:
+    """The issue's repro: 200 MiB of zeros, chunked, from a pipe."""
+    return _zeros_into_curl(
+        UPLOAD, "-w", "%{http_code}", "-x", side.proxy_url, "--cacert", str(side.ca_bundle),
+        "-H", "Transfer-Encoding: chunked", "-T", "-", url,
+    )  # fmt: skip
+
+
+def test_chunked_uploads_are_refused_while_streaming_and_memory_comes_back(
+    proc: SidecarProcess, upstream: Upstream
+):
+    baseline = _warm(proc, upstream)
+    sequential = [_curl_upload(proc, upstream.http + f"/allow/up-{i}") for i in range(10)]
+    with ThreadPoolExecutor(3) as pool:
+        parallel = list(pool.map(lambda i: _curl_upload(proc, upstream.https + f"/allow/par-{i}"),
+                                 range(3)))  # fmt: skip
+    for result in sequential + parallel:
+        # Refused as soon as the scan limit (plus a margin) is passed: curl sees the 413,
+        # or the connection closing under its upload.
+        assert result.stdout in ("413", "000"), result.stderr
+    assert any(r.stdout == "413" for r in sequential + parallel)
+    assert proc.alive()
+    assert proc.peak_rss() <= PEAK_BOUND, proc.peak_rss() / MIB
+    assert proc.peak_rss() - baseline < 64 * MIB, (proc.peak_rss() - baseline) / MIB
+    refused = ("/allow/up-", "/allow/par-")
+    assert not [r for r in upstream.received.items if r.path.startswith(refused)]
+    assert proc.metric("egress_sidecar_bounded_total", reason="body_too_large") == 13
+    _small_request_works(proc, upstream, "after-uploads")
+    _settled(proc, baseline)
+
+
+def test_a_declared_length_past_the_limit_is_refused_before_the_body(
+    proc: SidecarProcess, upstream: Upstream
+):
+    with _dial(proc) as sock:
+        host = f"{UPSTREAM_HOST}:{upstream.http_port}"
+        sock.sendall(f"POST http://{host}/allow/declared HTTP/1.1\r\nHost: {host}\r\n"
+                     f"Content-Length: {200 * MIB}\r\n\r\n".encode())  # fmt: skip
+        sock.settimeout(WAIT)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert b"BODY_TOO_LARGE" in answer
+    assert upstream.requests_to("/allow/declared") == []
+
+
+def test_an_http2_upload_past_the_limit_ends_only_its_stream(proc: SidecarProcess, h2_recorder):
+    baseline = proc.rss()
+    proc.reset_peak()
+    origin = f"https://{h2_recorder.host}:{h2_recorder.port}"
+    common = ["--http2", "-x", proc.proxy_url, "--cacert", str(proc.ca_bundle),
+              "-w", "%{http_code} %{http_version} %{num_connects}\\n"]  # fmt: skip
+    result = _zeros_into_curl(
+        "64M", *common, "-T", "-", f"{origin}/h2-big",
+        "--next", "-sS", "-o", "/dev/null", *common, "-d", "small", f"{origin}/h2-small",
+    )  # fmt: skip
+    # The refused upload gets its 413 over HTTP/2; the next request reuses the connection.
+    assert result.stdout.split("\n")[:2] == ["413 2 1", "200 2 0"], result.stderr
+    paths = [dict(block).get(b":path") for _, block in h2_recorder.blocks.items]
+    assert paths == [b"/h2-small"]
+    assert proc.peak_rss() - baseline < 32 * MIB, (proc.peak_rss() - baseline) / MIB  # not held
+
+
+def test_large_downloads_stream_through_with_bounded_memory(
+    proc: SidecarProcess, upstream: Upstream
+):
+    baseline = _warm(proc, upstream)
+    size = 300 * MIB  # more than the buffered-body cap (256 MiB): streamed, never held
+    received = 0
+    with proc.client() as c, c.stream("GET", upstream.https + f"/download/{size}") as r:
+        assert r.status_code == 200
+        assert r.headers["content-length"] == str(size)
+        assert r.headers["x-interven-decision"] == "ALLOW"
+        for chunk in r.iter_raw():
+            received += len(chunk)
+    assert received == size
+    assert proc.peak_rss() - baseline < 64 * MIB, (proc.peak_rss() - baseline) / MIB
+    _settled(proc, baseline)
+
+
+def test_brotli_bombs_are_decoded_within_the_scan_limit(proc: SidecarProcess, upstream: Upstream):
+    bomb = brotli.compress(b"\0" * (280 * MIB), quality=4)  # 443 bytes
+    assert len(bomb) < 1000
+    upstream.encoded["bomb"] = (bomb, "br")
+    baseline = _warm(proc, upstream)
+    with proc.client() as c:
+        for i in range(40):
+            r = c.post(
+                upstream.https + f"/allow/bomb-{i}",
+                content=bomb,
+                headers={"Content-Encoding": "br", "Content-Type": "text/plain"},
+            )
+            assert r.status_code == 413
+            assert r.json()["reason_codes"] == ["BODY_TOO_LARGE"]
+            # A bomb from upstream reaches the agent as sent (its decoder is its own); the
+            # sidecar's classification copy is decoded within the scan limit.
+            get = c.stream("GET", upstream.https + "/encoded/bomb",
+                           headers={"Accept-Encoding": "br"})  # fmt: skip
+            with get as down:
+                assert down.status_code == 200
+                assert b"".join(down.iter_raw()) == bomb
+    assert not [r for r in upstream.received.items if r.path.startswith("/allow/bomb-")]
+    assert proc.alive()
+    assert proc.peak_rss() - baseline < 64 * MIB, (proc.peak_rss() - baseline) / MIB
+    _settled(proc, baseline)
+
+
+def test_http1_request_trailers_are_refused_cleanly(proc: SidecarProcess, upstream: Upstream):
+    host = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    with _dial(proc) as sock:
+        sock.sendall(f"POST http://{host}/allow/trailers HTTP/1.1\r\nHost: {host}\r\n"
+                     "Transfer-Encoding: chunked\r\nTrailer: X-Leak\r\n\r\n"
+                     "5\r\nhello\r\n0\r\nX-Leak: some-data\r\n\r\n".encode())  # fmt: skip
+        sock.settimeout(WAIT)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b"Trailers" in answer
+    assert upstream.requests_to("/allow/trailers") == []
+    _small_request_works(proc, upstream, "after-trailers")
+    assert not [line for line in proc.lines if "crashed" in line or "Traceback" in line]
+    assert proc.metric("egress_sidecar_bounded_total", reason="http1_trailers") == 1
+
+
+def test_http1_response_trailers_are_dropped_and_the_response_delivered(
+    proc: SidecarProcess, tcp_recorder
+):
+    reply = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n"
+             b"2\r\nok\r\n0\r\nX-T: v\r\n\r\n")  # fmt: skip
+    server = tcp_recorder(reply_to_head=reply)
+    with proc.client() as c:
+        r = c.get(f"http://{server.host}:{server.port}/trailing")
+    assert r.status_code == 200
+    assert r.text == "ok"
+    assert not [line for line in proc.lines if "crashed" in line or "Traceback" in line]
+    assert proc.metric("egress_sidecar_bounded_total", reason="trailers_dropped") == 1
+
+
+def _ws_connect(side: SidecarProcess, url: str, **kwargs: object):  # type: ignore[no-untyped-def]
+    ctx = ssl.create_default_context(cafile=str(side.ca_bundle))
+    return websockets.sync.client.connect(
+        url, proxy=side.proxy_url, ssl=ctx, open_timeout=WAIT, close_timeout=WAIT,
+        max_size=None, **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_websocket_messages_over_the_limit_are_dropped_as_they_arrive(
+    proc: SidecarProcess, upstream: Upstream
+):
+    baseline = _warm(proc, upstream)
+    url = upstream.https.replace("https", "wss") + "/ws"
+    with _ws_connect(proc, url) as ws:
+        for i in range(1000):
+            ws.send(bytes([i % 256]) * MIB)
+        ws.send(b"x" * (128 * MIB))
+        ws.send("small after")
+        assert ws.recv(timeout=WAIT) == "echo:small after"
+    assert [m for m in upstream.ws_messages.items if len(m) > 1000] == []
+    assert proc.metric("egress_sidecar_bounded_total", reason="websocket_message_too_large") == 1001
+    assert proc.alive()
+    assert proc.peak_rss() <= PEAK_BOUND, proc.peak_rss() / MIB
+    assert proc.peak_rss() - baseline < 64 * MIB, (proc.peak_rss() - baseline) / MIB
+    _settled(proc, baseline)
+
+
+def test_large_upstream_websocket_messages_are_relayed_frame_by_frame(
+    proc: SidecarProcess, upstream: Upstream
+):
+    baseline = _warm(proc, upstream)
+    size = 128 * MIB
+    url = upstream.https.replace("https", "wss") + f"/ws-big/{size}"
+    with _ws_connect(proc, url) as ws:
+        ws.send("go")
+        message = ws.recv(timeout=WAIT * 4)
+    assert len(message) == size
+    assert proc.peak_rss() - baseline < 64 * MIB, (proc.peak_rss() - baseline) / MIB
+
+
+def test_websocket_compression_is_never_negotiated(proc: SidecarProcess, upstream: Upstream):
+    url = upstream.https.replace("https", "wss") + "/ws"
+    with _ws_connect(proc, url, compression="deflate") as ws:
+        assert ws.response is not None
+        assert "sec-websocket-extensions" not in {k.lower() for k in ws.response.headers}
+        ws.send("plain")
+        assert ws.recv(timeout=WAIT) == "echo:plain"
+
+
+def test_idle_and_silent_connections_cannot_exhaust_the_sidecar(tmp_path: Path, upstream: Upstream):
+    side = start_sidecar_process(
+        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST,
+        "--max-connections", "100", "--head-timeout", "2", "--idle-timeout", "3",
+    )  # fmt: skip
+    try:
+        lines_before = len(side.lines)
+        host, port = side.proxy.rsplit(":", 1)
+        idle: list[socket.socket] = []
+        with contextlib.ExitStack() as stack:
+            for _ in range(1000):
+                s = stack.enter_context(socket.create_connection((host, int(port))))
+                idle.append(s)
+            # A new client is served: the longest-idle connections made room for it.
+            _small_request_works(side, upstream, "among-idle")
+            assert side.metric("egress_sidecar_connections_open") <= 100
+            assert side.metric("egress_sidecar_connections_closed_total",
+                               reason="evicted_at_capacity") >= 900  # fmt: skip
+            # Connections that never send a request head are closed at the head timeout.
+            survivor = idle[-1]
+            survivor.settimeout(WAIT)
+            assert survivor.recv(1) == b""
+        assert side.alive()
+        assert len(side.lines) - lines_before <= 100, side.lines[lines_before:][:20]
+    finally:
+        side.stop()
+
+
+def test_a_keep_alive_connection_is_closed_after_the_idle_timeout(
+    tmp_path: Path, upstream: Upstream
+):
+    side = start_sidecar_process(
+        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST,
+        "--idle-timeout", "1",
+    )  # fmt: skip
+    try:
+        host = f"{UPSTREAM_HOST}:{upstream.http_port}"
+        with _dial(side) as sock:
+            sock.sendall(f"GET http://{host}/allow/keep HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            sock.settimeout(WAIT)
+            data = b""
+            while not data.endswith(b"\r\n\r\n") and b"\r\n\r\n" not in data:
+                data += sock.recv(65536)
+            assert data.startswith(b"HTTP/1.1 200")
+            rest = b""
+            while chunk := sock.recv(65536):  # ends when the sidecar closes the idle socket
+                rest += chunk
+        eventually(lambda: side.metric("egress_sidecar_connections_closed_total",
+                                       reason="idle_timeout") == 1)  # fmt: skip
+    finally:
+        side.stop()

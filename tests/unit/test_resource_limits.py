@@ -1,0 +1,77 @@
+"""Pieces of the resource bounds that need no proxy: rate-limited log lines, the
+connection budget, and the decoders' output budgets."""
+
+from __future__ import annotations
+
+import logging
+
+import brotli
+import pytest
+import zstandard
+
+from addons.connection_guard import FD_RESERVE, connection_budget
+from sidecar.bodies import BodyTooLarge, BodyUndecodable, decode_body, encode_body
+from sidecar.log_limit import RateLimitedLog
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_repeated_failures_are_folded_into_one_line_per_interval(caplog):
+    clock = _Clock()
+    log = RateLimitedLog(logging.getLogger("test.limit"), interval=10, clock=clock)
+    with caplog.at_level(logging.INFO, logger="test.limit"):
+        assert log.log("idle", "closed")
+        assert not any(log.log("idle", "closed") for _ in range(999))
+        assert log.log("other", "refused")  # each kind has its own budget
+        clock.now = 10.0
+        assert log.log("idle", "closed")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["closed", "refused", "closed (999 more like this in the last 10s)"]
+
+
+def test_the_connection_budget_leaves_file_descriptors_for_upstreams():
+    assert connection_budget(1024, 1 << 20) == 1024
+    assert connection_budget(1024, 1024) == (1024 - FD_RESERVE) // 2
+    assert connection_budget(1024, 10) == 1
+
+
+def test_a_brotli_bomb_decodes_no_further_than_the_limit():
+    bomb = brotli.compress(b"\0" * (64 << 20), quality=4)
+    with pytest.raises(BodyTooLarge):
+        decode_body(bomb, "br", 256 * 1024)
+    assert len(decode_body(bomb, "br", 256 * 1024, truncate=True)) == 256 * 1024
+
+
+def test_brotli_bytes_after_the_stream_are_refused():
+    encoded = brotli.compress(b"hello " * 100)
+    assert decode_body(encoded, "br", 1 << 20) == b"hello " * 100
+    with pytest.raises(BodyUndecodable):
+        decode_body(encoded + b"tail", "br", 1 << 20)
+
+
+def _zstd_frame(window_log: int) -> bytes:
+    """A frame with no content size, the given window, and one raw block `abc`."""
+    header = bytes([0x00, (window_log - 10) << 3])  # descriptor, window descriptor
+    block = ((3 << 3) | 1).to_bytes(3, "little") + b"abc"  # last, raw, 3 bytes
+    return (0xFD2FB528).to_bytes(4, "little") + header + block
+
+
+def test_a_zstd_frame_asking_for_more_than_an_8_mib_window_is_refused():
+    assert zstandard.get_frame_parameters(_zstd_frame(27)).window_size == 128 << 20
+    assert decode_body(_zstd_frame(23), "zstd", 1 << 20) == b"abc"
+    with pytest.raises(BodyUndecodable):
+        decode_body(_zstd_frame(24), "zstd", 1 << 20)
+    with pytest.raises(BodyUndecodable):
+        decode_body(_zstd_frame(27), "zstd", 1 << 20)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd", "gzip, br"])
+def test_a_rewritten_body_is_encoded_again(coding):
+    body = b'{"text": "[REDACTED:SECRETS]"}' * 50
+    assert decode_body(encode_body(body, coding), coding, 1 << 20) == body
