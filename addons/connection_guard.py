@@ -1,9 +1,10 @@
 """Connections are a shared budget: one agent must not spend it for all.
 
 Inside a pod every agent connects from 127.0.0.1, so a per-source cap would not help:
-the bound is on the total. At `max_connections` a new client takes the place of the
-connection that has been idle longest (no request in flight, no hook running, no
-WebSocket or raw stream open); when none is idle the new client is refused. A client
+the bound is on the total. At `max_connections` a new client takes the place of an
+idle connection (no request in flight, no hook running, no WebSocket or raw stream
+open): the idlest of the oldest few, so a flood costs a few steps per connection, not
+one per open connection; when none is idle the new client is refused. A client
 that has not sent a request head, CONNECT or TLS hello within `head_timeout` is closed,
 and so is one idle for `idle_timeout` (mitmproxy's own limit is a fixed 10 minutes).
 The process's open-file limit is raised to its hard limit at start, and the cap is kept
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("egress_sidecar")
 FD_RESERVE = 64  # listening sockets, the admin server, the scan API, logs
 SWEEP_INTERVAL = 1.0
+EVICTION_CANDIDATES = 16  # idle connections compared when one must make room
+EVICTION_SCAN = 256  # at most this many (oldest first) looked at for them
 
 
 @dataclass
@@ -148,9 +151,10 @@ class ConnectionGuard:
 
     # --- closing what holds the budget --------------------------------------------------
 
-    def _handlers(self) -> dict[str, Any]:
-        proxyserver = ctx.master.addons.get("proxyserver")
-        return {h.client.id: h for h in proxyserver.connections.values()}
+    @staticmethod
+    def _handler(client_id: str) -> Any:
+        """mitmproxy's handler of a client connection (keyed by the client's id)."""
+        return ctx.master.addons.get("proxyserver").connections.get(client_id)
 
     def _idle_since(self, client_id: str, handler: Any) -> float | None:
         """When the client went idle (monotonic), or None while it is busy."""
@@ -161,16 +165,24 @@ class ConnectionGuard:
         return time.monotonic() - quiet
 
     def _evict_one(self) -> bool:
-        handlers = self._handlers()
-        idle = [
-            (since, cid)
-            for cid, handler in handlers.items()
-            if (since := self._idle_since(cid, handler)) is not None
-        ]
-        if not idle:
+        """Close the idlest of the oldest few idle connections. Clients are kept in the
+        order they connected, so under a flood this costs a few steps, not one per open
+        connection."""
+        best: tuple[float, str, Any] | None = None
+        found = 0
+        for scanned, cid in enumerate(self._clients):
+            if scanned >= EVICTION_SCAN or found >= EVICTION_CANDIDATES:
+                break
+            handler = self._handler(cid)
+            since = None if handler is None else self._idle_since(cid, handler)
+            if since is None:
+                continue
+            found += 1
+            if best is None or since < best[0]:
+                best = (since, cid, handler)
+        if best is None:
             return False
-        _, victim = min(idle)
-        self._close(handlers[victim], victim, "evicted_at_capacity")
+        self._close(best[2], best[1], "evicted_at_capacity")
         return True
 
     def _close(self, handler: Any, client_id: str, why: str) -> None:
@@ -195,9 +207,9 @@ class ConnectionGuard:
         if settings is None:
             return
         now = time.monotonic()
-        for cid, handler in self._handlers().items():
-            state = self._clients.get(cid)
-            if state is None:
+        for cid, state in list(self._clients.items()):
+            handler = self._handler(cid)
+            if handler is None:
                 continue
             if not state.started and now - state.connected > settings.head_timeout:
                 self._close(handler, cid, "head_timeout")

@@ -15,8 +15,9 @@
   upstream are relayed frame by frame, never assembled; no message history is kept.
 - `BoundedHttpStream`: a request body is refused (413) as soon as its declared or
   received size passes what will be scanned (`request_body_cap`), so at most that much
-  is ever buffered; a response is never refused for its declared length (the guard
-  streams every response body, keeping a bounded copy).
+  is ever buffered (what the agent still sends is read and discarded, up to a bound, so
+  it reads the answer instead of a reset); a response is never refused for its declared
+  length (the guard streams every response body, keeping a bounded copy).
 - `GuardedHttp1Server` / `GuardedHttp1Client`: mitmproxy's HTTP/1 layer raises on
   trailers. Trailers on an agent's HTTP/1 request are refused (400); trailers an
   HTTP/1 upstream sends, or that would have to be written to an HTTP/1 peer, are dropped.
@@ -52,6 +53,7 @@ from mitmproxy.proxy.layers import tcp, websocket
 from mitmproxy.proxy.layers.http import SendHttp, _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import (
+    RequestData,
     RequestEndOfMessage,
     RequestProtocolError,
     RequestTrailers,
@@ -70,6 +72,7 @@ from mitmproxy.proxy.server import ConnectionHandler
 ALLOWED_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})
 SERVER_PINGS_REMEMBERED = 8
 REQUEST_BODY_MARGIN = 64 * 1024
+REFUSED_BODY_DRAINED = 16 * 1024 * 1024  # read after a 413 before the connection is closed
 BODY_REFUSED = "Request body is larger than the scan limit."
 TRAILERS_REFUSED = "Trailers on an HTTP/1 request are not relayed."
 
@@ -267,22 +270,29 @@ class BoundedHttpStream(http_layers.HttpStream):
         yield HttpErrorHook(self.flow)
         yield ResourceRefusedHook(ResourceRefusal("body_too_large", self.flow, size))
         response = self.flow.response
-        if response is not None and response.raw_content is not None:
-            # The guard's answer (413 with the decision headers); HTTP/1 then closes the
-            # connection's sending side, HTTP/2 ends only the stream.
-            yield SendHttp(ResponseHeaders(self.stream_id, response, False), self.context.client)
-            yield SendHttp(ResponseData(self.stream_id, response.raw_content), self.context.client)
-            yield SendHttp(ResponseEndOfMessage(self.stream_id), self.context.client)
-            if not self.flow.request.is_http2:
-                # Half-closed, so the agent reads the answer instead of a reset; what it
-                # still sends is read and discarded (never buffered).
-                yield commands.CloseTcpConnection(self.context.client, half_close=True)
-        else:
+        if response is None or response.raw_content is None:
             yield SendHttp(
                 ResponseProtocolError(self.stream_id, BODY_REFUSED, 413), self.context.client
             )
-        self.client_state = self.state_errored
+            self.client_state = self.state_errored
+        else:
+            # The guard's answer (413 with the decision headers). The agent is still
+            # sending: closing now would reset the connection before it reads the answer,
+            # so what follows is read and discarded (never buffered) up to a bound.
+            yield SendHttp(ResponseHeaders(self.stream_id, response, False), self.context.client)
+            yield SendHttp(ResponseData(self.stream_id, response.raw_content), self.context.client)
+            yield SendHttp(ResponseEndOfMessage(self.stream_id), self.context.client)
+            self._discarded = 0
+            self.client_state = self._state_discard_body
         self.flow.live = False
+
+    def _state_discard_body(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if not isinstance(event, RequestData):
+            return
+        self._discarded += len(event.data)
+        if self._discarded > REFUSED_BODY_DRAINED and not self.flow.request.is_http2:
+            yield commands.CloseConnection(self.context.client)
+            self.client_state = self.state_errored
 
 
 class _TrailerCatcher:

@@ -87,10 +87,9 @@ def test_chunked_uploads_are_refused_while_streaming_and_memory_comes_back(
         parallel = list(pool.map(lambda i: _curl_upload(proc, upstream.https + f"/allow/par-{i}"),
                                  range(3)))  # fmt: skip
     for result in sequential + parallel:
-        # Refused as soon as the scan limit (plus a margin) is passed: curl sees the 413,
-        # or the connection closing under its upload.
-        assert result.stdout in ("413", "000"), result.stderr
-    assert any(r.stdout == "413" for r in sequential + parallel)
+        # Refused as soon as the scan limit (plus a margin) is passed, and answered: what
+        # curl still sends is discarded, so it reads the 413 instead of a reset.
+        assert result.stdout == "413", result.stderr
     assert proc.alive()
     assert proc.peak_rss() <= PEAK_BOUND, proc.peak_rss() / MIB
     assert proc.peak_rss() - baseline < 64 * MIB, (proc.peak_rss() - baseline) / MIB
@@ -108,10 +107,15 @@ def test_a_declared_length_past_the_limit_is_refused_before_the_body(
         host = f"{UPSTREAM_HOST}:{upstream.http_port}"
         sock.sendall(f"POST http://{host}/allow/declared HTTP/1.1\r\nHost: {host}\r\n"
                      f"Content-Length: {200 * MIB}\r\n\r\n".encode())  # fmt: skip
-        sock.settimeout(WAIT)
         answer = sock.recv(65536)
-    assert answer.startswith(b"HTTP/1.1 413")
-    assert b"BODY_TOO_LARGE" in answer
+        assert answer.startswith(b"HTTP/1.1 413")
+        assert b"BODY_TOO_LARGE" in answer
+        # An agent that keeps sending regardless is read (and discarded) only so far;
+        # then the sidecar closes the connection.
+        with contextlib.suppress(ConnectionError):
+            for _ in range(64):
+                sock.sendall(b"\0" * MIB)
+            pytest.fail("the sidecar read 64 MiB past its answer")
     assert upstream.requests_to("/allow/declared") == []
 
 
