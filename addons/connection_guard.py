@@ -9,13 +9,15 @@ that has not sent a request head, CONNECT or TLS hello within `head_timeout` is 
 and so is one idle for `idle_timeout` (mitmproxy's own limit is a fixed 10 minutes).
 The process's open-file limit is raised to its hard limit at start, and the cap is kept
 below what it allows (each client may need an upstream connection too). What this
-closes or refuses is counted and logged as rate-limited lines.
+closes or refuses is counted and logged as rate-limited lines. Every ten seconds the
+memory closed connections (and refused bodies) freed is handed back to the OS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import resource
 import time
@@ -24,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from mitmproxy import connection, ctx, http, tcp, tls
 
+from sidecar.bodies import decoder_thread
 from sidecar.log_limit import RateLimitedLog
+from sidecar.tuning import give_memory_back
 
 if TYPE_CHECKING:
     from addons.egress_guard import EgressGuard
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("egress_sidecar")
 FD_RESERVE = 64  # listening sockets, the admin server, the scan API, logs
 SWEEP_INTERVAL = 1.0
+TRIM_EVERY = 10  # sweeps between handing free memory back to the OS
 EVICTION_CANDIDATES = 16  # idle connections compared when one must make room
 EVICTION_SCAN = 256  # at most this many (oldest first) looked at for them
 
@@ -195,10 +200,13 @@ class ConnectionGuard:
         self._log.log(why, f"connection closed: {why.replace('_', ' ')}", level)
 
     async def _sweep_forever(self) -> None:
-        while True:
+        loop = asyncio.get_running_loop()
+        for sweeps in itertools.count(1):
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
                 self.sweep()
+                if sweeps % TRIM_EVERY == 0:  # what closed connections freed goes back
+                    await loop.run_in_executor(decoder_thread(), give_memory_back)
             except Exception:  # the sweeper must outlive a bug in one pass
                 logger.exception("egress-sidecar: internal error while closing idle connections")
 

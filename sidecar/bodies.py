@@ -15,9 +15,11 @@ undecodable, which the caller refuses. Decoded bytes become the scan API's `body
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import json
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import brotli
@@ -94,9 +96,16 @@ async def decode_off_loop(
     serves every other agent meanwhile); an unencoded body is returned at once."""
     if not codings(content_encoding, transfer_encoding):
         return decode_body(raw, "", limit, truncate)
-    return await asyncio.to_thread(
-        decode_body, raw, content_encoding, limit, truncate, transfer_encoding
+    return await asyncio.get_running_loop().run_in_executor(
+        decoder_thread(), decode_body, raw, content_encoding, limit, truncate, transfer_encoding
     )
+
+
+@functools.cache
+def decoder_thread() -> ThreadPoolExecutor:
+    """One thread decodes for the whole process: each decode is bounded, and one thread
+    keeps one malloc arena (every extra thread would keep its own decoder buffers)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="egress-decode")
 
 
 def _decode_one(data: bytes, coding: str, limit: int, truncate: bool) -> bytes:

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from sidecar.backends.base import ObservedResponse, ScanBackend
 from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
-from sidecar.bodies import BodyUndecodable, body_for_scan, decode_body, media_type
+from sidecar.bodies import (
+    BodyUndecodable,
+    body_for_scan,
+    decode_body,
+    decoder_thread,
+    media_type,
+)
 from sidecar.llm import LlmReply, read_reply
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import SCAN_API_MAX_BODY_BYTES
@@ -121,7 +127,9 @@ class ResponseScanQueue:
 
     async def _post(self, job: ResponseScanJob) -> None:
         # Decoding and parsing run off the event loop: the body is the upstream's choice.
-        prepared = await asyncio.to_thread(self._prepare, job)
+        prepared = await asyncio.get_running_loop().run_in_executor(
+            decoder_thread(), self._prepare, job
+        )
         if prepared is None:
             return
         content, body, reply = prepared

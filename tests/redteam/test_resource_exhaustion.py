@@ -251,12 +251,18 @@ def test_large_upstream_websocket_messages_are_relayed_frame_by_frame(
 
 
 def test_websocket_compression_is_never_negotiated(proc: SidecarProcess, upstream: Upstream):
-    url = upstream.https.replace("https", "wss") + "/ws"
+    url = upstream.https.replace("https", "wss") + "/ws?offer=deflate"
     with _ws_connect(proc, url, compression="deflate") as ws:
+        assert ws.request is not None
+        assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
         assert ws.response is not None
         assert "sec-websocket-extensions" not in {k.lower() for k in ws.response.headers}
         ws.send("plain")
         assert ws.recv(timeout=WAIT) == "echo:plain"
+    # The agent's offer never reached the upstream, so it could not accept it.
+    _, headers = upstream.ws_handshakes.wait_for(lambda h: h[0] == "/ws?offer=deflate")
+    assert "Sec-Websocket-Key" in headers
+    assert "Sec-Websocket-Extensions" not in headers
 
 
 def test_idle_and_silent_connections_cannot_exhaust_the_sidecar(tmp_path: Path, upstream: Upstream):

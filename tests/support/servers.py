@@ -305,6 +305,9 @@ class _WsHandler(tornado.websocket.WebSocketHandler):
     def initialize(self, upstream: Upstream) -> None:
         self.upstream = upstream
 
+    def open(self) -> None:
+        self.upstream.ws_handshakes.add((self.request.uri, dict(self.request.headers)))
+
     def on_message(self, message: str | bytes) -> None:
         self.upstream.ws_messages.add(message)
         self.write_message(f"echo:{message!s}")
@@ -357,6 +360,7 @@ class Upstream:
         cert.configure_cert(ssl_ctx)
         self.received = Recorder()
         self.ws_messages = Recorder()
+        self.ws_handshakes = Recorder()  # (uri, headers) of each upgrade, as received
         self._loop = loop
         self.sse_release = loop.run(_make_event())
         self._gates: dict[str, asyncio.Event] = {}
