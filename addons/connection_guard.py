@@ -9,8 +9,9 @@ that has not sent a request head, CONNECT or TLS hello within `head_timeout` is 
 and so is one idle for `idle_timeout` (mitmproxy's own limit is a fixed 10 minutes).
 The process's open-file limit is raised to its hard limit at start, and the cap is kept
 below what it allows (each client may need an upstream connection too). What this
-closes or refuses is counted and logged as rate-limited lines. Every ten seconds the
-memory closed connections (and refused bodies) freed is handed back to the OS.
+closes or refuses is counted and logged as rate-limited lines. Every ten seconds, if
+the process has grown, what closed connections and refused bodies freed is collected
+and handed back to the OS.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from mitmproxy import connection, ctx, http, tcp, tls
 
 from sidecar.bodies import decoder_thread
 from sidecar.log_limit import RateLimitedLog
-from sidecar.tuning import give_memory_back
+from sidecar.tuning import MemoryKeeper, give_memory_back
 
 if TYPE_CHECKING:
     from addons.egress_guard import EgressGuard
@@ -71,6 +72,7 @@ class ConnectionGuard:
         self._clients: dict[str, _Client] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._log = RateLimitedLog(logger)
+        self._memory = MemoryKeeper()
         self.limit = 0
 
     def running(self) -> None:
@@ -130,6 +132,11 @@ class ConnectionGuard:
             state.started = True
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self._started(flow.client_conn)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        # In flight once its body is in: a request whose body trickles in (or stalls)
+        # keeps no right to its connection slot.
         self._opened(flow.client_conn, flow.id)
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -205,8 +212,10 @@ class ConnectionGuard:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
                 self.sweep()
-                if sweeps % TRIM_EVERY == 0:  # what closed connections freed goes back
+                if sweeps % TRIM_EVERY == 0 and self._memory.collect_if_grown():
+                    # What closed connections and refused bodies freed goes back.
                     await loop.run_in_executor(decoder_thread(), give_memory_back)
+                    self._memory.settle()
             except Exception:  # the sweeper must outlive a bug in one pass
                 logger.exception("egress-sidecar: internal error while closing idle connections")
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from typing import Any
 import h11
 import wsproto.connection
 import wsproto.events
+from h11._receivebuffer import ReceiveBuffer
 from mitmproxy import flow as mitm_flow
 from mitmproxy import http
 from mitmproxy.connection import Server
@@ -66,21 +68,19 @@ from mitmproxy.proxy.layers.http._events import (
 from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpRequestHeadersHook
 from mitmproxy.proxy.layers.http._http1 import make_error_response
 from mitmproxy.proxy.server import ConnectionHandler
+from mitmproxy.utils import human
+
+from sidecar.settings import request_body_cap
 
 # RFC 6455 §7.4.1 codes an endpoint may send; anything else (incl. the 3000-4999 ranges
 # an application could use as a covert channel) becomes 1000.
 ALLOWED_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})
 SERVER_PINGS_REMEMBERED = 8
-REQUEST_BODY_MARGIN = 64 * 1024
 REFUSED_BODY_DRAINED = 16 * 1024 * 1024  # read after a 413 before the connection is closed
+MAX_UNPARSED = 128 * 1024  # an agent's HTTP/1 bytes held before they parse (heads: 64 KiB)
 BODY_REFUSED = "Request body is larger than the scan limit."
+BODIES_HELD = "The sidecar holds as many request bodies as it may; try again."
 TRAILERS_REFUSED = "Trailers on an HTTP/1 request are not relayed."
-
-
-def request_body_cap(max_body_bytes: int) -> int:
-    """The most request body bytes buffered: the scan limit plus what framing and
-    compression overhead could add to a body that decodes within it."""
-    return max_body_bytes + max(REQUEST_BODY_MARGIN, max_body_bytes // 64)
 
 
 @dataclass
@@ -240,39 +240,83 @@ class GuardedWebsocketLayer(websocket.WebsocketLayer):
         yield ControlFrameHook(ControlFrame(self.flow, frame, action))
 
 
+class HeldBodies:
+    """Request body bytes held by the whole process, against one budget: each body is
+    bounded, but many at once (HTTP/2 multiplies them by its streams, and by every
+    connection) must be bounded too."""
+
+    def __init__(self) -> None:
+        self.held = 0
+
+    def take(self, size: int, budget: int) -> bool:
+        if self.held + size > budget:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held = max(0, self.held - size)
+
+
+HELD_BODIES = HeldBodies()
+
+
 class BoundedHttpStream(http_layers.HttpStream):
     """mitmproxy's HTTP stream with body buffering bounded per direction (see the module
     docstring). `check_body_size` runs before the request/response headers hooks and on
-    every chunk buffered."""
+    every chunk buffered; the bytes a request holds count against `HELD_BODIES` until the
+    stream ends."""
+
+    _held = 0
+
+    def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
+        yield from super()._handle_event(event)
+        if self._held and (
+            self.client_state == self.state_errored
+            or self.server_state in (self.state_done, self.state_errored)
+        ):
+            HELD_BODIES.give_back(self._held)
+            self._held = 0
 
     def check_body_size(self, request: bool) -> layer.CommandGenerator[bool]:
         if not request:
             if not self.response_body_buf:
                 return False  # a declared length is no reason to refuse: it is streamed
             return (yield from super().check_body_size(request))
-        cap = request_body_cap(int(getattr(self.context.options, "egress_max_body_bytes", 0)))
+        options = self.context.options
+        cap = request_body_cap(int(getattr(options, "egress_max_body_bytes", 0)))
         size: int | None = len(self.request_body_buf)
         if not size:
             try:
                 size = expected_http_body_size(self.flow.request)
             except ValueError:
                 size = None
-        if size is None or size <= cap:
-            return False
-        yield from self._refuse_body(size)
+            if size is None or size <= cap:
+                return False
+        elif size <= cap:
+            budget = human.parse_size(options.body_size_limit) or 1 << 62
+            if HELD_BODIES.take(size - self._held, budget):
+                self._held = size
+                return False
+            yield from self._refuse_body(size, "bodies_held")
+            return True
+        yield from self._refuse_body(size, "body_too_large")
         return True
 
-    def _refuse_body(self, size: int) -> layer.CommandGenerator[None]:
+    def _refuse_body(self, size: int, reason: str) -> layer.CommandGenerator[None]:
         if not self.request_body_buf:
             yield HttpRequestHeadersHook(self.flow)
         self.request_body_buf.clear()
-        self.flow.error = mitm_flow.Error(BODY_REFUSED)
+        HELD_BODIES.give_back(self._held)
+        self._held = 0
+        message, status = (BODY_REFUSED, 413) if reason == "body_too_large" else (BODIES_HELD, 503)
+        self.flow.error = mitm_flow.Error(message)
         yield HttpErrorHook(self.flow)
-        yield ResourceRefusedHook(ResourceRefusal("body_too_large", self.flow, size))
+        yield ResourceRefusedHook(ResourceRefusal(reason, self.flow, size))
         response = self.flow.response
         if response is None or response.raw_content is None:
             yield SendHttp(
-                ResponseProtocolError(self.stream_id, BODY_REFUSED, 413), self.context.client
+                ResponseProtocolError(self.stream_id, message, status), self.context.client
             )
             self.client_state = self.state_errored
         else:
@@ -335,7 +379,49 @@ def _drop_trailers(event: Any) -> layer.CommandGenerator[bool]:
 
 
 class GuardedHttp1Server(_http1.Http1Server):
-    """The agent's HTTP/1 connection: a request with trailers is refused (400)."""
+    """The agent's HTTP/1 connection. mitmproxy buffers whatever arrives before it parses
+    it — a request head that never ends, or bytes pipelined behind a request in flight —
+    without limit ("FIXME: protect against header size DoS"). Here unparsed bytes are
+    bounded (`MAX_UNPARSED`: 431, or the connection closed), every request head must be
+    complete within `head_timeout` of its first byte (408), and a request with trailers
+    is refused (400)."""
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._head_started: float | None = None
+
+    def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if isinstance(event, events.DataReceived) and self.state in (self.read_headers, self.wait):
+            refused = self._past_bounds(len(event.data))  # (a body is consumed as it comes)
+            if refused is not None:
+                yield from self._refuse(*refused)
+                return
+        yield from super()._handle_event(event)
+        if self.state != self.read_headers or not self.buf:
+            self._head_started = None
+
+    def _past_bounds(self, arriving: int) -> tuple[int, str, str] | None:
+        reading_head = self.state == self.read_headers
+        if len(self.buf) + arriving > MAX_UNPARSED:
+            if reading_head:
+                return 431, "head_too_large", "Request head too large."
+            return 0, "pipelined_too_large", ""
+        if reading_head:
+            now = time.monotonic()
+            if self._head_started is None:
+                self._head_started = now
+            elif now - self._head_started > float(
+                getattr(self.context.options, "egress_head_timeout", 0) or 1e9
+            ):
+                return 408, "head_timeout", "Request head not complete in time."
+        return None
+
+    def _refuse(self, status: int, reason: str, message: str) -> layer.CommandGenerator[None]:
+        if status:
+            yield commands.SendData(self.conn, make_error_response(status, message))
+        yield commands.CloseConnection(self.conn)
+        yield ResourceRefusedHook(ResourceRefusal(reason))
+        self.buf = ReceiveBuffer()  # what was held goes now; the close is handled as usual
 
     def read_body(self, event: events.Event) -> layer.CommandGenerator[None]:
         trailers = _catch_trailers(self)
@@ -406,9 +492,7 @@ def pinned_sources() -> dict[str, str]:
         "mitmproxy.proxy.layers.tcp.TCPLayer": _digest(tcp.TCPLayer),
         "mitmproxy.proxy.layers.http.HttpStream.flow_done": _digest(original_stream.flow_done),
         "mitmproxy.proxy.layers.http.HttpStream": _digest(original_stream),
-        "mitmproxy.proxy.layers.http._http1.Http1Connection.read_body": _digest(
-            _http1.Http1Connection.read_body
-        ),
+        "mitmproxy.proxy.layers.http._http1.Http1Connection": _digest(_http1.Http1Connection),
         "mitmproxy.proxy.layers.http._http1.Http1Server": _digest(_http1.Http1Server),
         "mitmproxy.proxy.layers.http._http1.Http1Client": _digest(_http1.Http1Client),
         "mitmproxy.proxy.server.TimeoutWatchdog": _digest(TimeoutWatchdog),

@@ -78,7 +78,7 @@ RUN_FLAGS = (
     ("--approval-poll-interval", "approval_poll_interval", "seconds between polls (2)"),
     ("--max-pending-approvals", "max_pending_approvals", "requests held at once (100)"),
     ("--max-body-bytes", "max_body_bytes", "largest decoded body scanned (262144)"),
-    ("--max-buffered-bytes", "max_buffered_bytes", "hard cap per buffered body (256 MiB)"),
+    ("--max-buffered-bytes", "max_buffered_bytes", "request body bytes held at once (64 MiB)"),
     ("--max-connections", "max_connections", "agent connections open at once (1024)"),
     ("--idle-timeout", "idle_timeout", "seconds an idle agent connection stays open (120)"),
     ("--head-timeout", "head_timeout", "seconds a new connection has for its first request (10)"),

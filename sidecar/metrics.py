@@ -156,8 +156,9 @@ class SidecarMetrics:
         )
         self.bounded = Counter(
             f"{PREFIX}_bounded",
-            "Bodies, messages and trailers refused or dropped to keep a resource bound, by "
-            "reason (body_too_large, http1_trailers, trailers_dropped, "
+            "Bodies, heads, messages and trailers refused or dropped to keep a resource "
+            "bound, by reason (body_too_large, bodies_held, head_too_large, head_timeout, "
+            "pipelined_too_large, http1_trailers, trailers_dropped, "
             "websocket_message_too_large).",
             ["reason"],
             registry=r,

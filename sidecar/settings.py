@@ -29,6 +29,7 @@ from pydantic_settings import SettingsError as EnvParseError
 from sidecar.engine.destinations import check_host_patterns, parse_destination_pattern
 
 SCAN_API_MAX_BODY_BYTES = 256 * 1024
+REQUEST_BODY_MARGIN = 64 * 1024
 # Headers that legitimately differ between retries of one request.
 # Each must also have its usual shape (`request_surface.VOLATILE_FORMATS`) to be left out.
 VOLATILE_HEADERS = (
@@ -119,6 +120,12 @@ def _ca_bundle(value: Path | None) -> Path | None:
     except (ssl.SSLError, OSError, ValueError):
         raise ValueError(f"{value}: not a PEM CA bundle") from None
     return value
+
+
+def request_body_cap(max_body_bytes: int) -> int:
+    """The most bytes of one request body ever held: the scan limit plus what framing and
+    compression overhead could add to a body that decodes within it."""
+    return max_body_bytes + max(REQUEST_BODY_MARGIN, max_body_bytes // 64)
 
 
 class SidecarSettings(BaseSettings):
@@ -245,9 +252,11 @@ class SidecarSettings(BaseSettings):
         description="Largest decoded request body that is scanned; larger ones are refused.",
     )
     max_buffered_bytes: int = Field(
-        default=256 * 1024 * 1024,
+        default=64 * 1024 * 1024,
         ge=1024 * 1024,
-        description="Hard cap on a buffered body (mitmproxy's body_size_limit), either way.",
+        description="Request body bytes held at once, all requests together (each is "
+        "refused past the scan limit; this bounds many at once, e.g. HTTP/2 streams); a "
+        "body that would pass it gets 503 SIDECAR_BUSY.",
     )
     max_connections: int = Field(
         default=1024,
@@ -358,6 +367,11 @@ class SidecarSettings(BaseSettings):
             raise ValueError("--ca-cert and --ca-key go together")
         if self.transparent_listen == self.listen:
             raise ValueError("--transparent-listen must differ from --listen")
+        if self.max_buffered_bytes < request_body_cap(self.max_body_bytes):
+            raise ValueError(
+                f"--max-buffered-bytes must hold at least one body of --max-body-bytes "
+                f"(>= {request_body_cap(self.max_body_bytes)})"
+            )
         return self
 
     @field_validator("upstream_ca", "scan_api_ca", "policy", "ca_cert", "ca_key", mode="after")

@@ -27,7 +27,7 @@ from sidecar.backends.governed import HeldAtSidecar
 from sidecar.engine import Engine, LocalVerdict
 from sidecar.verdict import STREAM_METHODS, Decision, ScanRequest, ScanVerdict
 
-INLINE_LIMIT = 16 * 1024  # characters; larger bodies are scanned off the event loop
+INLINE_LIMIT = 16 * 1024  # characters; larger requests are scanned off the event loop
 MAX_TRACKED_TRACES = 10_000
 
 
@@ -38,12 +38,14 @@ class EngineError(ScanError):
 
 
 def _size(request: ScanRequest) -> int:
-    """The body's size without serialising it again on the event loop."""
+    """What there is to scan — URL, headers and body — without serialising the body again
+    on the event loop (64 KiB of headers cost as much as a 64 KiB body)."""
+    size = len(request.url) + sum(len(k) + len(v) for k, v in request.headers.items())
     if request.body_bytes is not None:
-        return request.body_bytes
+        return size + request.body_bytes
     if isinstance(request.body, str):
-        return len(request.body)
-    return 0 if request.body is None else INLINE_LIMIT + 1  # unknown: assume large
+        return size + len(request.body)
+    return size if request.body is None else INLINE_LIMIT + 1  # unknown: assume large
 
 
 class LocalBackend(HeldAtSidecar):

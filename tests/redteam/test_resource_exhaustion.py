@@ -15,10 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import brotli
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
 import pytest
 import websockets.sync.client
 
 from tests.support.process import MIB, SidecarProcess, clean_env, start_sidecar_process
+from tests.support.raw import connect, read_response
 from tests.support.servers import UPSTREAM_HOST, WAIT, Upstream
 from tests.support.waiting import eventually
 
@@ -314,5 +319,159 @@ def test_a_keep_alive_connection_is_closed_after_the_idle_timeout(
                 rest += chunk
         eventually(lambda: side.metric("egress_sidecar_connections_closed_total",
                                        reason="idle_timeout") == 1)  # fmt: skip
+    finally:
+        side.stop()
+
+
+def _pump(sock: socket.socket, total: int) -> bool:
+    """Send `total` bytes, a MiB at a time; False once the sidecar has closed on us."""
+    block = b"a" * MIB
+    try:
+        for _ in range(total // MIB):
+            sock.sendall(block)
+    except (ConnectionError, TimeoutError):
+        return False
+    return True
+
+
+def test_bytes_pipelined_behind_a_request_in_flight_are_bounded(proc: SidecarProcess, tcp_recorder):
+    silent = tcp_recorder()  # records the request and never answers: it stays in flight
+    baseline = proc.rss()
+    proc.reset_peak()
+    host = f"{silent.host}:{silent.port}"
+    with _dial(proc) as sock:
+        sock.sendall(f"GET http://{host}/slow HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        silent.chunks.wait_for(lambda c: b"/slow" in c)
+        assert not _pump(sock, 256 * MIB)
+    assert proc.metric("egress_sidecar_bounded_total", reason="pipelined_too_large") == 1
+    assert proc.peak_rss() - baseline < 32 * MIB, (proc.peak_rss() - baseline) / MIB
+    assert proc.alive()
+
+
+def test_a_request_head_that_never_ends_is_refused(proc: SidecarProcess, upstream: Upstream):
+    baseline = proc.rss()
+    proc.reset_peak()
+    host = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    with _dial(proc) as sock:
+        sock.sendall(f"GET http://{host}/allow/endless HTTP/1.1\r\nX-Pad: ".encode())
+        assert not _pump(sock, 256 * MIB)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 431")
+    assert proc.peak_rss() - baseline < 32 * MIB, (proc.peak_rss() - baseline) / MIB
+    assert upstream.requests_to("/allow/endless") == []
+    _small_request_works(proc, upstream, "after-endless-head")
+
+
+def test_every_request_head_must_be_complete_within_the_head_timeout(
+    tmp_path: Path, upstream: Upstream
+):
+    side = start_sidecar_process(
+        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST,
+        "--head-timeout", "1",
+    )  # fmt: skip
+    try:
+        host = f"{UPSTREAM_HOST}:{upstream.http_port}"
+        with _dial(side) as sock:
+            sock.sendall(f"GET http://{host}/allow/first HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            assert read_response(sock)[0] == 200
+            # The next head on the same connection trickles in, a byte at a time: the
+            # attack is the pacing, and it ends when the sidecar answers.
+            trickle = f"GET http://{host}/allow/second HTTP/1.1\r\nHost: {host}\r\nX-Slow: "
+            answer = b""
+            for byte in (trickle + "z" * 10_000).encode():
+                try:
+                    sock.sendall(bytes([byte]))
+                    sock.settimeout(0.05)
+                    answer = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                except ConnectionError:
+                    break
+                if answer:
+                    break
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+        assert upstream.requests_to("/allow/second") == []
+        assert side.metric("egress_sidecar_bounded_total", reason="head_timeout") == 1
+    finally:
+        side.stop()
+
+
+def _h2_stream_bodies(side: SidecarProcess, h2_recorder, streams: int, size: int):  # type: ignore[no-untyped-def]
+    """HTTP/2 through a CONNECT tunnel: `streams` POSTs, each sending `size` body bytes
+    and not ending; returns (connection, TLS socket, {stream id: status})."""
+    authority = f"{UPSTREAM_HOST}:{h2_recorder.port}"
+    status, _, sock = connect(side.proxy, authority)
+    assert status == 200
+    ctx = ssl.create_default_context(cafile=str(side.ca_bundle))
+    ctx.set_alpn_protocols(["h2"])
+    tls = ctx.wrap_socket(sock, server_hostname=UPSTREAM_HOST)
+    assert tls.selected_alpn_protocol() == "h2"
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 24})
+    ids = []
+    for n in range(streams):
+        sid = 1 + 2 * n
+        ids.append(sid)
+        conn.send_headers(sid, [(":method", "POST"), (":scheme", "https"),
+                                (":authority", authority), (":path", f"/held-{n}")])  # fmt: skip
+        for offset in range(0, size, 16_000):
+            while conn.local_flow_control_window(sid) < 16_000:
+                tls.sendall(conn.data_to_send())
+                conn.receive_data(tls.recv(65536))
+            conn.send_data(sid, b"h" * min(16_000, size - offset))
+        tls.sendall(conn.data_to_send())
+    return conn, tls, ids
+
+
+def test_many_http2_streams_share_one_budget_of_held_bodies(tmp_path: Path, h2_recorder, upstream):
+    side = start_sidecar_process(
+        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST,
+        "--max-buffered-bytes", str(MIB),
+    )  # fmt: skip
+    try:
+        # Each body fits the scan limit; four of them fit the 1 MiB budget, six do not.
+        conn, tls, ids = _h2_stream_bodies(side, h2_recorder, 6, 240_000)
+        tls.settimeout(WAIT)
+        statuses: dict[int, int] = {}
+        while len(statuses) < 2:
+            for event in conn.receive_data(tls.recv(65536)):
+                if isinstance(event, h2.events.ResponseReceived):
+                    statuses[event.stream_id] = int(dict(event.headers)[b":status"])
+            tls.sendall(conn.data_to_send())
+        assert statuses == {9: 503, 11: 503}
+        for sid in ids[:4]:  # the bodies held are judged and forwarded once complete
+            conn.end_stream(sid)
+        tls.sendall(conn.data_to_send())
+        while len(statuses) < 6:
+            for event in conn.receive_data(tls.recv(65536)):
+                if isinstance(event, h2.events.ResponseReceived):
+                    statuses[event.stream_id] = int(dict(event.headers)[b":status"])
+            tls.sendall(conn.data_to_send())
+        assert [statuses[s] for s in ids[:4]] == [200, 200, 200, 200]
+        tls.close()
+        assert side.metric("egress_sidecar_bounded_total", reason="bodies_held") == 2
+        paths = sorted(dict(b).get(b":path") for _, b in h2_recorder.blocks.items)
+        assert paths == [b"/held-0", b"/held-1", b"/held-2", b"/held-3"]
+    finally:
+        side.stop()
+
+
+def test_a_stalled_upload_does_not_hold_a_connection_slot(tmp_path: Path, upstream: Upstream):
+    side = start_sidecar_process(
+        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST,
+        "--max-connections", "20",
+    )  # fmt: skip
+    try:
+        host = f"{UPSTREAM_HOST}:{upstream.http_port}"
+        with contextlib.ExitStack() as stack:
+            for i in range(20):
+                sock = stack.enter_context(_dial(side))
+                sock.sendall(f"POST http://{host}/allow/stall-{i} HTTP/1.1\r\nHost: {host}\r\n"
+                             "Content-Length: 100000\r\n\r\nab".encode())  # fmt: skip
+            eventually(lambda: side.metric("egress_sidecar_connections_open") == 20)
+            _small_request_works(side, upstream, "past-stalled-uploads")  # a slot was freed
+        assert side.metric("egress_sidecar_connections_closed_total",
+                           reason="evicted_at_capacity") >= 1  # fmt: skip
     finally:
         side.stop()

@@ -26,7 +26,7 @@ PINNED = {
     "mitmproxy.proxy.layers.tcp.TCPLayer": "5e842b94cd4425b0",
     "mitmproxy.proxy.layers.http.HttpStream.flow_done": "ad9969744785c572",
     "mitmproxy.proxy.layers.http.HttpStream": "92e73a60d11e5fef",
-    "mitmproxy.proxy.layers.http._http1.Http1Connection.read_body": "303e41dd550c1819",
+    "mitmproxy.proxy.layers.http._http1.Http1Connection": "503729facd16a512",
     "mitmproxy.proxy.layers.http._http1.Http1Server": "00a914b27f3f2d46",
     "mitmproxy.proxy.layers.http._http1.Http1Client": "c004ed8ad85245cb",
     "mitmproxy.proxy.server.TimeoutWatchdog": "95c9f187c70d4d09",

@@ -12,6 +12,7 @@ import zstandard
 from addons.connection_guard import FD_RESERVE, connection_budget
 from sidecar.bodies import BodyTooLarge, BodyUndecodable, decode_body, encode_body
 from sidecar.log_limit import RateLimitedLog
+from sidecar.tuning import MemoryKeeper, resident_bytes
 
 
 class _Clock:
@@ -75,3 +76,15 @@ def test_a_zstd_frame_asking_for_more_than_an_8_mib_window_is_refused():
 def test_a_rewritten_body_is_encoded_again(coding):
     body = b'{"text": "[REDACTED:SECRETS]"}' * 50
     assert decode_body(encode_body(body, coding), coding, 1 << 20) == body
+
+
+def test_memory_is_collected_only_when_the_process_has_grown():
+    keeper = MemoryKeeper(growth=16 * 1024 * 1024)
+    assert not keeper.collect_if_grown()
+    grown = bytearray(64 * 1024 * 1024)
+    grown[::4096] = b"x" * len(grown[::4096])  # touch every page: resident now
+    assert keeper.collect_if_grown()
+    keeper.settle()
+    assert not keeper.collect_if_grown()
+    del grown
+    assert resident_bytes() > 0
