@@ -2,17 +2,21 @@
 
 Patterns find candidates; these decide. A format with a checksum (Luhn, IBAN mod-97,
 GitHub's CRC32, Base58Check, Bech32, BIP-39) is checked; documented example values and
-template placeholders are never findings.
+template placeholders are never findings. A body can hold thousands of distinct
+candidates, so each check is kept to a few microseconds.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import math
+import operator
 import re
+import unicodedata
 import zlib
 from collections import Counter
 from functools import cache
@@ -22,6 +26,8 @@ _PLACEHOLDER = re.compile(
     r"xxxx|\*\*\*\*|<[^>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%\([^)]*\)s|redacted|insert[_-]?key|"
     r"not[_-]?a[_-]?real|fake|12345678|abcdefgh)"
 )
+# The same, for lower-cased ASCII: several times faster than matching ignoring case.
+_PLACEHOLDER_LOWER = re.compile(_PLACEHOLDER.pattern.removeprefix("(?i)"))
 _UUID = re.compile(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$")
 _HEX_DIGEST = re.compile(
     r"(?i)^(?:[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{56}|[0-9a-f]{64}|[0-9a-f]{128})$"
@@ -39,7 +45,10 @@ def entropy(value: str) -> float:
 
 def is_placeholder(value: str) -> bool:
     """Documented examples, template variables, masks and repeated characters."""
-    if _PLACEHOLDER.search(value):
+    found = (
+        _PLACEHOLDER_LOWER.search(value.lower()) if value.isascii() else _PLACEHOLDER.search(value)
+    )
+    if found:
         return True
     stripped = value.strip("-_=.")
     return len(set(stripped)) <= 3
@@ -50,9 +59,12 @@ def looks_like_identifier(value: str) -> bool:
     return bool(_UUID.match(value) or _HEX_DIGEST.match(value))
 
 
+MIN_SECRET = 16  # characters: shorter values are never taken for generic secrets
+
+
 def generic_secret(value: str) -> bool:
     """A keyword-adjacent value that is random enough to be a credential."""
-    if len(value) < 16 or is_placeholder(value) or looks_like_identifier(value):
+    if len(value) < MIN_SECRET or is_placeholder(value) or looks_like_identifier(value):
         return False
     if value.isdigit() or value.isalpha():
         return False
@@ -181,6 +193,16 @@ def base58check(candidate: str) -> bool:
 
 
 _BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+# BIP-173's generator terms XOR-ed together for each value of the checksum's top 5 bits.
+_BECH32_GEN = tuple(
+    functools.reduce(
+        operator.xor,
+        (g for i, g in enumerate((0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3))
+         if top >> i & 1),
+        0,
+    )
+    for top in range(32)
+)  # fmt: skip
 
 
 def bech32(candidate: str) -> bool:
@@ -191,13 +213,9 @@ def bech32(candidate: str) -> bool:
         return False
     values = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
     values += [_BECH32.index(c) for c in data]
-    gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
     chk = 1
     for v in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ v
-        for i in range(5):
-            chk ^= gen[i] if (top >> i) & 1 else 0
+        chk = ((chk & 0x1FFFFFF) << 5 ^ v) ^ _BECH32_GEN[chk >> 25]
     return chk in (1, 0x2BC830A3)
 
 
@@ -207,21 +225,34 @@ def eth_address(candidate: str) -> bool:
 
 
 @cache
-def _bip39() -> tuple[frozenset[str], object]:
+def _bip39() -> dict[str, int]:
     from mnemonic import Mnemonic
 
-    m = Mnemonic("english")
-    return frozenset(m.wordlist), m
+    return {word: i for i, word in enumerate(Mnemonic("english").wordlist)}
 
 
 def bip39_words() -> frozenset[str]:
-    return _bip39()[0]
+    return frozenset(_bip39())
+
+
+_SEED_LENGTHS = (12, 15, 18, 21, 24)
 
 
 def seed_phrase(candidate: str) -> bool:
-    """12-24 BIP-39 words whose checksum is valid."""
+    """12-24 BIP-39 words whose checksum is valid: `Mnemonic.check`, with each word's
+    index looked up rather than searched for in the 2,048-word list (120 µs a phrase)."""
     words = candidate.lower().split()
-    if len(words) not in (12, 15, 18, 21, 24):
+    if len(words) not in _SEED_LENGTHS:
         return False
-    _, m = _bip39()
-    return bool(m.check(" ".join(words)))  # type: ignore[attr-defined]
+    words = unicodedata.normalize("NFKD", " ".join(words)).split(" ")
+    if len(words) not in _SEED_LENGTHS:
+        return False
+    index = _bip39()
+    try:
+        bits = "".join(f"{index[word]:011b}" for word in words)
+    except KeyError:
+        return False
+    size = len(bits) // 33
+    data = int(bits[: size * 32], 2).to_bytes(size * 4, byteorder="big")
+    checksum = bin(int(hashlib.sha256(data).hexdigest(), 16))[2:].zfill(256)[:size]
+    return bits[-size:] == checksum

@@ -4,6 +4,8 @@
 asks the policy what to do, and prepares the redacted body for SANITIZE.
 `Engine.observe_response()` fingerprints sensitive values an upstream returned, so a
 later request carrying them somewhere else is flagged (read-then-write exfiltration).
+Every scan works within a counted budget (`sidecar.engine.budget`): a request that
+holds more candidates than its size allows is refused with `SCAN_LIMIT`.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from sidecar.engine import checks, destinations
-from sidecar.engine.detectors import FINANCIAL, PII, SECRETS, Detector
+from sidecar.engine.budget import Budget, ScanLimit
+from sidecar.engine.detectors import BY_ID, FINANCIAL, PII, SECRETS, Detector
 from sidecar.engine.fields import Field, decoded_layers, request_fields
 from sidecar.engine.matcher import Hit, Matcher, value_hash
 from sidecar.engine.policy import Facts, Policy, evaluate, evaluate_destination
@@ -38,10 +41,14 @@ READ_THEN_WRITE = "READ_THEN_WRITE"
 UNREDACTABLE = "UNREDACTABLE"
 # No host that parses: nothing can be judged, so whatever the policy says it is refused.
 DESTINATION_UNPARSEABLE = "DESTINATION_UNPARSEABLE"
+# More candidates than the scan's budget (near-matches by the thousand): the scan stopped
+# unfinished, so what the request carries is unknown and it is refused, whatever the policy.
+SCAN_LIMIT = "SCAN_LIMIT"
 
 _SECRET_KEY = Detector(
-    "generic_secret", SECRETS, "", checks.generic_secret, severity=0.75
+    "generic_secret", SECRETS, "", checks.generic_secret, severity=0.75, cost=5
 )  # keyword context from a JSON/form key
+_IP_ADDRESS = BY_ID["ip_address"]
 _AUTH_HEADER = Detector("auth_header_credential", CREDENTIALS, "", severity=0.1)
 _SECRET_KEY_WORDS = re.compile(
     r"(?i)api[_\-]?key|secret|token|passw(or)?d|access[_\-]?key|private[_\-]?key|credential|auth"
@@ -54,8 +61,9 @@ def _secret_key(key: str) -> bool:
     return bool(_SECRET_KEY_WORDS.search(key))
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
+    """One value found (a named tuple: a body can hold thousands, each built cheaply)."""
+
     kind: str
     data_class: str
     location: str
@@ -66,6 +74,9 @@ class Finding:
     high_risk: bool
     start: int
     end: int
+    # Where else the same value sits in the same text (start, end): one finding per
+    # value and location, but SANITIZE must cut every copy.
+    repeats: tuple[tuple[int, int], ...] = ()
 
     def signal(self) -> dict[str, Any]:
         """What may be exported about a finding: never the value."""
@@ -109,6 +120,8 @@ class ResponseObservation:
     data_classes: list[str]
     fields_redacted_count: int
     content_fingerprint: str
+    # The scan's budget ran out: only what was found before it is fingerprinted.
+    scan_limited: bool = False
 
 
 _OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
@@ -159,6 +172,22 @@ def unparseable() -> LocalVerdict:
     )
 
 
+def scan_limited(tool: str, operation: str) -> LocalVerdict:
+    """The verdict for a request whose scan ran out of budget (`ScanLimit`): what it
+    carries is unknown, so it is refused, whatever the policy, and nothing is reported
+    as found."""
+    return LocalVerdict(
+        decision=Decision.DENY,
+        risk_score=1.0,
+        reason_codes=[SCAN_LIMIT],
+        tool_name=tool,
+        operation=operation,
+        classifications=[],
+        signals=[{"engine": "local", "kind": "scan_limit"}],
+        findings=[],
+    )
+
+
 def risk_band(score: float) -> str:
     if score >= 0.85:
         return "CRITICAL"
@@ -189,6 +218,11 @@ class FingerprintStore:
         with self._lock:
             return self._seen.get(value_hash)
 
+    def sources(self, hashes: Iterable[str]) -> list[str | None]:
+        """`source()` of each, under one lock (a request can carry thousands)."""
+        with self._lock:
+            return [self._seen.get(h) for h in hashes]
+
     def __len__(self) -> int:
         return len(self._seen)
 
@@ -212,33 +246,42 @@ class Engine:
             return unparseable()
         path = request_path(parts.path)
         tool, operation = destinations.recognise_tool(method.upper(), host, path)
-        findings = self.findings(url, headers, body, host, method)
+        findings, complete = self._scan(url, headers, body, host, method)
+        if not complete:
+            return scan_limited(tool, operation)
 
         reasons: set[str] = set()
         classes: set[str] = set()
-        signals: list[dict[str, Any]] = []
+        signals = [f.signal() for f in findings]
         risk = 0.05
-        for f in findings:
-            signals.append(f.signal())
-            if f.data_class in (SECRETS, CREDENTIALS) and f.own_destination:
+        # Reasons and risk follow from a finding's class, ownership and risk, which the
+        # findings of a large body share: each combination is judged once.
+        judged = {(f.data_class, f.own_destination, f.high_risk, f.severity) for f in findings}
+        for data_class, own, high_risk, severity in judged:
+            if data_class in (SECRETS, CREDENTIALS) and own:
                 reasons.add(OWN_CREDENTIAL)
                 classes.add(CREDENTIALS)
                 risk = max(risk, 0.2)
                 continue
-            classes.add(f.data_class)
-            if f.data_class == FINANCIAL or f.data_class == PII:
+            classes.add(data_class)
+            if data_class in (FINANCIAL, PII):
                 classes.add(PII)
-            if f.data_class == SECRETS:
+            if data_class == SECRETS:
                 reasons.update((SECRETS, SECRET_EXFILTRATION))
-            elif f.high_risk:
-                reasons.update((PII, PII_HIGH_RISK))
+            elif high_risk:
+                reasons.add(PII)
+                reasons.add(PII_HIGH_RISK)
             else:
                 reasons.add(PII)
-            risk = max(risk, f.severity)
-            source = self.fingerprints.source(f.value_hash)
-            if source is not None and source != host:
-                reasons.add(READ_THEN_WRITE)
-                risk = max(risk, 0.9)
+            risk = max(risk, severity)
+        sources = self.fingerprints.sources(f.value_hash for f in findings)
+        if any(
+            source is not None and source != host
+            for f, source in zip(findings, sources, strict=True)
+            if not (f.data_class in (SECRETS, CREDENTIALS) and f.own_destination)
+        ):
+            reasons.add(READ_THEN_WRITE)
+            risk = max(risk, 0.9)
 
         risk = max(risk, self._judge_host(host, reasons, signals))
 
@@ -325,49 +368,87 @@ class Engine:
     def findings(
         self, url: str, headers: dict[str, str], body: Any, host: str, method: str = ""
     ) -> list[Finding]:
-        fields = request_fields(url, headers, body, method)
-        size = sum(len(f.text) for f in fields)
-        budget = min(max(2 * size, 64 * 1024), 4 * 1024 * 1024)
-        fields += decoded_layers(fields, budget)
+        """What a request carries. Raises `ScanLimit` when it holds more candidates
+        than its scan's budget (never for a URL or headers alone: the budget grows with
+        the text and starts far above what they can hold)."""
+        found, complete = self._scan(url, headers, body, host, method)
+        if not complete:
+            raise ScanLimit
+        return found
+
+    def _scan(
+        self, url: str, headers: dict[str, str], body: Any, host: str, method: str = ""
+    ) -> tuple[list[Finding], bool]:
+        """The findings, and whether the scan finished within its budget (when it did
+        not, the findings are those made before it ran out)."""
+        # A text body's budget is known before it is parsed (multipart parsing is
+        # charged); a JSON body's once walked (walking it is not).
+        text = body if isinstance(body, str) else ""
+        budget = Budget.for_chars(len(url) + sum(map(len, headers.values())) + len(text))
+        try:
+            fields = request_fields(url, headers, body, method, budget)
+        except ScanLimit:  # JSON nested too deep to walk, or multipart too costly to parse
+            return [], False
+        size = sum(map(len, (f.text for f in fields)))
+        if not isinstance(body, str):
+            budget = Budget.for_chars(size)
         out: list[Finding] = []
-        seen: set[tuple[str, str, str]] = set()
+        first: dict[tuple[str, str, str], tuple[int, int]] = {}  # -> (finding, field)
+        repeats: dict[int, list[tuple[int, int]]] = {}
         hit_fields: set[int] = set()
 
-        def add(hit: Hit, fld: Field) -> None:
+        def add(hit: Hit, i: int, fld: Field) -> None:
             key = (hit.detector.id, fld.location, hit.value)
-            if key not in seen:
-                seen.add(key)
+            seen = first.get(key)
+            if seen is None:
+                budget.spend()  # a finding costs as much again as finding it
+                first[key] = (len(out), i)
                 out.append(self._finding(hit, fld, host))
+            elif seen[1] == i:
+                repeats.setdefault(seen[0], []).append((hit.start, hit.end))
 
-        for i, hit in self.matcher.find_all([f.text for f in fields]):
-            fld = fields[i]
-            if hit.detector.id == "ip_address" and fld.location in ("url", "header:host"):
-                continue  # the destination itself is judged as a destination
-            hit_fields.add(i)
-            add(hit, fld)
-        for i, fld in enumerate(fields):
-            if i in hit_fields:
-                continue
-            if fld.key and _secret_key(fld.key) and checks.generic_secret(fld.text):
-                add(Hit(_SECRET_KEY, 0, len(fld.text), fld.text), fld)
-            elif fld.credential_header and fld.encoding is None and len(fld.text) >= 8:
-                add(Hit(_AUTH_HEADER, 0, len(fld.text), fld.text), fld)
-        return out
+        try:
+            decode_chars = min(max(2 * size, 64 * 1024), 4 * 1024 * 1024)
+            fields += decoded_layers(fields, decode_chars, budget)
+            for i, hit in self.matcher.find_all([f.text for f in fields], budget):
+                fld = fields[i]
+                if hit.detector is _IP_ADDRESS and fld.location in ("url", "header:host"):
+                    continue  # the destination itself is judged as a destination
+                hit_fields.add(i)
+                add(hit, i, fld)
+            for i, fld in enumerate(fields):
+                if i in hit_fields:
+                    continue
+                if len(fld.text) >= checks.MIN_SECRET and fld.key and _secret_key(fld.key):
+                    budget.spend(_SECRET_KEY.cost)
+                    if checks.generic_secret(fld.text):
+                        add(Hit(_SECRET_KEY, 0, len(fld.text), fld.text), i, fld)
+                        continue
+                if fld.credential_header and fld.encoding is None and len(fld.text) >= 8:
+                    add(Hit(_AUTH_HEADER, 0, len(fld.text), fld.text), i, fld)
+        except ScanLimit:
+            return out, False
+        for at, more in repeats.items():
+            out[at] = out[at]._replace(repeats=tuple(more))
+        return out, True
 
     def hidden_secrets(self, sent: str, decoded: str) -> list[str]:
         """Kinds of secret found in an encoded body's bytes as sent (`sent`, read as
         latin-1) that its decoded content (`decoded`) does not hold: data riding in what
         decoders skip — brotli metadata blocks, container header fields — which no scan of
-        the decoded content could see, while the server reads the bytes as sent."""
+        the decoded content could see, while the server reads the bytes as sent.
+
+        Bytes holding more secret candidates than their scan's budget give `[SCAN_LIMIT]`
+        (lower-cased, as a kind: `scan_limit`): what they hide is unknown."""
+        budget = Budget.for_chars(len(sent))
         fields = [Field("body", sent)]
-        fields += decoded_layers(fields, 2 * len(sent) + 1024)
-        return sorted(
-            {
-                hit.detector.id
-                for _, hit in self.matcher.find_all([f.text for f in fields])
-                if hit.detector.data_class in (SECRETS, CREDENTIALS) and hit.value not in decoded
-            }
-        )
+        try:
+            fields += decoded_layers(fields, 2 * len(sent) + 1024, budget)
+            texts = [f.text for f in fields]
+            hits = self.matcher.find_all(texts, budget, classes=(SECRETS, CREDENTIALS))
+            return sorted({hit.detector.id for _, hit in hits if hit.value not in decoded})
+        except ScanLimit:
+            return [SCAN_LIMIT.lower()]
 
     def _finding(self, hit: Hit, fld: Field, host: str) -> Finding:
         d = hit.detector
@@ -381,18 +462,11 @@ class Engine:
                 )
             else:
                 own = fld.credential_header
+        # kind, data class, location, encoding, value hash, severity, own, high risk, span
         return Finding(
-            kind=d.id,
-            data_class=d.data_class,
-            location=fld.location,
-            encoding=fld.encoding,
-            value_hash=value_hash(hit.value),
-            severity=d.severity,
-            own_destination=own,
-            high_risk=d.high_risk,
-            start=hit.start,
-            end=hit.end,
-        )
+            d.id, d.data_class, fld.location, fld.encoding, value_hash(hit.value),
+            d.severity, own, d.high_risk, hit.start, hit.end,
+        )  # fmt: skip
 
     def _sanitized(self, body: Any, findings: list[Finding]) -> Any:
         """The redacted body, or None when a finding cannot be cut out of it."""
@@ -405,13 +479,17 @@ class Engine:
                     return None  # in the URL or a header: nothing to rewrite in the body
                 continue  # low-risk personal data outside the body is tolerated
             redactions.append(Redaction(f.location, f.start, f.end, f.kind, f.encoding is not None))
+            whole = f.encoding is not None
+            redactions.extend(Redaction(f.location, s, e, f.kind, whole) for s, e in f.repeats)
         if not redactions or body is None:
             return None
         return redact_body(body, redactions)
 
     def observe_response(self, host: str, body: Any) -> ResponseObservation:
-        """Fingerprint sensitive values a response carried (bounded memory)."""
-        findings = self.findings("", {}, body, host)
+        """Fingerprint sensitive values a response carried (bounded memory). A response
+        holding more candidates than its scan's budget is fingerprinted as far as the
+        scan got (`scan_limited`): nothing is refused here, the requests are judged."""
+        findings, complete = self._scan("", {}, body, host)
         sensitive = [f for f in findings if f.data_class != CREDENTIALS]
         self.fingerprints.remember((f.value_hash for f in sensitive), host)
         text = body if isinstance(body, str) else repr(body)
@@ -419,4 +497,5 @@ class Engine:
             data_classes=sorted({f.data_class for f in sensitive}),
             fields_redacted_count=len(sensitive),
             content_fingerprint="sha256:" + hashlib.sha256(text.encode()).hexdigest(),
+            scan_limited=not complete,
         )

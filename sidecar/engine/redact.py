@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from sidecar.engine.fields import json_location
+
 
 @dataclass(frozen=True, slots=True)
 class Redaction:
@@ -34,7 +36,8 @@ def redact_text(text: str, redactions: Iterable[Redaction]) -> str:
         return marker(whole.kind)
     out, last = [], 0
     for r in sorted(items, key=lambda r: r.start):
-        if r.start < last:  # overlapping hits: the earlier one already covers it
+        if r.start < last:  # overlapping hits: the earlier marker covers them, to the end
+            last = max(last, r.end)
             continue
         out.append(text[last : r.start])
         out.append(marker(r.kind))
@@ -60,9 +63,13 @@ def redact_body(body: Any, redactions: Iterable[Redaction]) -> Any:
 
 def _redact_json(value: Any, path: str, by_location: dict[str, list[Redaction]]) -> Any:
     if isinstance(value, dict):
-        return {k: _redact_json(v, f"{path}.{k}", by_location) for k, v in value.items()}
+        return {
+            k: _redact_json(v, json_location(path, f".{k}"), by_location) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_redact_json(v, f"{path}[{i}]", by_location) for i, v in enumerate(value)]
+        return [
+            _redact_json(v, json_location(path, f"[{i}]"), by_location) for i, v in enumerate(value)
+        ]
     hits = by_location.get(path)
     if not hits:
         return value

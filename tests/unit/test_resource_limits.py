@@ -10,9 +10,11 @@ import pytest
 import zstandard
 
 from addons.connection_guard import FD_RESERVE, connection_budget
+from sidecar.backends.local import INLINE_LIMIT, _size
 from sidecar.bodies import BodyTooLarge, BodyUndecodable, decode_body, encode_body
 from sidecar.log_limit import RateLimitedLog
 from sidecar.tuning import MemoryKeeper, resident_bytes
+from sidecar.verdict import ScanRequest
 
 
 class _Clock:
@@ -88,3 +90,11 @@ def test_memory_is_collected_only_when_the_process_has_grown():
     assert not keeper.collect_if_grown()
     del grown
     assert resident_bytes() > 0
+
+
+def test_large_headers_are_scanned_off_the_event_loop_like_a_large_body():
+    small = ScanRequest(method="GET", url="https://example.com/", headers={"a": "b"})
+    padded = ScanRequest(method="GET", url="https://example.com/",
+                         headers={f"x-pad-{i}": "p" * 1000 for i in range(60)})  # fmt: skip
+    assert _size(small) <= INLINE_LIMIT
+    assert _size(padded) > INLINE_LIMIT
