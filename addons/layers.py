@@ -272,7 +272,10 @@ class BoundedHttpStream(http_layers.HttpStream):
     def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
         yield from super()._handle_event(event)
         if self._held and (
-            self.client_state == self.state_errored
+            # a protocol error (the agent reset the stream or hung up mid-body) always
+            # ends the stream, whatever state it was in
+            isinstance(event, (RequestProtocolError, ResponseProtocolError))
+            or self.client_state == self.state_errored
             or self.server_state in (self.state_done, self.state_errored)
         ):
             HELD_BODIES.give_back(self._held)

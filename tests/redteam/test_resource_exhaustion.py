@@ -475,3 +475,37 @@ def test_a_stalled_upload_does_not_hold_a_connection_slot(tmp_path: Path, upstre
                            reason="evicted_at_capacity") >= 1  # fmt: skip
     finally:
         side.stop()
+
+
+def test_bodies_abandoned_mid_way_give_their_budget_back(tmp_path: Path, h2_recorder, upstream):
+    side = start_sidecar_process(
+        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST,
+        "--max-buffered-bytes", str(MIB),
+    )  # fmt: skip
+    try:
+        host = f"{UPSTREAM_HOST}:{upstream.http_port}"
+        for i in range(8):  # 8 x 240 KB abandoned: twice the budget, were it kept
+            conn, tls, ids = _h2_stream_bodies(side, h2_recorder, 1, 240_000)
+            conn.reset_stream(ids[0])
+            tls.sendall(conn.data_to_send())
+            tls.close()
+            with _dial(side) as sock:  # and over HTTP/1, the agent hanging up mid-body
+                head = f"POST http://{host}/allow/gone-{i} HTTP/1.1\r\nHost: {host}\r\n"
+                sock.sendall(f"{head}Content-Length: 300000\r\n\r\n".encode() + b"g" * 240_000)
+        eventually(lambda: side.metric("egress_sidecar_connections_open") == 0)
+        conn, tls, ids = _h2_stream_bodies(side, h2_recorder, 4, 240_000)
+        for sid in ids:
+            conn.end_stream(sid)
+        tls.sendall(conn.data_to_send())
+        tls.settimeout(WAIT)
+        statuses: dict[int, int] = {}
+        while len(statuses) < 4:
+            for event in conn.receive_data(tls.recv(65536)):
+                if isinstance(event, h2.events.ResponseReceived):
+                    statuses[event.stream_id] = int(dict(event.headers)[b":status"])
+            tls.sendall(conn.data_to_send())
+        tls.close()
+        assert sorted(statuses.values()) == [200, 200, 200, 200]
+        assert side.metric("egress_sidecar_bounded_total", reason="bodies_held") == 0
+    finally:
+        side.stop()
