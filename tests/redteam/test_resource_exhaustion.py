@@ -10,7 +10,7 @@ import contextlib
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import pytest
 import websockets.sync.client
 
 from tests.support.process import MIB, SidecarProcess, clean_env, start_sidecar_process
-from tests.support.raw import connect, read_response
+from tests.support.raw import closed_by_peer, connect, read_response
 from tests.support.servers import UPSTREAM_HOST, WAIT, Upstream
 from tests.support.waiting import eventually
 
@@ -32,12 +32,27 @@ UPLOAD = "200M"
 
 
 @pytest.fixture
-def proc(tmp_path: Path, upstream: Upstream) -> Iterator[SidecarProcess]:
-    side = start_sidecar_process(
-        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST
-    )
-    yield side
-    side.stop()
+def sidecar_with(tmp_path: Path, upstream: Upstream) -> Iterator[Callable[..., SidecarProcess]]:
+    """Start the sidecar process with extra flags (allowed to reach the test upstream)."""
+    started: list[SidecarProcess] = []
+
+    def start(*flags: str) -> SidecarProcess:
+        confdir = tmp_path / f"sidecar-{len(started)}"
+        side = start_sidecar_process(
+            confdir, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST,
+            *flags,
+        )  # fmt: skip
+        started.append(side)
+        return side
+
+    yield start
+    for side in started:
+        side.stop()
+
+
+@pytest.fixture
+def proc(sidecar_with: Callable[..., SidecarProcess]) -> SidecarProcess:
+    return sidecar_with()
 
 
 def _dial(side: SidecarProcess) -> socket.socket:
@@ -270,57 +285,37 @@ def test_websocket_compression_is_never_negotiated(proc: SidecarProcess, upstrea
     assert "Sec-Websocket-Extensions" not in headers
 
 
-def test_idle_and_silent_connections_cannot_exhaust_the_sidecar(tmp_path: Path, upstream: Upstream):
-    side = start_sidecar_process(
-        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST,
-        "--max-connections", "100", "--head-timeout", "2", "--idle-timeout", "3",
-    )  # fmt: skip
-    try:
-        lines_before = len(side.lines)
-        host, port = side.proxy.rsplit(":", 1)
-        idle: list[socket.socket] = []
-        with contextlib.ExitStack() as stack:
-            for _ in range(1000):
-                s = stack.enter_context(socket.create_connection((host, int(port))))
-                idle.append(s)
-            # A new client is served: the longest-idle connections made room for it.
-            _small_request_works(side, upstream, "among-idle")
-            assert side.metric("egress_sidecar_connections_open") <= 100
-            assert side.metric("egress_sidecar_connections_closed_total",
-                               reason="evicted_at_capacity") >= 900  # fmt: skip
-            # Connections that never send a request head are closed at the head timeout.
-            survivor = idle[-1]
-            survivor.settimeout(WAIT)
-            assert survivor.recv(1) == b""
-        assert side.alive()
-        assert len(side.lines) - lines_before <= 100, side.lines[lines_before:][:20]
-    finally:
-        side.stop()
+def test_idle_and_silent_connections_cannot_exhaust_the_sidecar(sidecar_with, upstream: Upstream):
+    side = sidecar_with("--max-connections", "100", "--head-timeout", "2", "--idle-timeout", "3")
+    lines_before = len(side.lines)
+    host, port = side.proxy.rsplit(":", 1)
+    idle: list[socket.socket] = []
+    with contextlib.ExitStack() as stack:
+        for _ in range(1000):
+            s = stack.enter_context(socket.create_connection((host, int(port))))
+            idle.append(s)
+        # A new client is served: idle connections made room for it.
+        _small_request_works(side, upstream, "among-idle")
+        assert side.metric("egress_sidecar_connections_open") <= 100
+        assert side.metric("egress_sidecar_connections_closed_total",
+                           reason="evicted_at_capacity") >= 900  # fmt: skip
+        # Connections that never send a request head are closed at the head timeout.
+        survivor = idle[-1]
+        survivor.settimeout(WAIT)
+        assert survivor.recv(1) == b""
+    assert side.alive()
+    assert len(side.lines) - lines_before <= 100, side.lines[lines_before:][:20]
 
 
-def test_a_keep_alive_connection_is_closed_after_the_idle_timeout(
-    tmp_path: Path, upstream: Upstream
-):
-    side = start_sidecar_process(
-        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST,
-        "--idle-timeout", "1",
-    )  # fmt: skip
-    try:
-        host = f"{UPSTREAM_HOST}:{upstream.http_port}"
-        with _dial(side) as sock:
-            sock.sendall(f"GET http://{host}/allow/keep HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-            sock.settimeout(WAIT)
-            data = b""
-            while not data.endswith(b"\r\n\r\n") and b"\r\n\r\n" not in data:
-                data += sock.recv(65536)
-            assert data.startswith(b"HTTP/1.1 200")
-            rest = b""
-            while chunk := sock.recv(65536):  # ends when the sidecar closes the idle socket
-                rest += chunk
-        eventually(lambda: side.metric("egress_sidecar_connections_closed_total",
-                                       reason="idle_timeout") == 1)  # fmt: skip
-    finally:
-        side.stop()
+def test_a_keep_alive_connection_is_closed_after_the_idle_timeout(sidecar_with, upstream: Upstream):
+    side = sidecar_with("--idle-timeout", "1")
+    host = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    with _dial(side) as sock:
+        sock.sendall(f"GET http://{host}/allow/keep HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert read_response(sock)[0] == 200
+        assert closed_by_peer(sock)  # the idle keep-alive connection is closed
+    eventually(lambda: side.metric("egress_sidecar_connections_closed_total",
+                                   reason="idle_timeout") == 1)  # fmt: skip
 
 
 def _pump(sock: socket.socket, total: int) -> bool:
@@ -363,37 +358,31 @@ def test_a_request_head_that_never_ends_is_refused(proc: SidecarProcess, upstrea
 
 
 def test_every_request_head_must_be_complete_within_the_head_timeout(
-    tmp_path: Path, upstream: Upstream
+    sidecar_with, upstream: Upstream
 ):
-    side = start_sidecar_process(
-        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST,
-        "--head-timeout", "1",
-    )  # fmt: skip
-    try:
-        host = f"{UPSTREAM_HOST}:{upstream.http_port}"
-        with _dial(side) as sock:
-            sock.sendall(f"GET http://{host}/allow/first HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-            assert read_response(sock)[0] == 200
-            # The next head on the same connection trickles in, a byte at a time: the
-            # attack is the pacing, and it ends when the sidecar answers.
-            trickle = f"GET http://{host}/allow/second HTTP/1.1\r\nHost: {host}\r\nX-Slow: "
-            answer = b""
-            for byte in (trickle + "z" * 10_000).encode():
-                try:
-                    sock.sendall(bytes([byte]))
-                    sock.settimeout(0.05)
-                    answer = sock.recv(65536)
-                except TimeoutError:
-                    continue
-                except ConnectionError:
-                    break
-                if answer:
-                    break
-        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
-        assert upstream.requests_to("/allow/second") == []
-        assert side.metric("egress_sidecar_bounded_total", reason="head_timeout") == 1
-    finally:
-        side.stop()
+    side = sidecar_with("--head-timeout", "1")
+    host = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    with _dial(side) as sock:
+        sock.sendall(f"GET http://{host}/allow/first HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert read_response(sock)[0] == 200
+        # The next head on the same connection trickles in, a byte at a time: the
+        # attack is the pacing, and it ends when the sidecar answers.
+        trickle = f"GET http://{host}/allow/second HTTP/1.1\r\nHost: {host}\r\nX-Slow: "
+        answer = b""
+        for byte in (trickle + "z" * 10_000).encode():
+            try:
+                sock.sendall(bytes([byte]))
+                sock.settimeout(0.05)
+                answer = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                break
+            if answer:
+                break
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert upstream.requests_to("/allow/second") == []
+    assert side.metric("egress_sidecar_bounded_total", reason="head_timeout") == 1
 
 
 def _h2_stream_bodies(side: SidecarProcess, h2_recorder, streams: int, size: int):  # type: ignore[no-untyped-def]
@@ -424,88 +413,70 @@ def _h2_stream_bodies(side: SidecarProcess, h2_recorder, streams: int, size: int
     return conn, tls, ids
 
 
-def test_many_http2_streams_share_one_budget_of_held_bodies(tmp_path: Path, h2_recorder, upstream):
-    side = start_sidecar_process(
-        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST,
-        "--max-buffered-bytes", str(MIB),
-    )  # fmt: skip
-    try:
-        # Each body fits the scan limit; four of them fit the 1 MiB budget, six do not.
-        conn, tls, ids = _h2_stream_bodies(side, h2_recorder, 6, 240_000)
-        tls.settimeout(WAIT)
-        statuses: dict[int, int] = {}
-        while len(statuses) < 2:
-            for event in conn.receive_data(tls.recv(65536)):
-                if isinstance(event, h2.events.ResponseReceived):
-                    statuses[event.stream_id] = int(dict(event.headers)[b":status"])
-            tls.sendall(conn.data_to_send())
-        assert statuses == {9: 503, 11: 503}
-        for sid in ids[:4]:  # the bodies held are judged and forwarded once complete
-            conn.end_stream(sid)
+def test_many_http2_streams_share_one_budget_of_held_bodies(sidecar_with, h2_recorder):
+    side = sidecar_with("--max-buffered-bytes", str(MIB))
+    # Each body fits the scan limit; four of them fit the 1 MiB budget, six do not.
+    conn, tls, ids = _h2_stream_bodies(side, h2_recorder, 6, 240_000)
+    tls.settimeout(WAIT)
+    statuses: dict[int, int] = {}
+    while len(statuses) < 2:
+        for event in conn.receive_data(tls.recv(65536)):
+            if isinstance(event, h2.events.ResponseReceived):
+                statuses[event.stream_id] = int(dict(event.headers)[b":status"])
         tls.sendall(conn.data_to_send())
-        while len(statuses) < 6:
-            for event in conn.receive_data(tls.recv(65536)):
-                if isinstance(event, h2.events.ResponseReceived):
-                    statuses[event.stream_id] = int(dict(event.headers)[b":status"])
-            tls.sendall(conn.data_to_send())
-        assert [statuses[s] for s in ids[:4]] == [200, 200, 200, 200]
-        tls.close()
-        assert side.metric("egress_sidecar_bounded_total", reason="bodies_held") == 2
-        paths = sorted(dict(b).get(b":path") for _, b in h2_recorder.blocks.items)
-        assert paths == [b"/held-0", b"/held-1", b"/held-2", b"/held-3"]
-    finally:
-        side.stop()
-
-
-def test_a_stalled_upload_does_not_hold_a_connection_slot(tmp_path: Path, upstream: Upstream):
-    side = start_sidecar_process(
-        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST,
-        "--max-connections", "20",
-    )  # fmt: skip
-    try:
-        host = f"{UPSTREAM_HOST}:{upstream.http_port}"
-        with contextlib.ExitStack() as stack:
-            for i in range(20):
-                sock = stack.enter_context(_dial(side))
-                sock.sendall(f"POST http://{host}/allow/stall-{i} HTTP/1.1\r\nHost: {host}\r\n"
-                             "Content-Length: 100000\r\n\r\nab".encode())  # fmt: skip
-            eventually(lambda: side.metric("egress_sidecar_connections_open") == 20)
-            _small_request_works(side, upstream, "past-stalled-uploads")  # a slot was freed
-        assert side.metric("egress_sidecar_connections_closed_total",
-                           reason="evicted_at_capacity") >= 1  # fmt: skip
-    finally:
-        side.stop()
-
-
-def test_bodies_abandoned_mid_way_give_their_budget_back(tmp_path: Path, h2_recorder, upstream):
-    side = start_sidecar_process(
-        tmp_path, "--upstream-ca", str(upstream.ca_file), "--internal-hosts", UPSTREAM_HOST,
-        "--max-buffered-bytes", str(MIB),
-    )  # fmt: skip
-    try:
-        host = f"{UPSTREAM_HOST}:{upstream.http_port}"
-        for i in range(8):  # 8 x 240 KB abandoned: twice the budget, were it kept
-            conn, tls, ids = _h2_stream_bodies(side, h2_recorder, 1, 240_000)
-            conn.reset_stream(ids[0])
-            tls.sendall(conn.data_to_send())
-            tls.close()
-            with _dial(side) as sock:  # and over HTTP/1, the agent hanging up mid-body
-                head = f"POST http://{host}/allow/gone-{i} HTTP/1.1\r\nHost: {host}\r\n"
-                sock.sendall(f"{head}Content-Length: 300000\r\n\r\n".encode() + b"g" * 240_000)
-        eventually(lambda: side.metric("egress_sidecar_connections_open") == 0)
-        conn, tls, ids = _h2_stream_bodies(side, h2_recorder, 4, 240_000)
-        for sid in ids:
-            conn.end_stream(sid)
+    assert statuses == {9: 503, 11: 503}
+    for sid in ids[:4]:  # the bodies held are judged and forwarded once complete
+        conn.end_stream(sid)
+    tls.sendall(conn.data_to_send())
+    while len(statuses) < 6:
+        for event in conn.receive_data(tls.recv(65536)):
+            if isinstance(event, h2.events.ResponseReceived):
+                statuses[event.stream_id] = int(dict(event.headers)[b":status"])
         tls.sendall(conn.data_to_send())
-        tls.settimeout(WAIT)
-        statuses: dict[int, int] = {}
-        while len(statuses) < 4:
-            for event in conn.receive_data(tls.recv(65536)):
-                if isinstance(event, h2.events.ResponseReceived):
-                    statuses[event.stream_id] = int(dict(event.headers)[b":status"])
-            tls.sendall(conn.data_to_send())
+    assert [statuses[s] for s in ids[:4]] == [200, 200, 200, 200]
+    tls.close()
+    assert side.metric("egress_sidecar_bounded_total", reason="bodies_held") == 2
+    paths = sorted(dict(b).get(b":path") for _, b in h2_recorder.blocks.items)
+    assert paths == [b"/held-0", b"/held-1", b"/held-2", b"/held-3"]
+
+
+def test_a_stalled_upload_does_not_hold_a_connection_slot(sidecar_with, upstream: Upstream):
+    side = sidecar_with("--max-connections", "20")
+    host = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    with contextlib.ExitStack() as stack:
+        for i in range(20):
+            sock = stack.enter_context(_dial(side))
+            sock.sendall(f"POST http://{host}/allow/stall-{i} HTTP/1.1\r\nHost: {host}\r\n"
+                         "Content-Length: 100000\r\n\r\nab".encode())  # fmt: skip
+        eventually(lambda: side.metric("egress_sidecar_connections_open") == 20)
+        _small_request_works(side, upstream, "past-stalled-uploads")  # a slot was freed
+    assert side.metric("egress_sidecar_connections_closed_total",
+                       reason="evicted_at_capacity") >= 1  # fmt: skip
+
+
+def test_bodies_abandoned_mid_way_give_their_budget_back(sidecar_with, h2_recorder, upstream):
+    side = sidecar_with("--max-buffered-bytes", str(MIB))
+    host = f"{UPSTREAM_HOST}:{upstream.http_port}"
+    for i in range(8):  # 8 x 240 KB abandoned: twice the budget, were it kept
+        conn, tls, ids = _h2_stream_bodies(side, h2_recorder, 1, 240_000)
+        conn.reset_stream(ids[0])
+        tls.sendall(conn.data_to_send())
         tls.close()
-        assert sorted(statuses.values()) == [200, 200, 200, 200]
-        assert side.metric("egress_sidecar_bounded_total", reason="bodies_held") == 0
-    finally:
-        side.stop()
+        with _dial(side) as sock:  # and over HTTP/1, the agent hanging up mid-body
+            head = f"POST http://{host}/allow/gone-{i} HTTP/1.1\r\nHost: {host}\r\n"
+            sock.sendall(f"{head}Content-Length: 300000\r\n\r\n".encode() + b"g" * 240_000)
+    eventually(lambda: side.metric("egress_sidecar_connections_open") == 0)
+    conn, tls, ids = _h2_stream_bodies(side, h2_recorder, 4, 240_000)
+    for sid in ids:
+        conn.end_stream(sid)
+    tls.sendall(conn.data_to_send())
+    tls.settimeout(WAIT)
+    statuses: dict[int, int] = {}
+    while len(statuses) < 4:
+        for event in conn.receive_data(tls.recv(65536)):
+            if isinstance(event, h2.events.ResponseReceived):
+                statuses[event.stream_id] = int(dict(event.headers)[b":status"])
+        tls.sendall(conn.data_to_send())
+    tls.close()
+    assert sorted(statuses.values()) == [200, 200, 200, 200]
+    assert side.metric("egress_sidecar_bounded_total", reason="bodies_held") == 0
