@@ -413,26 +413,28 @@ def _h2_stream_bodies(side: SidecarProcess, h2_recorder, streams: int, size: int
     return conn, tls, ids
 
 
+def _h2_answers(conn: h2.connection.H2Connection, tls: ssl.SSLSocket, statuses: dict[int, int],
+                until: int) -> None:  # fmt: skip
+    """Read responses into `statuses` (stream id -> status) until it holds `until`."""
+    tls.settimeout(WAIT)
+    while len(statuses) < until:
+        for event in conn.receive_data(tls.recv(65536)):
+            if isinstance(event, h2.events.ResponseReceived):
+                statuses[event.stream_id] = int(dict(event.headers)[b":status"])
+        tls.sendall(conn.data_to_send())
+
+
 def test_many_http2_streams_share_one_budget_of_held_bodies(sidecar_with, h2_recorder):
     side = sidecar_with("--max-buffered-bytes", str(MIB))
     # Each body fits the scan limit; four of them fit the 1 MiB budget, six do not.
     conn, tls, ids = _h2_stream_bodies(side, h2_recorder, 6, 240_000)
-    tls.settimeout(WAIT)
     statuses: dict[int, int] = {}
-    while len(statuses) < 2:
-        for event in conn.receive_data(tls.recv(65536)):
-            if isinstance(event, h2.events.ResponseReceived):
-                statuses[event.stream_id] = int(dict(event.headers)[b":status"])
-        tls.sendall(conn.data_to_send())
+    _h2_answers(conn, tls, statuses, 2)
     assert statuses == {9: 503, 11: 503}
     for sid in ids[:4]:  # the bodies held are judged and forwarded once complete
         conn.end_stream(sid)
     tls.sendall(conn.data_to_send())
-    while len(statuses) < 6:
-        for event in conn.receive_data(tls.recv(65536)):
-            if isinstance(event, h2.events.ResponseReceived):
-                statuses[event.stream_id] = int(dict(event.headers)[b":status"])
-        tls.sendall(conn.data_to_send())
+    _h2_answers(conn, tls, statuses, 6)
     assert [statuses[s] for s in ids[:4]] == [200, 200, 200, 200]
     tls.close()
     assert side.metric("egress_sidecar_bounded_total", reason="bodies_held") == 2
@@ -470,13 +472,8 @@ def test_bodies_abandoned_mid_way_give_their_budget_back(sidecar_with, h2_record
     for sid in ids:
         conn.end_stream(sid)
     tls.sendall(conn.data_to_send())
-    tls.settimeout(WAIT)
     statuses: dict[int, int] = {}
-    while len(statuses) < 4:
-        for event in conn.receive_data(tls.recv(65536)):
-            if isinstance(event, h2.events.ResponseReceived):
-                statuses[event.stream_id] = int(dict(event.headers)[b":status"])
-        tls.sendall(conn.data_to_send())
+    _h2_answers(conn, tls, statuses, 4)
     tls.close()
     assert sorted(statuses.values()) == [200, 200, 200, 200]
     assert side.metric("egress_sidecar_bounded_total", reason="bodies_held") == 0
