@@ -199,6 +199,7 @@ class ConnectionGuard:
 
     def _close(self, handler: Any, client_id: str, why: str) -> None:
         self._clients.pop(client_id, None)
+        self._guard.metrics.connections_open.set(len(self._clients))
         io = handler.transports.get(handler.client)
         if io is not None and io.handler is not None:
             io.handler.cancel(why)

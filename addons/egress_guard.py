@@ -386,13 +386,14 @@ class EgressGuard:
             logger.warning("upstream answered 101 without a WebSocket upgrade: connection closed")
             flow.kill()
             return
+        enforcement = flow.metadata.get(METADATA_KEY)
+        if isinstance(enforcement, Enforcement):
+            flow.response.headers.update(enforcement.headers())
         if flow.response.stream:
             return
-        enforcement = flow.metadata.get(METADATA_KEY)
         if not isinstance(enforcement, Enforcement):
             flow.response.stream = True
             return
-        flow.response.headers.update(enforcement.headers())
         tap = ResponseTap()
         flow.response.stream = tap
         flow.metadata[TAP_KEY] = tap

@@ -52,7 +52,7 @@ from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.commands import StartHook
 from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers import tcp, websocket
-from mitmproxy.proxy.layers.http import SendHttp, _http1
+from mitmproxy.proxy.layers.http import DropStream, SendHttp, _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import (
     RequestData,
@@ -70,14 +70,15 @@ from mitmproxy.proxy.layers.http._http1 import make_error_response
 from mitmproxy.proxy.server import ConnectionHandler
 from mitmproxy.utils import human
 
-from sidecar.settings import request_body_cap
+from sidecar.settings import SCAN_API_MAX_BODY_BYTES, request_body_cap
 
 # RFC 6455 §7.4.1 codes an endpoint may send; anything else (incl. the 3000-4999 ranges
 # an application could use as a covert channel) becomes 1000.
 ALLOWED_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})
 SERVER_PINGS_REMEMBERED = 8
 REFUSED_BODY_DRAINED = 16 * 1024 * 1024  # read after a 413 before the connection is closed
-MAX_UNPARSED = 128 * 1024  # an agent's HTTP/1 bytes held before they parse (heads: 64 KiB)
+HELD_BODIES_DEFAULT = 64 * 1024 * 1024  # when mitmproxy's body_size_limit is unset
+MAX_UNPARSED = 128 * 1024  # an agent's HTTP/1 bytes held unparsed (a head, pipelining)
 BODY_REFUSED = "Request body is larger than the scan limit."
 BODIES_HELD = "The sidecar holds as many request bodies as it may; try again."
 TRAILERS_REFUSED = "Trailers on an HTTP/1 request are not relayed."
@@ -96,9 +97,9 @@ class ControlFrame:
 class ResourceRefusal:
     """Something a layer refused or dropped to keep a bound (see the module docstring)."""
 
-    reason: (
-        str  # "body_too_large", "http1_trailers", "trailers_dropped", "websocket_message_too_large"
-    )
+    # body_too_large, bodies_held, head_too_large, head_timeout, pipelined_too_large,
+    # http1_trailers, trailers_dropped, websocket_message_too_large
+    reason: str
     flow: http.HTTPFlow | None = None
     size: int = 0
 
@@ -167,7 +168,8 @@ class GuardedWebsocketLayer(websocket.WebsocketLayer):
         self.flow.websocket.messages.clear()
 
     def _message_cap(self) -> int:
-        return int(getattr(self.context.options, "egress_max_body_bytes", 0)) or 1 << 62
+        limit = int(getattr(self.context.options, "egress_max_body_bytes", 0))
+        return limit or SCAN_API_MAX_BODY_BYTES
 
     def _screen_agent(self, data: bytes) -> layer.CommandGenerator[None]:
         ws = self.client_ws
@@ -297,7 +299,7 @@ class BoundedHttpStream(http_layers.HttpStream):
             if size is None or size <= cap:
                 return False
         elif size <= cap:
-            budget = human.parse_size(options.body_size_limit) or 1 << 62
+            budget = human.parse_size(options.body_size_limit) or HELD_BODIES_DEFAULT
             if HELD_BODIES.take(size - self._held, budget):
                 self._held = size
                 return False
@@ -334,12 +336,25 @@ class BoundedHttpStream(http_layers.HttpStream):
         self.flow.live = False
 
     def _state_discard_body(self, event: events.Event) -> layer.CommandGenerator[None]:
-        if not isinstance(event, RequestData):
-            return
-        self._discarded += len(event.data)
-        if self._discarded > REFUSED_BODY_DRAINED and not self.flow.request.is_http2:
-            yield commands.CloseConnection(self.context.client)
-            self.client_state = self.state_errored
+        """What a refused agent still sends. The stream ends (and is dropped, so a
+        keep-alive connection carries no refused stream along) when its body does, or
+        past `REFUSED_BODY_DRAINED`: HTTP/1 then closes the connection, HTTP/2 resets
+        the stream."""
+        if isinstance(event, RequestData):
+            self._discarded += len(event.data)
+            if self._discarded <= REFUSED_BODY_DRAINED:
+                return
+            if self.flow.request.is_http2:
+                yield SendHttp(
+                    ResponseProtocolError(self.stream_id, "refused body", 413),
+                    self.context.client,
+                )
+            else:
+                yield commands.CloseConnection(self.context.client)
+        elif not isinstance(event, RequestEndOfMessage):
+            return  # trailers of a refused body: discarded too
+        self.client_state = self.server_state = self.state_done
+        yield DropStream(self.stream_id)
 
 
 class _TrailerCatcher:

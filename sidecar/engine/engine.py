@@ -393,18 +393,20 @@ class Engine:
         if not isinstance(body, str):
             budget = Budget.for_chars(size)
         out: list[Finding] = []
-        first: dict[tuple[str, str, str], tuple[int, int]] = {}  # -> (finding, field)
+        first: dict[tuple[str, int, str], tuple[int, int]] = {}  # -> (finding, field)
         repeats: dict[int, list[tuple[int, int]]] = {}
         hit_fields: set[int] = set()
 
         def add(hit: Hit, i: int, fld: Field) -> None:
-            key = (hit.detector.id, fld.location, hit.value)
+            # One finding per value and field: a decoded layer of a field shares its
+            # location, and its copy (base64 of the same card) must be redacted too.
+            key = (hit.detector.id, i, hit.value)
             seen = first.get(key)
             if seen is None:
                 budget.spend()  # a finding costs as much again as finding it
                 first[key] = (len(out), i)
                 out.append(self._finding(hit, fld, host))
-            elif seen[1] == i:
+            else:
                 repeats.setdefault(seen[0], []).append((hit.start, hit.end))
 
         try:

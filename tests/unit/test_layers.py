@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
+from mitmproxy import connection, http, options
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.proxy import commands, context, events
 from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers import websocket
+from mitmproxy.proxy.mode_specs import ProxyMode
 
 from addons.layers import (
+    HELD_BODIES,
     BoundedHttpStream,
     GuardedHttp1Client,
     GuardedHttp1Server,
     GuardedWebsocketLayer,
+    ResourceRefusedHook,
     install,
     pinned_sources,
     request_body_cap,
@@ -61,3 +67,41 @@ def test_install_makes_mitmproxy_start_the_guarded_layers():
 def test_the_request_body_cap_leaves_room_for_framing_only():
     assert request_body_cap(256 * 1024) == 256 * 1024 + 64 * 1024
     assert request_body_cap(64 * 1024 * 1024) == 64 * 1024 * 1024 + 1024 * 1024
+
+
+def test_refused_bodies_leave_no_stream_behind_on_a_keep_alive_connection():
+    """mitmproxy's own HTTP layer, driven by hand: each refused request's stream (flow,
+    head, answer) must be dropped once its body ends, not kept for the connection's life."""
+    install()
+    opts = options.Options()
+    Proxyserver().load(opts)
+    opts.add_option("egress_max_body_bytes", int, 256 * 1024, "")
+    client = connection.Client(
+        peername=("127.0.0.1", 1234), sockname=("127.0.0.1", 8080), timestamp_start=0,
+        proxy_mode=ProxyMode.parse("regular"), state=connection.ConnectionState.OPEN,
+    )  # fmt: skip
+    http_layer = http_layers.HttpLayer(context.Context(client, opts), http_layers.HTTPMode.regular)
+
+    def feed(event: events.Event) -> bytes:
+        sent, pending = b"", [event]
+        while pending:
+            for command in http_layer.handle_event(pending.pop(0)):
+                if isinstance(command, commands.SendData):
+                    sent += command.data
+                elif isinstance(command, commands.StartHook):
+                    if isinstance(command, ResourceRefusedHook) and command.data.flow:
+                        command.data.flow.response = http.Response.make(413, b"refused")
+                    pending.append(events.HookCompleted(command, None))
+        return sent
+
+    feed(events.Start())
+    held_before = HELD_BODIES.held
+    for i in range(5):
+        body = b"a" * 400_000
+        head = f"POST http://example.com/x{i} HTTP/1.1\r\nHost: example.com\r\n"
+        data = f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        answer = b"".join(feed(events.DataReceived(client, data[o : o + 65536]))
+                          for o in range(0, len(data), 65536))  # fmt: skip
+        assert answer.startswith(b"HTTP/1.1 413")
+    assert http_layer.streams == {}
+    assert HELD_BODIES.held == held_before
