@@ -68,6 +68,7 @@ from sidecar.enforce import (
 )
 from sidecar.engine import Engine, Policy
 from sidecar.engine.known_secrets import KnownSecrets
+from sidecar.log_limit import RateLimitedLog
 from sidecar.loop_lag import watch_loop_lag
 from sidecar.metrics import SidecarMetrics
 from sidecar.policy_file import PolicyError, load_policy
@@ -175,6 +176,7 @@ class EgressGuard:
         self.admin: AdminServer | None = None
         self._lag_watch: asyncio.Task[None] | None = None
         self._policy: Policy | None = None
+        self._control_lines = RateLimitedLog(logger)  # only its `due` gate is used
         self.in_flight: set[str] = set()  # flow ids between request headers and the answer
         self.idle = asyncio.Event()  # set while nothing is in flight (graceful shutdown)
         self.idle.set()
@@ -471,8 +473,12 @@ class EgressGuard:
         )
 
     def egress_control_frame(self, frame: ControlFrame) -> None:
-        """A WebSocket control frame from an agent (see `addons.layers`)."""
+        """A WebSocket control frame from an agent (see `addons.layers`): counted, and
+        logged at most once per kind and interval (an agent can send thousands)."""
         self.metrics.websocket_control_frames.labels(frame.frame, frame.action).inc()
+        folded = self._control_lines.due(f"{frame.frame}/{frame.action}")
+        if folded is None:
+            return
         log_decision(
             {
                 "event_kind": "websocket_control",
@@ -480,6 +486,7 @@ class EgressGuard:
                 "action": frame.action,
                 "host": loggable_host(frame.flow.request.host, []),
                 "port": frame.flow.request.port,
+                "folded": folded,
             }
         )
 

@@ -18,16 +18,21 @@
   is ever buffered (what the agent still sends is read and discarded, up to a bound, so
   it reads the answer instead of a reset); a response is never refused for its declared
   length (the guard streams every response body, keeping a bounded copy).
+  Request bodies held at once share one budget (`HELD_BODIES`, 503 beyond it).
 - `GuardedHttp1Server` / `GuardedHttp1Client`: mitmproxy's HTTP/1 layer raises on
-  trailers. Trailers on an agent's HTTP/1 request are refused (400); trailers an
-  HTTP/1 upstream sends, or that would have to be written to an HTTP/1 peer, are dropped.
+  trailers, and buffers unparsed bytes without limit. Trailers on an agent's HTTP/1
+  request are refused (400); trailers an HTTP/1 upstream sends, or that would have to be
+  written to an HTTP/1 peer, are dropped; an agent's unparsed bytes are bounded and
+  every request head is timed.
+- `BoundedClientTLSLayer`: an agent's ClientHello is bounded in size and time.
+- hyper-h2's CONTINUATION backlog is cut to a 64 KiB header block.
 Each of these reports what it refused through the `egress_resource_refused` hook.
 
 These subclass mitmproxy internals pinned in constraints.txt. `pinned_sources()` digests
-every piece of mitmproxy and wsproto code the sidecar's guards rely on (these classes,
-and the internals `protocol_guard`, `tunnel_guard` and `connect_guard` lean on);
-`tests/unit/test_layers.py` holds the digests of the pinned versions and fails loudly
-when an upgrade changes any of it. `install()` puts the WebSocket layer in place.
+every piece of mitmproxy, wsproto and hyper-h2 code the sidecar's guards rely on (these
+classes, and the internals `protocol_guard`, `tunnel_guard` and `connect_guard` lean
+on); `tests/unit/test_layers.py` holds the digests of the pinned versions and fails
+loudly when an upgrade changes any of it. `install()` puts the layers in place.
 """
 
 from __future__ import annotations
@@ -40,18 +45,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import h2.frame_buffer
 import h11
 import wsproto.connection
 import wsproto.events
 from h11._receivebuffer import ReceiveBuffer
 from mitmproxy import flow as mitm_flow
 from mitmproxy import http
+from mitmproxy.addons import next_layer as next_layer_addon
 from mitmproxy.connection import Server
 from mitmproxy.net.http.http1 import expected_http_body_size
 from mitmproxy.proxy import commands, events, layer
+from mitmproxy.proxy import layers as mitm_layers
 from mitmproxy.proxy.commands import StartHook
 from mitmproxy.proxy.layers import http as http_layers
-from mitmproxy.proxy.layers import tcp, websocket
+from mitmproxy.proxy.layers import tcp, tls, websocket
 from mitmproxy.proxy.layers.http import DropStream, SendHttp, _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import (
@@ -78,6 +86,8 @@ ALLOWED_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010,
 SERVER_PINGS_REMEMBERED = 8
 REFUSED_BODY_DRAINED = 16 * 1024 * 1024  # read after a 413 before the connection is closed
 HELD_BODIES_DEFAULT = 64 * 1024 * 1024  # when mitmproxy's body_size_limit is unset
+MAX_CLIENT_HELLO = 64 * 1024  # a real one is under 2 KiB (post-quantum key shares included)
+H2_CONTINUATION_FRAMES = 3  # after HEADERS: a header block of at most 4 x 16 KiB
 MAX_UNPARSED = 128 * 1024  # an agent's HTTP/1 bytes held unparsed (a head, pipelining)
 BODY_REFUSED = "Request body is larger than the scan limit."
 BODIES_HELD = "The sidecar holds as many request bodies as it may; try again."
@@ -98,7 +108,7 @@ class ResourceRefusal:
     """Something a layer refused or dropped to keep a bound (see the module docstring)."""
 
     # body_too_large, bodies_held, head_too_large, head_timeout, pipelined_too_large,
-    # http1_trailers, trailers_dropped, websocket_message_too_large
+    # client_hello_too_large, http1_trailers, trailers_dropped, websocket_message_too_large
     reason: str
     flow: http.HTTPFlow | None = None
     size: int = 0
@@ -480,6 +490,34 @@ class GuardedHttp1Client(_http1.Http1Client):
         yield from super().send(event)
 
 
+class BoundedClientTLSLayer(tls.ClientTLSLayer):
+    """mitmproxy buffers an agent's ClientHello without limit and parses all of it again
+    on every arrival (quadratic: 16 MiB stalled every agent for seconds). Here it must
+    fit `MAX_CLIENT_HELLO` and complete within `head_timeout` of its first byte."""
+
+    _hello_started: float | None = None
+
+    def receive_handshake_data(
+        self, data: bytes
+    ) -> layer.CommandGenerator[tuple[bool, str | None]]:
+        if not self.client_hello_parsed:
+            refused = None
+            now = time.monotonic()
+            if len(self.recv_buffer) + len(data) > MAX_CLIENT_HELLO:
+                refused = "client_hello_too_large"
+            elif self._hello_started is None:
+                self._hello_started = now
+            elif now - self._hello_started > float(
+                getattr(self.context.options, "egress_head_timeout", 0) or 1e9
+            ):
+                refused = "head_timeout"
+            if refused is not None:
+                self.recv_buffer = bytearray()
+                yield ResourceRefusedHook(ResourceRefusal(refused))
+                return False, f"ClientHello refused ({refused.replace('_', ' ')})"
+        return (yield from super().receive_handshake_data(data))
+
+
 def install() -> None:
     """Make mitmproxy's HTTP layer start our layers (it looks each class up in its module
     when it creates one). Safe to call more than once."""
@@ -487,6 +525,12 @@ def install() -> None:
     http_layers.HttpStream = BoundedHttpStream  # type: ignore[misc]
     http_layers.Http1Server = GuardedHttp1Server  # type: ignore[attr-defined]
     http_layers.Http1Client = GuardedHttp1Client  # type: ignore[attr-defined]
+    # Where mitmproxy's protocol chooser finds the TLS layer it starts for an agent.
+    mitm_layers.ClientTLSLayer = BoundedClientTLSLayer  # type: ignore[misc]
+    next_layer_addon.ClientTLSLayer = BoundedClientTLSLayer  # type: ignore[attr-defined]
+    # hyper-h2 buffers up to 64 CONTINUATION frames (1 MiB) of one header block and then
+    # decodes it on the event loop: 4 frames (64 KiB) hold any header list we accept.
+    h2.frame_buffer.CONTINUATION_BACKLOG = H2_CONTINUATION_FRAMES
 
 
 def _digest(obj: Callable[..., Any] | type) -> str:
@@ -497,7 +541,6 @@ def pinned_sources() -> dict[str, str]:
     """Digests of the upstream code the extensions above rely on, as installed now."""
     from mitmproxy.addons.next_layer import NextLayer
     from mitmproxy.addons.proxyserver import Proxyserver
-    from mitmproxy.proxy.layers import ClientTLSLayer
     from mitmproxy.proxy.server import TimeoutWatchdog
 
     original_ws = GuardedWebsocketLayer.__mro__[1]
@@ -514,6 +557,8 @@ def pinned_sources() -> dict[str, str]:
         "mitmproxy.proxy.layers.http._http1.Http1Server": _digest(_http1.Http1Server),
         "mitmproxy.proxy.layers.http._http1.Http1Client": _digest(_http1.Http1Client),
         "mitmproxy.proxy.server.TimeoutWatchdog": _digest(TimeoutWatchdog),
+        "mitmproxy.addons.next_layer.NextLayer": _digest(NextLayer),
+        "h2.frame_buffer.FrameBuffer": _digest(h2.frame_buffer.FrameBuffer),
         "mitmproxy.proxy.server.ConnectionHandler.handle_client": _digest(
             ConnectionHandler.handle_client
         ),
@@ -525,7 +570,7 @@ def pinned_sources() -> dict[str, str]:
         "mitmproxy.proxy.layer.NextLayer._ask": _digest(layer.NextLayer._ask),
         "mitmproxy.addons.next_layer.NextLayer._next_layer": _digest(NextLayer._next_layer),
         "mitmproxy.proxy.layers.tls.ClientTLSLayer.receive_handshake_data": _digest(
-            ClientTLSLayer.receive_handshake_data
+            tls.ClientTLSLayer.receive_handshake_data
         ),
         "mitmproxy.proxy.server.ConnectionHandler.open_connection": _digest(
             ConnectionHandler.open_connection

@@ -37,6 +37,7 @@ _WHAT = {
     "head_too_large": "connection closed: request head larger than 128 KiB",
     "head_timeout": "connection closed: request head not complete within the head timeout",
     "pipelined_too_large": "connection closed: over 128 KiB pipelined behind a request",
+    "client_hello_too_large": "connection closed: TLS ClientHello larger than 64 KiB",
 }
 
 

@@ -33,16 +33,22 @@ class RateLimitedLog:
     def log(self, kind: str, message: str, level: int = logging.WARNING) -> bool:
         """Logs unless a line of this kind went out less than an interval ago; returns
         whether it did."""
+        folded = self.due(kind)
+        if folded is None:
+            return False
+        suffix = f" ({folded} more like this since the last line)" if folded else ""
+        self._logger.log(level, "%s%s", message, suffix)
+        return True
+
+    def due(self, kind: str) -> int | None:
+        """None while a line of this kind went out less than an interval ago (it is
+        counted); else how many were folded since, and the interval starts again."""
         now = self._clock()
         last = self._last.get(kind)
         if last is not None and now - last < self._interval:
             self._folded[kind] = self._folded.get(kind, 0) + 1
-            return False
+            return None
         if last is None and len(self._last) >= MAX_KINDS:
             kind = "other"
-        folded = self._folded.pop(kind, 0)
         self._last[kind] = now
-        since = now - (last if last is not None else now)
-        suffix = f" ({folded} more like this in the last {since:.0f}s)" if folded else ""
-        self._logger.log(level, "%s%s", message, suffix)
-        return True
+        return self._folded.pop(kind, 0)

@@ -158,7 +158,7 @@ class SidecarMetrics:
             f"{PREFIX}_bounded",
             "Bodies, heads, messages and trailers refused or dropped to keep a resource "
             "bound, by reason (body_too_large, bodies_held, head_too_large, head_timeout, "
-            "pipelined_too_large, http1_trailers, trailers_dropped, "
+            "pipelined_too_large, client_hello_too_large, http1_trailers, trailers_dropped, "
             "websocket_message_too_large).",
             ["reason"],
             registry=r,

@@ -69,19 +69,34 @@ def resident_bytes() -> int:
 
 class MemoryKeeper:
     """Freed request buffers sit in reference cycles until a full collection, and then in
-    glibc's heap: when the process has grown since the last look, collect and hand the
-    free pages back. Cheap when nothing grew (one read of /proc)."""
+    glibc's heap: when the process is above its quiet level (the lowest it settled at) or
+    has grown since the last look, collect and hand the free pages back. When that frees
+    little (the memory is in use), the next looks are skipped, up to `MAX_SKIPS`. Cheap
+    when nothing grew: one read of /proc."""
+
+    MAX_SKIPS = 32
 
     def __init__(self, growth: int = 8 * 1024 * 1024) -> None:
         self._growth = growth
-        self._settled = resident_bytes()
+        self._settled = self._floor = resident_bytes()
+        self._before = 0
+        self._skips = self._skipping = 0
 
     def collect_if_grown(self) -> bool:
-        if resident_bytes() - self._settled < self._growth:
+        if self._skipping:
+            self._skipping -= 1
+            return False
+        rss = resident_bytes()
+        if rss - min(self._settled, self._floor) < self._growth:
             return False
         gc.collect()
+        self._before = rss
         return True
 
     def settle(self) -> None:
-        """Called after `give_memory_back`: the new level to grow from."""
+        """Called after `give_memory_back`: what it achieved decides the next look."""
         self._settled = resident_bytes()
+        self._floor = min(self._floor, self._settled)
+        freed = self._before - self._settled
+        self._skips = 0 if freed >= self._growth // 2 else min(2 * self._skips + 1, self.MAX_SKIPS)
+        self._skipping = self._skips

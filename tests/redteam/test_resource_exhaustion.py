@@ -22,6 +22,7 @@ import h2.events
 import h2.settings
 import pytest
 import websockets.sync.client
+from hyperframe.frame import ContinuationFrame, HeadersFrame
 
 from tests.support.process import MIB, SidecarProcess, clean_env, start_sidecar_process
 from tests.support.raw import closed_by_peer, connect, read_response
@@ -478,3 +479,42 @@ def test_bodies_abandoned_mid_way_give_their_budget_back(sidecar_with, h2_record
     tls.close()
     assert sorted(statuses.values()) == [200, 200, 200, 200]
     assert side.metric("egress_sidecar_bounded_total", reason="bodies_held") == 0
+
+
+def test_a_client_hello_that_never_ends_is_refused(proc: SidecarProcess, upstream: Upstream):
+    """mitmproxy would buffer it whole and parse all of it again on every arrival."""
+    status, _, sock = connect(proc.proxy, f"{UPSTREAM_HOST}:{upstream.https_port}")
+    assert status == 200
+    handshake = b"\x01" + (16 * MIB - 1).to_bytes(3, "big")  # a 16 MiB ClientHello, it says
+    with sock:
+        records = [b"\x16\x03\x01\x40\x00" + (handshake + b"\0" * 16_380)[:16_384]]
+        records += [b"\x16\x03\x01\x40\x00" + b"\0" * 16_384] * 64
+        try:
+            for record in records:
+                sock.sendall(record)
+        except ConnectionError:
+            pass
+        assert closed_by_peer(sock)
+    assert proc.metric("egress_sidecar_bounded_total", reason="client_hello_too_large") == 1
+    _small_request_works(proc, upstream, "after-endless-hello")
+
+
+def test_an_http2_header_block_is_held_only_up_to_four_frames(proc: SidecarProcess, h2_recorder):
+    """hyper-h2 would hold 64 CONTINUATION frames (1 MiB) of an unfinished header block."""
+    status, _, sock = connect(proc.proxy, f"{UPSTREAM_HOST}:{h2_recorder.port}")
+    assert status == 200
+    ctx = ssl.create_default_context(cafile=str(proc.ca_bundle))
+    ctx.set_alpn_protocols(["h2"])
+    with ctx.wrap_socket(sock, server_hostname=UPSTREAM_HOST) as tls:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        tls.sendall(conn.data_to_send())
+        frames = [HeadersFrame(1, data=b"\0" * 16_000).serialize()]  # no END_HEADERS
+        frames += [ContinuationFrame(1, data=b"\0" * 16_000).serialize()] * 60
+        try:
+            for frame in frames:
+                tls.sendall(frame)
+        except (ConnectionError, ssl.SSLError):
+            pass
+        assert closed_by_peer(tls)
+    assert h2_recorder.blocks.items == []

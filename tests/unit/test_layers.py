@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
+import h2.frame_buffer
 from mitmproxy import connection, http, options
+from mitmproxy.addons import next_layer
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.proxy import commands, context, events
+from mitmproxy.proxy import layers as mitm_layers
 from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers import websocket
 from mitmproxy.proxy.mode_specs import ProxyMode
 
 from addons.layers import (
+    H2_CONTINUATION_FRAMES,
     HELD_BODIES,
+    BoundedClientTLSLayer,
     BoundedHttpStream,
     GuardedHttp1Client,
     GuardedHttp1Server,
@@ -36,6 +41,8 @@ PINNED = {
     "mitmproxy.proxy.layers.http._http1.Http1Server": "00a914b27f3f2d46",
     "mitmproxy.proxy.layers.http._http1.Http1Client": "c004ed8ad85245cb",
     "mitmproxy.proxy.server.TimeoutWatchdog": "95c9f187c70d4d09",
+    "mitmproxy.addons.next_layer.NextLayer": "5b34344ea76cc42c",
+    "h2.frame_buffer.FrameBuffer": "e787434bc390aa93",
     "mitmproxy.proxy.server.ConnectionHandler.handle_client": "330b831a7616cf98",
     "mitmproxy.addons.proxyserver.Proxyserver.register_connection": "d79bb91554a8bda2",
     "mitmproxy.connection.Server.__setattr__": "9b26de861c3e1f75",
@@ -62,6 +69,9 @@ def test_install_makes_mitmproxy_start_the_guarded_layers():
     assert http_layers.HttpStream is BoundedHttpStream
     assert http_layers.Http1Server is GuardedHttp1Server  # type: ignore[attr-defined]
     assert http_layers.Http1Client is GuardedHttp1Client  # type: ignore[attr-defined]
+    assert mitm_layers.ClientTLSLayer is BoundedClientTLSLayer
+    assert next_layer.ClientTLSLayer is BoundedClientTLSLayer  # type: ignore[attr-defined]
+    assert h2.frame_buffer.CONTINUATION_BACKLOG == H2_CONTINUATION_FRAMES
 
 
 def test_the_request_body_cap_leaves_room_for_framing_only():

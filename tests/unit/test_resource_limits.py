@@ -35,7 +35,7 @@ def test_repeated_failures_are_folded_into_one_line_per_interval(caplog):
         clock.now = 10.0
         assert log.log("idle", "closed")
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["closed", "refused", "closed (999 more like this in the last 10s)"]
+    assert lines == ["closed", "refused", "closed (999 more like this since the last line)"]
 
 
 def test_the_connection_budget_leaves_file_descriptors_for_upstreams():
@@ -80,14 +80,19 @@ def test_a_rewritten_body_is_encoded_again(coding):
     assert decode_body(encode_body(body, coding), coding, 1 << 20) == body
 
 
-def test_memory_is_collected_only_when_the_process_has_grown():
+def test_memory_is_collected_when_grown_and_less_often_while_it_stays_in_use():
     keeper = MemoryKeeper(growth=16 * 1024 * 1024)
     assert not keeper.collect_if_grown()
     grown = bytearray(64 * 1024 * 1024)
     grown[::4096] = b"x" * len(grown[::4096])  # touch every page: resident now
-    assert keeper.collect_if_grown()
-    keeper.settle()
-    assert not keeper.collect_if_grown()
+    looks = []
+    for _ in range(8):
+        collected = keeper.collect_if_grown()
+        looks.append(collected)
+        if collected:
+            keeper.settle()  # nothing could be freed: the memory is in use
+    # Collected, then skipped 1, 3 looks as each collection freed nothing.
+    assert looks == [True, False, True, False, False, False, True, False]
     del grown
     assert resident_bytes() > 0
 
