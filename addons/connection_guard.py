@@ -2,16 +2,17 @@
 
 Inside a pod every agent connects from 127.0.0.1, so a per-source cap would not help:
 the bound is on the total. At `max_connections` a new client takes the place of an
-idle connection (no request in flight, no hook running, no WebSocket or raw stream
-open): the idlest of the oldest few, so a flood costs a few steps per connection, not
-one per open connection; when none is idle the new client is refused. A client
-that has not sent a request head, CONNECT or TLS hello within `head_timeout` is closed,
-and so is one idle for `idle_timeout` (mitmproxy's own limit is a fixed 10 minutes).
-The process's open-file limit is raised to its hard limit at start, and the cap is kept
-below what it allows (each client may need an upstream connection too). What this
-closes or refuses is counted and logged as rate-limited lines. Every ten seconds, if
-the process has grown, what closed connections and refused bodies freed is collected
-and handed back to the OS.
+idle connection — no request in flight, no hook running, no raw stream open, no
+WebSocket message moving within `idle_timeout` (PINGs, which the sidecar answers, do
+not count) — the idlest of the oldest few, so a flood costs a few steps per connection
+rather than one per open connection; when none is idle the new client is refused. A
+client that has not sent a request head, CONNECT or TLS hello within `head_timeout` is
+closed, and so is one idle for `idle_timeout` (mitmproxy's own limit is a fixed 10
+minutes). The process's open-file limit is raised to its hard limit at start, and the
+cap is kept below what it allows (each client may need an upstream connection too).
+What this closes or refuses is counted and logged as rate-limited lines. Every ten
+seconds, if the process is above its quiet level, what closed connections and refused
+bodies freed is collected and handed back to the OS.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from mitmproxy import connection, ctx, http, tcp, tls
 
+from addons.layers import MESSAGE_MOVED
 from sidecar.bodies import decoder_thread
 from sidecar.log_limit import RateLimitedLog
 from sidecar.tuning import MemoryKeeper, give_memory_back
@@ -46,6 +48,7 @@ EVICTION_SCAN = 256  # at most this many (oldest first) looked at for them
 class _Client:
     connected: float
     open_flows: set[str] = field(default_factory=set)  # requests, WebSockets, raw streams
+    websockets: dict[str, http.HTTPFlow] = field(default_factory=dict)  # open ones
     started: bool = False  # sent a request head, a CONNECT or a TLS hello
 
 
@@ -148,9 +151,16 @@ class ConnectionGuard:
 
     def websocket_start(self, flow: http.HTTPFlow) -> None:
         self._opened(flow.client_conn, flow.id)
+        flow.metadata.setdefault(MESSAGE_MOVED, time.monotonic())
+        state = self._clients.get(flow.client_conn.id)
+        if state is not None:
+            state.websockets[flow.id] = flow
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         self._closed(flow.client_conn, flow.id)
+        state = self._clients.get(flow.client_conn.id)
+        if state is not None:
+            state.websockets.pop(flow.id, None)
 
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         self._opened(flow.client_conn, flow.id)
@@ -171,7 +181,17 @@ class ConnectionGuard:
     def _idle_since(self, client_id: str, handler: Any) -> float | None:
         """When the client went idle (monotonic), or None while it is busy."""
         state = self._clients.get(client_id)
-        if state is None or state.open_flows or handler.timeout_watchdog.blocker:
+        if state is None or handler.timeout_watchdog.blocker:
+            return None
+        if state.websockets:
+            # Busy while messages move either way; PINGs (which the sidecar answers
+            # itself) and pongs do not count.
+            settings = self._guard.settings
+            if state.open_flows - state.websockets.keys() or settings is None:
+                return None
+            last = max(float(f.metadata.get(MESSAGE_MOVED, 0)) for f in state.websockets.values())
+            return None if time.monotonic() - last < settings.idle_timeout else last
+        if state.open_flows:
             return None
         quiet = time.time() - float(handler.timeout_watchdog.last_activity)
         return time.monotonic() - quiet

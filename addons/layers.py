@@ -84,6 +84,7 @@ from sidecar.settings import SCAN_API_MAX_BODY_BYTES, request_body_cap
 # an application could use as a covert channel) becomes 1000.
 ALLOWED_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})
 SERVER_PINGS_REMEMBERED = 8
+MESSAGE_MOVED = "egress_ws_message_moved"  # flow metadata: when a message last went by
 REFUSED_BODY_DRAINED = 16 * 1024 * 1024  # read after a 413 before the connection is closed
 HELD_BODIES_DEFAULT = 64 * 1024 * 1024  # when mitmproxy's body_size_limit is unset
 MAX_CLIENT_HELLO = 64 * 1024  # a real one is under 2 KiB (post-quantum key shares included)
@@ -210,6 +211,7 @@ class GuardedWebsocketLayer(websocket.WebsocketLayer):
                     )
                     continue
                 kept.append(ev)
+                self.flow.metadata[MESSAGE_MOVED] = time.monotonic()
                 if ev.message_finished:
                     self._agent_message, started = 0, None
             elif isinstance(ev, wsproto.events.Ping):
@@ -242,6 +244,7 @@ class GuardedWebsocketLayer(websocket.WebsocketLayer):
             if isinstance(ev, wsproto.events.Message):
                 if ev.data or ev.message_finished:
                     yield self.client_ws.send2(ev)
+                    self.flow.metadata[MESSAGE_MOVED] = time.monotonic()
                 continue
             if isinstance(ev, wsproto.events.Ping):
                 self._server_pings.append(bytes(ev.payload))

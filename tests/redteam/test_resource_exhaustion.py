@@ -11,6 +11,7 @@ import json
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +22,8 @@ import h2.connection
 import h2.events
 import h2.settings
 import pytest
+import websockets.exceptions
+import websockets.protocol
 import websockets.sync.client
 from hyperframe.frame import ContinuationFrame, HeadersFrame
 
@@ -518,3 +521,28 @@ def test_an_http2_header_block_is_held_only_up_to_four_frames(proc: SidecarProce
             pass
         assert closed_by_peer(tls)
     assert h2_recorder.blocks.items == []
+
+
+def test_a_websocket_kept_up_by_pings_alone_is_idle(sidecar_with, upstream: Upstream):
+    side = sidecar_with("--idle-timeout", "1")
+    with _ws_connect(side, upstream.https.replace("https", "wss") + "/ws") as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=WAIT) == "echo:hello"
+        # The agent's PINGs are answered by the sidecar itself: they hold nothing open.
+        # (The pacing is the attack; the loop ends when the sidecar closes the socket.)
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            for _ in range(int(WAIT / 0.2)):
+                ws.ping().wait(WAIT)
+                time.sleep(0.2)
+        assert ws.protocol.state is websockets.protocol.State.CLOSED
+    assert side.metric("egress_sidecar_connections_closed_total", reason="idle_timeout") == 1
+
+
+def test_a_websocket_moving_messages_is_not_idle(sidecar_with, upstream: Upstream):
+    side = sidecar_with("--idle-timeout", "1")
+    with _ws_connect(side, upstream.https.replace("https", "wss") + "/ws") as ws:
+        for i in range(15):  # 3 s of messages, three idle timeouts
+            ws.send(f"m-{i}")
+            assert ws.recv(timeout=WAIT) == f"echo:m-{i}"
+            time.sleep(0.2)
+    assert side.metric("egress_sidecar_connections_closed_total", reason="idle_timeout") == 0
