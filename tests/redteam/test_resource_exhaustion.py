@@ -546,3 +546,15 @@ def test_a_websocket_moving_messages_is_not_idle(sidecar_with, upstream: Upstrea
             assert ws.recv(timeout=WAIT) == f"echo:m-{i}"
             time.sleep(0.2)
     assert side.metric("egress_sidecar_connections_closed_total", reason="idle_timeout") == 0
+
+
+def test_websocket_pings_by_the_thousand_are_counted_not_logged_each(
+    proc: SidecarProcess, upstream: Upstream
+):
+    with _ws_connect(proc, upstream.https.replace("https", "wss") + "/ws") as ws:
+        for _ in range(500):
+            ws.ping().wait(WAIT)
+    eventually(lambda: proc.metric("egress_sidecar_websocket_control_frames_total",
+                                   frame="ping", action="answered") == 500)  # fmt: skip
+    lines = [line for line in proc.lines if '"websocket_control"' in line]
+    assert 1 <= len(lines) <= 2, lines[:5]
