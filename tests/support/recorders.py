@@ -24,7 +24,7 @@ import trustme
 import wsproto
 import wsproto.events
 
-from tests.support.servers import LoopThread, Recorder
+from tests.support.servers import LoopThread, Recorder, hold_port_from_sidecars
 
 
 @dataclass
@@ -44,6 +44,7 @@ class TcpRecorder:
         self._server = loop.run(self._start(host))
         self.host = host
         self.port = int(self._server.sockets[0].getsockname()[1])
+        self._held = hold_port_from_sidecars(self.port)
 
     async def _start(self, host: str) -> asyncio.Server:
         return await asyncio.start_server(self._handle, host, 0)
@@ -71,6 +72,8 @@ class TcpRecorder:
         return b"".join(self.chunks.items)
 
     def stop(self) -> None:
+        if self._held is not None:
+            self._held.close()
         self._server.close()
 
 
@@ -86,6 +89,7 @@ class WsRecorder:
         self._server = loop.run(asyncio.start_server(self._handle, host, 0))
         self.host = host
         self.port = int(self._server.sockets[0].getsockname()[1])
+        self._held = hold_port_from_sidecars(self.port)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
@@ -138,6 +142,8 @@ class WsRecorder:
         self._loop.run(ping())
 
     def stop(self) -> None:
+        if self._held is not None:
+            self._held.close()
         self._server.close()
 
 
@@ -157,6 +163,7 @@ class H2Recorder:
         self._server = loop.run(asyncio.start_server(self._handle, host, 0, ssl=ctx))
         self.host = host
         self.port = int(self._server.sockets[0].getsockname()[1])
+        self._held = hold_port_from_sidecars(self.port)
 
     @property
     def everything(self) -> bytes:
@@ -191,4 +198,6 @@ class H2Recorder:
             self.ended.add(event.stream_id)
 
     def stop(self) -> None:
+        if self._held is not None:
+            self._held.close()
         self._server.close()

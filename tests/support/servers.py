@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import socket
 import ssl
 import threading
 import uuid
@@ -377,6 +378,7 @@ class Upstream:
         ])  # fmt: skip
         self.https_port = loop.run(_listen(app, UPSTREAM_HOST, ssl_ctx))
         self.http_port = loop.run(_listen(app, UPSTREAM_HOST, None))
+        self._held = [hold_port_from_sidecars(p) for p in (self.https_port, self.http_port)]
         self.https = f"https://{UPSTREAM_HOST}:{self.https_port}"
         self.http = f"http://{UPSTREAM_HOST}:{self.http_port}"
 
@@ -397,6 +399,19 @@ class Upstream:
 
     def requests_to(self, path: str) -> list[UpstreamRequest]:
         return [r for r in self.received.items if r.path == path]
+
+
+def hold_port_from_sidecars(port: int) -> socket.socket | None:
+    """Test servers listen on 127.0.0.2; a sidecar under test listens on 127.0.0.1 and
+    counts every loopback address with its own port as itself (SIDECAR_ENDPOINT). Holding
+    the same port on 127.0.0.1 keeps the kernel from ever giving it to a sidecar."""
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", port))
+    except OSError:  # taken on 127.0.0.1 already: no sidecar can get it either
+        holder.close()
+        return None
+    return holder
 
 
 async def _make_event() -> asyncio.Event:
