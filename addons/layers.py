@@ -370,6 +370,16 @@ class BoundedHttpStream(http_layers.HttpStream):
         yield DropStream(self.stream_id)
 
 
+def head_clock(context: Any, started: float | None) -> tuple[float, bool]:
+    """When an agent's request head (or ClientHello) began — now, at its first bytes —
+    and whether it is still incomplete past `head_timeout`."""
+    now = time.monotonic()
+    if started is None:
+        return now, False
+    limit = float(getattr(context.options, "egress_head_timeout", 0) or 0)
+    return started, bool(limit) and now - started > limit
+
+
 class _TrailerCatcher:
     """Wraps h11's body reader: trailers are taken off the end-of-message event (which
     mitmproxy's HTTP/1 layer would raise on) and remembered."""
@@ -438,12 +448,8 @@ class GuardedHttp1Server(_http1.Http1Server):
                 return 431, "head_too_large", "Request head too large."
             return 0, "pipelined_too_large", ""
         if reading_head:
-            now = time.monotonic()
-            if self._head_started is None:
-                self._head_started = now
-            elif now - self._head_started > float(
-                getattr(self.context.options, "egress_head_timeout", 0) or 1e9
-            ):
+            self._head_started, late = head_clock(self.context, self._head_started)
+            if late:
                 return 408, "head_timeout", "Request head not complete in time."
         return None
 
@@ -505,14 +511,10 @@ class BoundedClientTLSLayer(tls.ClientTLSLayer):
     ) -> layer.CommandGenerator[tuple[bool, str | None]]:
         if not self.client_hello_parsed:
             refused = None
-            now = time.monotonic()
+            self._hello_started, late = head_clock(self.context, self._hello_started)
             if len(self.recv_buffer) + len(data) > MAX_CLIENT_HELLO:
                 refused = "client_hello_too_large"
-            elif self._hello_started is None:
-                self._hello_started = now
-            elif now - self._hello_started > float(
-                getattr(self.context.options, "egress_head_timeout", 0) or 1e9
-            ):
+            elif late:
                 refused = "head_timeout"
             if refused is not None:
                 self.recv_buffer = bytearray()

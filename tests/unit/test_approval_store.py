@@ -6,17 +6,10 @@ import pytest
 
 from sidecar.approval_store import ApprovalAlreadyDecided, ApprovalNotFound, ApprovalStore
 from sidecar.verdict import ApprovalStatus
+from tests.support.clock import Clock
 
 SUMMARY = {"method": "POST", "host": "api.github.com", "tool": "github", "operation": "create_pr",
            "reasons": ["POLICY:x"], "trace_id": "t"}  # fmt: skip
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_lifecycle_and_persistence_across_restarts(tmp_path):

@@ -15,24 +15,17 @@ from sidecar.bodies import BodyTooLarge, BodyUndecodable, decode_body, encode_bo
 from sidecar.log_limit import RateLimitedLog
 from sidecar.tuning import MemoryKeeper, resident_bytes
 from sidecar.verdict import ScanRequest
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def test_repeated_failures_are_folded_into_one_line_per_interval(caplog):
-    clock = _Clock()
+    clock = Clock()
     log = RateLimitedLog(logging.getLogger("test.limit"), interval=10, clock=clock)
     with caplog.at_level(logging.INFO, logger="test.limit"):
         assert log.log("idle", "closed")
         assert not any(log.log("idle", "closed") for _ in range(999))
         assert log.log("other", "refused")  # each kind has its own budget
-        clock.now = 10.0
+        clock.now += 10.0
         assert log.log("idle", "closed")
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["closed", "refused", "closed (999 more like this since the last line)"]
