@@ -24,7 +24,7 @@ import trustme
 import wsproto
 import wsproto.events
 
-from tests.support.servers import LoopThread, Recorder, hold_port_from_sidecars
+from tests.support.servers import LoopThread, Recorder, serve_clear_of_sidecars
 
 
 @dataclass
@@ -41,10 +41,10 @@ class TcpRecorder:
         self.closed = Recorder()  # one item per connection that ended (a sync point)
         self._reply = reply_to_head
         self._loop = loop
-        self._server = loop.run(self._start(host))
+        self._server, self.port, self._held = serve_clear_of_sidecars(
+            loop, lambda: self._start(host)
+        )
         self.host = host
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        self._held = hold_port_from_sidecars(self.port)
 
     async def _start(self, host: str) -> asyncio.Server:
         return await asyncio.start_server(self._handle, host, 0)
@@ -72,8 +72,7 @@ class TcpRecorder:
         return b"".join(self.chunks.items)
 
     def stop(self) -> None:
-        if self._held is not None:
-            self._held.close()
+        self._held.close()
         self._server.close()
 
 
@@ -86,10 +85,10 @@ class WsRecorder:
         )  # ("message", str|bytes) ("ping", b) ("pong", b) ("close", code, reason)
         self._loop = loop
         self._writers: list[tuple[wsproto.WSConnection, asyncio.StreamWriter]] = []
-        self._server = loop.run(asyncio.start_server(self._handle, host, 0))
+        self._server, self.port, self._held = serve_clear_of_sidecars(
+            loop, lambda: asyncio.start_server(self._handle, host, 0)
+        )
         self.host = host
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        self._held = hold_port_from_sidecars(self.port)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
@@ -142,8 +141,7 @@ class WsRecorder:
         self._loop.run(ping())
 
     def stop(self) -> None:
-        if self._held is not None:
-            self._held.close()
+        self._held.close()
         self._server.close()
 
 
@@ -160,10 +158,10 @@ class H2Recorder:
         self.blocks = Recorder()  # (stream id, [(name, value), ...]) headers and trailers
         self.data = Recorder()  # body bytes, in order
         self.ended = Recorder()  # stream ids answered (a sync point)
-        self._server = loop.run(asyncio.start_server(self._handle, host, 0, ssl=ctx))
+        self._server, self.port, self._held = serve_clear_of_sidecars(
+            loop, lambda: asyncio.start_server(self._handle, host, 0, ssl=ctx)
+        )
         self.host = host
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        self._held = hold_port_from_sidecars(self.port)
 
     @property
     def everything(self) -> bytes:
@@ -198,6 +196,5 @@ class H2Recorder:
             self.ended.add(event.stream_id)
 
     def stop(self) -> None:
-        if self._held is not None:
-            self._held.close()
+        self._held.close()
         self._server.close()

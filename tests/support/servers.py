@@ -408,10 +408,24 @@ def hold_port_from_sidecars(port: int) -> socket.socket | None:
     holder = socket.socket()
     try:
         holder.bind(("127.0.0.1", port))
-    except OSError:  # taken on 127.0.0.1 already: no sidecar can get it either
+    except OSError:  # taken on 127.0.0.1 already (perhaps by a running sidecar)
         holder.close()
         return None
     return holder
+
+
+def serve_clear_of_sidecars(
+    loop: LoopThread, start: Callable[[], Coroutine[Any, Any, asyncio.Server]]
+) -> tuple[asyncio.Server, int, socket.socket]:
+    """Start a test server on a port no sidecar holds (or will be given) on 127.0.0.1."""
+    for _ in range(20):
+        server = loop.run(start())
+        port = int(server.sockets[0].getsockname()[1])
+        held = hold_port_from_sidecars(port)
+        if held is not None:
+            return server, port, held
+        server.close()
+    raise AssertionError("no port clear of the sidecars under test")
 
 
 async def _make_event() -> asyncio.Event:
