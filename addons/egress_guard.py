@@ -524,15 +524,18 @@ class EgressGuard:
         except BodyUndecodable as e:
             return local_block(BODY_UNDECODABLE, f"Request body cannot be scanned: {e}", 400), None
         url = absolute_url(req.scheme, written_host(flow), req.port, scannable(req.path))
-        scan_request = runtime.scan_request(
-            method,
-            url,
-            headers,
-            content,
-            req.headers.get("content-type", ""),
-            llm_at=(req.pretty_host.lower(), req.path),
-            sent_digest=sent_digest(req, frozenset(settings.approval_volatile_headers)),
-        )
+        try:
+            scan_request = runtime.scan_request(
+                method,
+                url,
+                headers,
+                content,
+                req.headers.get("content-type", ""),
+                llm_at=(req.pretty_host.lower(), req.path),
+                sent_digest=sent_digest(req, frozenset(settings.approval_volatile_headers)),
+            )
+        except BodyUndecodable as e:  # an archive that cannot be read within the bounds
+            return local_block(BODY_UNDECODABLE, f"Request body cannot be scanned: {e}", 400), None
         text = content.decode("utf-8", "replace")
         decoded = content != (req.raw_content or b"")
         if (decoded or "\\u" in text) and await runtime.carries_own_secret(

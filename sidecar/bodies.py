@@ -15,9 +15,15 @@ undecodable, which the caller refuses. Decoded bytes become the scan API's `body
 from __future__ import annotations
 
 import asyncio
+import bz2
 import functools
 import gzip
+import io
 import json
+import lzma
+import re
+import tarfile
+import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -285,19 +291,25 @@ def _is_json_type(content_type: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-def body_for_scan(content: bytes, content_type: str) -> Any:
+def body_for_scan(content: bytes, content_type: str, archives: bool = True) -> Any:
     """JSON bodies as JSON values, everything else as text (or None when empty).
 
     Bytes that are not UTF-8 are decoded with replacement characters: secrets and
-    personal data are ASCII, so they survive, and nothing is silently dropped. JSON
-    nested deeper than Python can parse (RecursionError) is scanned as text too.
+    personal data are ASCII, so they survive, and nothing is silently dropped. UTF-16
+    (a BOM, a charset, or NULs between ASCII letters) is read as UTF-16; archives and
+    compressed files (zip, tar, gzip, bzip2, xz) as the text of their members
+    (`archive_text`; `archives=False` for responses, classified as sent). JSON nested
+    deeper than Python can parse (RecursionError), and JSON with a key given twice
+    (servers disagree on which value counts), are scanned as text.
     """
     if not content:
         return None
-    text = content.decode("utf-8", errors="replace")
+    if archives and (archived := archive_text(content)) is not None:
+        return archived
+    text = _as_text(content, content_type)
     if _is_json_type(content_type) or text.lstrip()[:1] in ("{", "["):
         try:
-            doc = json.loads(text)
+            doc = json.loads(text, object_pairs_hook=_unique_keys)
             if "\\u" in text:  # a `\\ud83d` escape decodes to a lone surrogate, which
                 # no UTF-8 (a scan API request, RE2) can carry: U+FFFD stands in for it
                 doc = json.loads(readable(json.dumps(doc, ensure_ascii=False)))
@@ -306,3 +318,122 @@ def body_for_scan(content: bytes, content_type: str) -> Any:
         else:
             return doc
     return text
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise ValueError("a key given twice")
+    return doc
+
+
+def _as_text(content: bytes, content_type: str) -> str:
+    charset = content_type.lower().partition("charset=")[2].strip(" \"';")
+    utf16 = charset.startswith("utf-16") or content[:2] in (b"\xff\xfe", b"\xfe\xff")
+    if not utf16 and len(content) >= 8:
+        sample = content[:64]
+        half = len(sample) // 2 - 1
+        utf16 = sample[1::2].count(0) >= half or sample[::2].count(0) >= half
+    if utf16:
+        try:
+            if content[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                return content.decode("utf-16")
+            little = content[1::2].count(0) >= content[::2].count(0)
+            return content.decode("utf-16-le" if little else "utf-16-be")
+        except UnicodeDecodeError:
+            pass
+    return content.decode("utf-8", errors="replace")
+
+
+# Archives in request bodies are read, not passed blind: the text of every member is
+# scanned (names too), within these bounds; past them the body is refused (400).
+MAX_ARCHIVE_TEXT = 4 << 20  # bytes of member content read, all members together
+MAX_ARCHIVE_MEMBERS = 1000
+MAX_ARCHIVE_DEPTH = 3  # archives inside archives (a .tar.gz is two)
+_PRINTABLE_RUNS = re.compile(rb"[\x09\x0a\x0d\x20-\x7e]{8,}")
+
+
+def archive_text(content: bytes, depth: int = 0) -> str | None:
+    """The members of a zip, tar, gzip, bzip2 or xz file as text (`name` line, then
+    content; binary content as its printable runs), or None when `content` is none of
+    them. Raises `BodyUndecodable` for an archive past the bounds above, encrypted,
+    truncated or corrupt: what it holds cannot be known, so it is not forwarded."""
+    kind = archive_kind(content)
+    if kind is None:
+        return None
+    if depth >= MAX_ARCHIVE_DEPTH:
+        raise BodyUndecodable("archives nested too deep to scan")
+    try:
+        members = _members(kind, content)
+        parts: list[str] = []
+        for name, data in members:
+            inner = archive_text(data, depth + 1) if data else None
+            parts.append(f"{name}\n{inner if inner is not None else _member_text(data)}")
+        return "\n".join(parts)
+    except BodyUndecodable:
+        raise
+    except (OSError, EOFError, ValueError, zlib.error, zipfile.BadZipFile, tarfile.TarError,
+            lzma.LZMAError, RuntimeError, NotImplementedError) as e:  # fmt: skip
+        raise BodyUndecodable(f"unreadable {kind} archive: {type(e).__name__}") from None
+
+
+def archive_kind(content: bytes) -> str | None:
+    """Which archive or compressed-file format `content` starts as, if any."""
+    if content[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if content[:2] == b"\x1f\x8b":
+        return "gzip"
+    if content[:3] == b"BZh":
+        return "bzip2"
+    if content[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if content[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
+def _member_text(data: bytes) -> str:
+    text = data.decode("utf-8", errors="replace")
+    if "\ufffd" not in text:
+        return text
+    return "\n".join(run.decode("ascii") for run in _PRINTABLE_RUNS.findall(data))
+
+
+def _bounded_read(read: Any, budget: list[int]) -> bytes:
+    data: bytes = read(budget[0] + 1)
+    budget[0] -= len(data)
+    if budget[0] < 0:
+        raise BodyUndecodable("archive holds more than the scan limit")
+    return data
+
+
+def _members(kind: str, content: bytes) -> list[tuple[str, bytes]]:
+    budget = [MAX_ARCHIVE_TEXT]
+    if kind in ("gzip", "bzip2", "xz"):
+        stream: Any = {"gzip": gzip.GzipFile, "bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}[kind]
+        with (
+            stream(fileobj=io.BytesIO(content))
+            if kind == "gzip"
+            else stream(io.BytesIO(content)) as f
+        ):
+            return [(f"({kind})", _bounded_read(f.read, budget))]
+    out: list[tuple[str, bytes]] = []
+    if kind == "zip":
+        with zipfile.ZipFile(io.BytesIO(content)) as z:
+            infos = z.infolist()
+            if len(infos) > MAX_ARCHIVE_MEMBERS:
+                raise BodyUndecodable("archive has too many members to scan")
+            for info in infos:
+                if info.flag_bits & 0x1:
+                    raise BodyUndecodable("encrypted archive members cannot be scanned")
+                with z.open(info) as f:
+                    out.append((info.filename, _bounded_read(f.read, budget)))
+        return out
+    with tarfile.open(fileobj=io.BytesIO(content), mode="r:") as t:
+        for count, member in enumerate(t):
+            if count >= MAX_ARCHIVE_MEMBERS:
+                raise BodyUndecodable("archive has too many members to scan")
+            f = t.extractfile(member) if member.isfile() else None
+            data = _bounded_read(f.read, budget) if f is not None else b""
+            out.append((member.name + (f" -> {member.linkname}" if member.linkname else ""), data))
+    return out

@@ -25,7 +25,7 @@ from sidecar.admin import TOKEN_FILE, read_admin_token
 from sidecar.agent_env import agent_environment, export_lines
 from sidecar.backends import BackendConfigError, backend_name
 from sidecar.backends.local import to_scan_verdict
-from sidecar.bodies import body_for_scan
+from sidecar.bodies import BodyUndecodable, body_for_scan
 from sidecar.ca import CaFiles, ensure_ca, new_ca_pem
 from sidecar.credentials import load_credentials
 from sidecar.decision_log import loggable
@@ -230,10 +230,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     except PolicyError as e:
         raise CliError(str(e)) from None
     engine = Engine(policy, internal_hosts=tuple(settings.internal_hosts))
-    request = ScanRequest(
-        method=args.method.upper(), url=args.url, headers=headers,
-        body=body_for_scan(raw, content_type),
-    )  # fmt: skip
+    try:
+        body = body_for_scan(raw, content_type)
+    except BodyUndecodable as e:
+        raise CliError(f"the body cannot be scanned: {e}") from None
+    request = ScanRequest(method=args.method.upper(), url=args.url, headers=headers, body=body)
     local = engine.decide(request.method, request.url, request.headers, request.body)
     verdict = to_scan_verdict(local, "dry-run", "dry-run" if local.approval_needed else None)
     print(json.dumps(verdict.model_dump(mode="json", exclude_none=True), indent=2))

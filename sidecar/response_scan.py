@@ -110,7 +110,7 @@ class ResponseScanQueue:
             # whole only here.
             body: object = reply.text
         else:
-            body = body_for_scan(content, job.content_type)
+            body = body_for_scan(content, job.content_type, archives=False)
         return content, body, reply
 
     async def _work(self) -> None:

@@ -31,6 +31,7 @@ class Sample:
     text: str  # the request text the value is embedded in
     positive: bool
     note: str = ""
+    grade: str | None = None  # the confidence a positive must get (None: any)
 
 
 def _r(rng: random.Random, n: int, alphabet: str = ALNUM) -> str:
@@ -161,6 +162,17 @@ def _pos(
     return lambda rng: [Sample(detector, wrap.format(v=make(rng)), True) for _ in range(N)]
 
 
+def _ex(detector: str, values: list[str] | Callable[[random.Random], str], grade: str,
+        wrap: str = "{v}") -> Callable[[random.Random], list[Sample]]:  # fmt: skip
+    """Positives that must be graded `grade`: documented examples, bad checksums."""
+
+    def build(rng: random.Random) -> list[Sample]:
+        items = values if isinstance(values, list) else [values(rng) for _ in range(N)]
+        return [Sample(detector, wrap.format(v=v), True, grade, grade) for v in items]
+
+    return build
+
+
 def _neg(detector: str, values: list[str] | Callable[[random.Random], str], note: str,
          wrap: str = "{v}") -> Callable[[random.Random], list[Sample]]:  # fmt: skip
     def build(rng: random.Random) -> list[Sample]:
@@ -175,10 +187,12 @@ SAY = "please use {v} for the deploy"
 
 BUILDERS: list[Callable[[random.Random], list[Sample]]] = [
     _pos("aws_access_key_id", lambda r: "AKIA" + _r(r, 16, string.ascii_uppercase + "234567"), SAY),
-    _neg("aws_access_key_id", ["AKIAIOSFODNN7EXAMPLE", "AKIA1234", "akiaabcdefghijklmnop"], "example/short"),
+    _ex("aws_access_key_id", ["AKIAIOSFODNN7EXAMPLE", "aws_key=AKIAI44QH8DHBEXAMPLE"], "example"),
+    _ex("aws_access_key_id", lambda r: "akia" + _r(r, 15, string.ascii_lowercase) + "7", "shaped", SAY),
+    _neg("aws_access_key_id", ["AKIA1234", "akiaabcdefghijklmnop"], "short/no digit"),
     _pos("aws_secret_access_key", lambda r: _r(r, 40, B64), "aws_secret_access_key = {v}"),
-    _neg("aws_secret_access_key", ["wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"], "documented example",
-         "aws_secret_access_key = {v}"),
+    _ex("aws_secret_access_key", ["wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"], "example",
+        "aws_secret_access_key = {v}"),
     _pos("gcp_api_key", lambda r: "AIza" + _r(r, 35, ALNUM + "-_"), SAY),
     _neg("gcp_api_key", lambda r: "AIza" + _r(r, 20), "too short", SAY),
     _pos("gcp_service_account_key", lambda r: _r(r, 40, "0123456789abcdef"),
@@ -192,7 +206,9 @@ BUILDERS: list[Callable[[random.Random], list[Sample]]] = [
     _pos("huggingface_token", lambda r: "hf_" + _r(r, 34), SAY),
     _neg("huggingface_token", ["hf_hub_download", "hf_transfer_enabled"], "identifiers", SAY),
     _pos("github_token", github, SAY),
-    _neg("github_token", lambda r: github(r, valid=False), "bad CRC32", SAY),
+    _ex("github_token", lambda r: github(r, valid=False), "shaped", SAY),
+    _ex("github_token", ["ghp_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef01"], "example", SAY),
+    _neg("github_token", ["ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "ghp_<your-token-here>"], "template", SAY),
     _pos("github_fine_grained_token", lambda r: f"github_pat_{_r(r, 22)}_{_r(r, 59)}", SAY),
     _pos("gitlab_token", lambda r: "glpat-" + _r(r, 20, ALNUM + "-_"), SAY),
     _neg("gitlab_token", ["glpat-xxxxxxxxxxxxxxxxxxxx", "glpat-<your-token>"], "placeholder", SAY),
@@ -205,6 +221,9 @@ BUILDERS: list[Callable[[random.Random], list[Sample]]] = [
     _neg("slack_webhook", ["https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"], "docs example", "post to {v}"),
     _pos("discord_webhook", lambda r: f"https://discord.com/api/webhooks/{_r(r, 18, string.digits)}/{_r(r, 68, ALNUM + '-_')}", "post to {v}"),
     _pos("telegram_bot_token", lambda r: f"{_r(r, 9, string.digits)}:AA{_r(r, 33, ALNUM + '-_')}", SAY),
+    _pos("twilio_api_key", lambda r: "SK" + _r(r, 32, "0123456789abcdef"), SAY),
+    _pos("twilio_account_sid", lambda r: "AC" + _r(r, 32, "0123456789abcdef"), SAY),
+    _neg("twilio_account_sid", ["ACCOUNT_SID_GOES_HERE_0123456789ab", "ac" + "0" * 32], "shape"),
     _pos("stripe_key", lambda r: f"sk_live_{_r(r, 30)}", SAY),
     _neg("stripe_key", lambda r: f"pk_live_{_r(r, 30)}", "publishable key", SAY),
     _pos("sendgrid_key", lambda r: f"SG.{_r(r, 22, ALNUM + '-_')}.{_r(r, 43, ALNUM + '-_')}", SAY),
@@ -221,6 +240,22 @@ BUILDERS: list[Callable[[random.Random], list[Sample]]] = [
     _neg("generic_secret", ["YOUR_API_KEY_HERE", "550e8400-e29b-41d4-a716-446655440000",
                             "5f4dcc3b5aa765d61d8327deb882cf99", "passwordpassword", "${API_TOKEN}"],
          "placeholder/uuid/hash", 'api_key = "{v}"'),
+    _pos("private_key_der", lambda r: "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC" + _r(r, 40, B64), "key: {v}"),
+    _pos("private_key_der", lambda r: "MIIEowIBAAKCAQEA" + _r(r, 40, B64), "{v}"),
+    _neg("private_key_der", ["MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA", "MIIDdzCCAl+gAwIBAgIEbWlF"], "public key/cert"),
+    _pos("putty_private_key", lambda r: f"PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: {_r(r, 8)}"),
+    _pos("age_secret_key", lambda r: "AGE-SECRET-KEY-1" + _r(r, 58, BECH32.upper()), "{v}"),
+    _pos("password", lambda r: _r(r, 10) + "!" + _r(r, 3, string.digits), "db:\n  password: {v}\n"),
+    _pos("password", lambda r: _r(r, 8) + "#2", "DB_PASSWORD={v}"),
+    _pos("password", lambda r: _r(r, 8) + "$9", "<password>{v}</password>"),
+    _pos("password", lambda r: _r(r, 8) + "-7", "mysql --password {v} app"),
+    _pos("password", lambda r: _r(r, 9) + "1", '{{"password": "{v}"}}'),
+    _neg("password", ["required", "${DB_PASSWORD}", "changeme", "os.environ['PW']", "********", "/home/user",
+                      "getPassword", "2026-01-01"], "words/references/templates", "password: {v}"),
+    _pos("netrc_password", lambda r: _r(r, 12), "machine api.corp.io login deploy password {v}"),
+    _pos("pgpass_password", lambda r: _r(r, 12), "db.corp.io:5432:app:admin:{v}"),
+    _pos("bank_account", lambda r: r.choice(["021000021", "011000015", "121000358"]), "routing number: {v}"),
+    _neg("bank_account", ["123456789", "000000000"], "checksum fails", "routing number: {v}"),
     _pos("email", lambda r: f"{_r(r, 6, string.ascii_lowercase)}.{_r(r, 5, string.ascii_lowercase)}@{r.choice(['gmail.com', 'corp.io', 'acme.co.uk'])}", "contact {v} today"),
     _neg("email", ["user@example.com", "a@b", "name@localhost", "x@test.com"], "example domains", "contact {v} today"),
     _pos("phone", lambda r: r.choice([f"+1 415 {_r(r, 3, string.digits)} {_r(r, 4, string.digits)}",
@@ -229,7 +264,8 @@ BUILDERS: list[Callable[[random.Random], list[Sample]]] = [
     _neg("phone", ["2024-01-15", "v1.2.3", "12345", "3.14159", "10:30:45"], "dates/versions", "call {v} now"),
     _pos("credit_card", card, "card {v} exp 12/29"),
     _neg("credit_card", lambda r: card(r, valid=False), "Luhn fails", "card {v} exp 12/29"),
-    _neg("credit_card", ["4111 1111 1111 1111", "0000 0000 0000 0000", "1234 5678 9012 3456"], "test/dummy numbers", "card {v}"),
+    _ex("credit_card", ["4111 1111 1111 1111", "4242-4242-4242-4242", "378282246310005"], "example", "card {v}"),
+    _neg("credit_card", ["0000 0000 0000 0000", "1234 5678 9012 3456"], "dummy numbers", "card {v}"),
     _pos("us_ssn", ssn, "SSN {v}"),
     _neg("us_ssn", ["000-12-3456", "666-12-3456", "912-34-5678", "123-45-6789", "123-00-4567", "078-05-1120"], "invalid/advertising", "SSN {v}"),
     _pos("iban", iban, "IBAN {v}"),

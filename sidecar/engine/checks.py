@@ -12,6 +12,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import itertools
 import json
 import math
 import operator
@@ -21,13 +22,40 @@ import zlib
 from collections import Counter
 from functools import cache
 
-_PLACEHOLDER = re.compile(
-    r"(?i)(example|sample|dummy|placeholder|changeme|change_me|your[_-]?(api[_-]?)?key|"
-    r"xxxx|\*\*\*\*|<[^>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%\([^)]*\)s|redacted|insert[_-]?key|"
-    r"not[_-]?a[_-]?real|fake|12345678|abcdefgh)"
+# Template placeholders: text standing where a value will go. Never a finding.
+_TEMPLATE = re.compile(
+    r"(?i)(placeholder|change[_-]?me|your[_-]?[a-z_-]{0,24}(key|token|secret|here)|"
+    r"xxxx|\*\*\*\*|\.\.\.|<[^>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%\([^)]*\)s|redacted|"
+    r"insert[_-]?(your[_-]?)?key|replace[_-]?me|todo)"
 )
-# The same, for lower-cased ASCII: several times faster than matching ignoring case.
-_PLACEHOLDER_LOWER = re.compile(_PLACEHOLDER.pattern.removeprefix("(?i)"))
+_TEMPLATE_LOWER = re.compile(_TEMPLATE.pattern.removeprefix("(?i)"))
+# Documented examples and test values: real shapes that providers, red-teams and test
+# suites publish. A finding, graded `example` (see `confidence`), never discarded.
+_EXAMPLE = re.compile(
+    r"(?i)(example|sample|dummy|fake|test|not[_-]?a[_-]?real|12345678|abcdefgh|"
+    r"0123456789|qwerty)"
+)
+_EXAMPLE_LOWER = re.compile(_EXAMPLE.pattern.removeprefix("(?i)"))
+# Values providers publish in their documentation and test suites.
+DOCUMENTED_EXAMPLES = frozenset(
+    {"sk_test_4eC39HqLyjWDarjtT1zdp7dc", "pk_test_TYooMQauvdEDq54NiTphI7jx",
+     "4242424242424242", "4000056655665556", "5555555555554444", "2223003122003222",
+     "5200828282828210", "5105105105105100", "378282246310005", "371449635398431",
+     "6011111111111117", "6011000990139424", "3056930009020004", "36227206271667",
+     "3566002020360505", "6200000000000005", "4111111111111111", "4012888888881881",
+     "4222222222222", "5431111111111111", "378734493671000", "30569309025904",
+     "4000002500003155", "4000002760003184", "4000003800000446", "4000000000003220",
+     "4000000000003063", "4000008400001629", "4000000000000002", "4000000000009995",
+     "4000000000009987", "4000000000009979", "4000000000000069", "4000000000000127",
+     "4000000000000119", "4000000000000101", "4000000000000341", "4100000000000019",
+     "4000000000005126", "4000000000000077", "4000003720000278", "4000000760000002",
+     "4000001240000000", "6011981111111113", "4005519200000004", "4009348888881881",
+     "4012000033330026", "4012000077777777", "4217651111111119", "4500600000000061",
+     "5425233430109903", "2222420000001113", "4263982640269299", "4917484589897107",
+     "DE89370400440532013000", "GB82WEST12345698765432", "GB29NWBK60161331926819",
+     "FR1420041010050500013M02606", "NL91ABNA0417164300"}
+)  # fmt: skip
+EXAMPLE, SHAPED, VERIFIED = "example", "shaped", "verified"
 _UUID = re.compile(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$")
 _HEX_DIGEST = re.compile(
     r"(?i)^(?:[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{56}|[0-9a-f]{64}|[0-9a-f]{128})$"
@@ -43,15 +71,51 @@ def entropy(value: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in counts.values())
 
 
-def is_placeholder(value: str) -> bool:
-    """Documented examples, template variables, masks and repeated characters."""
-    found = (
-        _PLACEHOLDER_LOWER.search(value.lower()) if value.isascii() else _PLACEHOLDER.search(value)
-    )
+def is_template(value: str) -> bool:
+    """Template variables, masks, `your-key-here`, repeated characters: no value at all."""
+    found = _TEMPLATE_LOWER.search(value.lower()) if value.isascii() else _TEMPLATE.search(value)
     if found:
         return True
     stripped = value.strip("-_=.")
     return len(set(stripped)) <= 3
+
+
+def is_documented_example(value: str) -> bool:
+    """Values published as examples or test data (`AKIAIOSFODNN7EXAMPLE`, test cards)."""
+    compact = value.replace(" ", "").replace("-", "")
+    if compact in DOCUMENTED_EXAMPLES:
+        return True
+    if compact.isdigit() and "000000" in compact:
+        return True  # processors' test numbers: issued ranges padded with zeros
+    found = _EXAMPLE_LOWER.search(value.lower()) if value.isascii() else _EXAMPLE.search(value)
+    if found:
+        return True
+    return _alphabet_run(value)
+
+
+def _alphabet_run(value: str) -> bool:
+    """`ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef`: eight or more consecutive letters or digits in
+    order, the way hand-written test values are made."""
+    run = 1
+    for a, b in itertools.pairwise(value):
+        run = run + 1 if ord(b) == ord(a) + 1 and b.isalnum() else 1
+        if run >= 8:
+            return True
+    return False
+
+
+def is_placeholder(value: str) -> bool:
+    """A template or a documented example (for rules that cannot grade, e.g. generic
+    keyword-anchored secrets, where an example is no secret at all)."""
+    return is_template(value) or is_documented_example(value)
+
+
+def confidence(value: str, verified: bool) -> str:
+    """How sure a shaped value is a live credential: `verified` (its checksum holds),
+    `shaped` (provider structure, no checksum or a wrong one), `example` (documented)."""
+    if is_documented_example(value):
+        return EXAMPLE
+    return VERIFIED if verified else SHAPED
 
 
 def looks_like_identifier(value: str) -> bool:
@@ -62,13 +126,74 @@ def looks_like_identifier(value: str) -> bool:
 MIN_SECRET = 16  # characters: shorter values are never taken for generic secrets
 
 
-def generic_secret(value: str) -> bool:
-    """A keyword-adjacent value that is random enough to be a credential."""
-    if len(value) < MIN_SECRET or is_placeholder(value) or looks_like_identifier(value):
+def generic_secret(value: str, hex_is_key: bool = False) -> bool:
+    """A keyword-adjacent value that is random enough to be a credential (a documented
+    example still is: it is graded `example`, see `confidence`)."""
+    if len(value) < MIN_SECRET or is_template(value):
+        return False
+    if _UUID.match(value) or (not hex_is_key and _HEX_DIGEST.match(value)):
         return False
     if value.isdigit() or value.isalpha():
         return False
     return entropy(value) >= 3.5
+
+
+MIN_PASSWORD = 6
+_REFERENCE = re.compile(
+    r"^(?:[$%@&{(\[/\\~]|\w+://|(?:os|process|env|config|settings|secrets|self|this|vault|"
+    r"sys|params|args|opts|options|props|req|request|ctx|context|var|local|data|module|vars|"
+    r"values|inputs?|steps|needs|github|matrix|each|item|cfg|conf|app|ENV)\b[.\[])|[()]"
+)
+_BASE64_VALUE = re.compile(r"^(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")
+
+
+def password(value: str) -> bool:
+    """A keyword-anchored password: short and low-entropy, unlike generated tokens, so
+    judged by shape. It must mix character classes and contain a digit or a symbol
+    (letters only are words and identifiers: `password: required`, `pwd: getPass`); a
+    reference (`$DB_PASSWORD`, `os.environ[...]`, a path, a URL) or a template is none."""
+    if not MIN_PASSWORD <= len(value) <= 128 or is_template(value):
+        return False
+    if _REFERENCE.search(value):
+        return False
+    if _BASE64_VALUE.match(value) and (plain := _b64_text(value)) is not None:
+        return password(plain) if len(plain) >= MIN_PASSWORD else False  # a k8s Secret's
+    lower = upper = digit = symbol = False
+    for c in value:
+        if c.islower():
+            lower = True
+        elif c.isupper():
+            upper = True
+        elif c.isdigit():
+            digit = True
+        elif c not in "_.":  # identifier characters (`var.db_password`) are no symbols
+            symbol = True
+    if not (digit or symbol) or lower + upper + digit + symbol < 2:
+        return False
+    return not value.replace(".", "").replace("-", "").replace(":", "").isdigit()
+
+
+def password_loose(value: str) -> bool:
+    """A password in a file that names it one (`.netrc`, `.pgpass`): anything but a
+    template or a reference."""
+    return not (is_template(value) or _REFERENCE.search(value))
+
+
+def _b64_text(value: str) -> str | None:
+    try:
+        text = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return text if text.isprintable() else None
+
+
+def aba_routing(digits: str) -> bool:
+    """US bank routing numbers: weights 3-7-1, sum divisible by ten."""
+    weights = (3, 7, 1) * 3
+    if len(set(digits)) < 3:
+        return False
+    total = sum(int(d) * w for d, w in zip(digits, weights, strict=True))
+    return digits[0] in "0123" and total % 10 == 0
 
 
 def luhn(digits: str) -> bool:
@@ -87,8 +212,10 @@ _CARD_PREFIX = re.compile(
 
 
 def credit_card(candidate: str) -> bool:
+    """Prefix and Luhn: a processor's test number (4111 1111 1111 1111) is a card number
+    too, graded `example`."""
     digits = re.sub(r"[ -]", "", candidate)
-    if not 13 <= len(digits) <= 19 or len(set(digits)) < 4:
+    if not 13 <= len(digits) <= 19 or len(set(digits)) < 2:
         return False
     return bool(_CARD_PREFIX.match(digits)) and luhn(digits)
 
@@ -162,8 +289,83 @@ def jwt(candidate: str) -> bool:
     return isinstance(header, dict) and "alg" in header and isinstance(payload, dict)
 
 
-def not_placeholder(candidate: str) -> bool:
-    return not is_placeholder(candidate)
+def aws_key_id(candidate: str) -> bool:
+    """Key ids are upper-case; a lower-cased one (an attacker's disguise) must still look
+    random (a digit in it), not like a word that happens to start with `akia`."""
+    return candidate.isupper() or any(c.isdigit() for c in candidate)
+
+
+_HOSTNAME = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}$")
+
+
+def jwt_destinations(candidate: str) -> tuple[str, ...]:
+    """The hosts a JWT names as where it is meant to go: its audience when that is a URL
+    or a host name (then also its issuer's host, where it is refreshed or introspected).
+    A token whose audience is an opaque client id (`1234-abc.apps.googleusercontent.com`,
+    a Firebase project) names none: it is judged by use."""
+    try:
+        claims = _b64url_json(candidate.split(".")[1])
+    except (ValueError, IndexError, binascii.Error, UnicodeDecodeError):
+        return ()
+    if not isinstance(claims, dict):
+        return ()
+    aud = claims.get("aud")
+    hosts = [h for a in (aud if isinstance(aud, list) else [aud]) if (h := _claim_host(a))]
+    if not hosts:
+        return ()
+    if (iss := _claim_host(claims.get("iss"))) is not None:
+        hosts.append(iss)
+    return tuple(hosts)
+
+
+def _claim_host(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    text = text.split("/", 1)[0].split(":", 1)[0]
+    if text.endswith(".apps.googleusercontent.com") or not _HOSTNAME.match(text):
+        return None
+    return text
+
+
+_PEM_HEADER = re.compile(r"^-----BEGIN[^\n]*?-----(?:\s|\\[nr])*")
+
+
+def pem_body(candidate: str) -> bool:
+    """A private key's BEGIN line, unless what follows it is a template (`REPLACE_ME`,
+    `...`, `<key>`): a BEGIN line alone (the rest cut off) still is one."""
+    body = _PEM_HEADER.sub("", candidate)
+    return not (body and is_template(body))
+
+
+_JWT_SAMPLES = re.compile(r"(?i)john doe|jane doe|1234567890|example\.(?:com|org)|test|sample")
+
+
+def jwt_example(candidate: str) -> bool:
+    """JWTs from documentation and fixtures: jwt.io's sample claims, example domains."""
+    try:
+        claims = base64.urlsafe_b64decode(candidate.split(".")[1] + "==").decode("utf-8")
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return False
+    return bool(_JWT_SAMPLES.search(claims))
+
+
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "0.0.0.0", "[::1]", "host.docker.internal")
+_DEFAULT_PASSWORDS = frozenset(
+    {"postgres", "root", "admin", "secret", "test", "mysql", "guest", "user", "app", "dev",
+     "local", "development", "docker", "rabbitmq", "redis", "mongo", "sa", "toor"}
+)  # fmt: skip
+
+
+def local_url(candidate: str) -> bool:
+    """A URL with a password for a local development service or with a stock password:
+    what `.env.example` files and docs carry."""
+    userinfo, _, rest = candidate.split("://", 1)[-1].rpartition("@")
+    host = rest.split("/", 1)[0].rsplit(":", 1)[0].lower()
+    password = userinfo.partition(":")[2].lower()
+    return host in _LOCAL_HOSTS or "." not in host or password in _DEFAULT_PASSWORDS
 
 
 def url_password(candidate: str) -> bool:

@@ -57,6 +57,8 @@ class SsrfFinding:
 
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215, IPv4 in the last 32 bits
+_SIIT = ipaddress.ip_network("::ffff:0:0:0/96")  # RFC 2765 IPv4-translated
 
 
 def embedded_ipv4(addr: IPAddress) -> ipaddress.IPv4Address | None:
@@ -67,9 +69,20 @@ def embedded_ipv4(addr: IPAddress) -> ipaddress.IPv4Address | None:
         return addr.sixtofour
     if addr.teredo is not None:
         return addr.teredo[1]
-    if addr in _NAT64 or (0 < int(addr) < 2**32 and int(addr) > 1):
+    if addr in _NAT64 or addr in _NAT64_LOCAL or addr in _SIIT or 1 < int(addr) < 2**32:
         return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
     return None
+
+
+# Names that only resolve inside a network: cluster services, mDNS, split-horizon zones.
+_INTERNAL_SUFFIXES = (
+    ".svc", ".svc.cluster.local", ".cluster.local", ".internal", ".local", ".localdomain",
+    ".home.arpa", ".lan", ".intranet", ".corp", ".private",
+)  # fmt: skip
+# Public names that answer with a loopback or a private address by design.
+_LOOPBACK_NAMES = ("localtest.me", "lvh.me", "vcap.me", "lacolhost.com", "127-0-0-1.org")
+_ADDRESS_IN_NAME = ("nip.io", "sslip.io", "xip.io", "traefik.me", "localh.st")
+_EMBEDDED = re.compile(r"(?:^|[.-])((?:\d{1,3}[.-]){3}\d{1,3})(?:[.-]|$)")
 
 
 def ssrf(host: str) -> SsrfFinding | None:
@@ -78,8 +91,14 @@ def ssrf(host: str) -> SsrfFinding | None:
         return SsrfFinding("metadata")
     if h == "localhost" or h.endswith(".localhost"):
         return SsrfFinding("loopback")
+    if belongs_to(h, _LOOPBACK_NAMES):
+        return SsrfFinding("loopback")
+    if belongs_to(h, _ADDRESS_IN_NAME) and (m := _EMBEDDED.search(h)):
+        return ssrf(m.group(1).replace("-", "."))  # `10.0.0.1.nip.io` is 10.0.0.1
     addr = parse_ip(h)
     if addr is None:
+        if "." not in h.strip("[]") or h.endswith(_INTERNAL_SUFFIXES):
+            return SsrfFinding("internal_name")  # a search-domain or cluster name
         return None
     inner = embedded_ipv4(addr)
     if inner is not None and (found := ssrf(str(inner))) is not None:
@@ -113,26 +132,87 @@ def address_refusal(host: str, address: IPAddress, internal: Iterable[str]) -> s
     return None if target is None else target.reason
 
 
-_HEXISH = re.compile(r"^[0-9a-f]{20,}$")
-_BASE32ISH = re.compile(r"^[a-z2-7]{24,}=*$")
+_HEX_ONLY = re.compile(r"^[0-9a-f]+$")
+_B32_ONLY = re.compile(r"^[a-z2-7]+$")
+_CODED = re.compile(r"^(?:[a-z2-7]+|[0-9a-f]+)$")  # a base32 or a hex piece
+_ALNUM = re.compile(r"^[a-z0-9]+$")
+
+
+def subdomain_labels(host: str) -> list[str]:
+    """The labels left of the registrable name: what the sender chose freely."""
+    h = host.lower().rstrip(".")
+    if parse_ip(h) is not None:
+        return []
+    base = registrable_domain(h)
+    rest = h[: -len(base)].rstrip(".") if h.endswith(base) else ""
+    return rest.split(".") if rest else []
+
+
+def random_label(label: str) -> bool:
+    """A label that reads as data, not a name: letters and digits mixed the way
+    encodings and random ids mix them, long enough for that to be telling."""
+    if len(label) < 10 or not _ALNUM.match(label):
+        return False
+    digits = sum(c.isdigit() for c in label)
+    if digits == 0 or digits == len(label):
+        return _HEX_ONLY.match(label) is not None and len(label) >= 16
+    return 0.12 <= digits / len(label) <= 0.75 and entropy(label) >= 3.0
+
+
+# Zones of the large clouds and CDNs: their generated names (load balancers, buckets,
+# distributions) look random by design, and data cannot be sent to them by name alone.
+_CLOUD_ZONES = (
+    "amazonaws.com", "cloudfront.net", "azure.com", "windows.net", "azureedge.net",
+    "googleapis.com", "googleusercontent.com", "gvt1.com", "googlevideo.com", "ytimg.com",
+    "akamaiedge.net", "akamaized.net", "fastly.net", "fastlylb.net", "cloudflare.net",
+    "cloudflarestorage.com", "r2.dev", "edgekey.net", "llnwd.net", "b-cdn.net", "on.aws",
+)  # fmt: skip
 
 
 def dns_exfiltration(host: str) -> bool:
-    """Subdomain labels that carry encoded or random data rather than names."""
-    if parse_ip(host) is not None:
+    """Subdomain labels, judged together, that carry encoded or random data rather than
+    names: long ones, hex or base32 runs however they are cut into labels, long chains of
+    short labels (a token in 4-character pieces), random-looking labels, long numbers."""
+    sub = subdomain_labels(host)
+    if not sub or belongs_to(host, _CLOUD_ZONES):
         return False
-    labels = host.lower().rstrip(".").split(".")
-    sub = labels[:-2]
-    if not sub:
-        return False
-    if sum(len(label) for label in sub) > 100:
+    joined = "".join(sub)
+    if len(joined) > 100 or len(sub) > 10:
         return True
-    for label in sub:
-        if _HEXISH.match(label) or (len(label) >= 24 and _BASE32ISH.match(label)):
-            return True
-        if len(label) >= 24 and entropy(label) >= 3.8:
-            return True
-    return False
+    if any(random_label(label) or (len(label) >= 9 and label.isdigit()) for label in sub):
+        return True
+    if any(len(label) >= 16 and _HEX_ONLY.match(label) and not label.isalpha() for label in sub):
+        return True  # a hex label
+    for run in _runs(sub):  # consecutive labels that together read as data
+        text = "".join(run)
+        if len(text) >= 16 and _HEX_ONLY.match(text) and any(c.isdigit() for c in text):
+            return True  # hex, however it is cut
+        if (
+            len(run) >= 2
+            and len(text) >= 16
+            and sum(any(c.isdigit() for c in label) for label in run) >= 2
+            and all(len(label) >= 4 and _CODED.match(label) for label in run)
+            and random_label(text)
+        ):
+            return True  # mixed hex and base32 pieces
+        if len(run) >= 4 and max(map(len, run)) <= 6 and any(c.isdigit() for c in text):
+            return True  # a token in short pieces
+    return any(len(label) >= 24 and _B32_ONLY.match(label) for label in sub)
+
+
+def _runs(labels: list[str]) -> list[list[str]]:
+    """Maximal runs of consecutive letters-and-digits labels (a name's words such as
+    `api` or `eu-west-1` break them only when they hold other characters)."""
+    runs: list[list[str]] = [[]]
+    for label in labels:
+        if _ALNUM.match(label):
+            runs[-1].append(label)
+        elif runs[-1]:
+            runs.append([])
+    out = [r for r in runs if r]
+    # Also each run without its last label: the attacker's zone label (`x`, `t`) often
+    # closes the data labels, and joined with them breaks a hex run.
+    return out + [r[:-1] for r in out if len(r) >= 2]
 
 
 def host_matches(host: str, patterns: Iterable[str]) -> bool:
@@ -296,3 +376,73 @@ def _tools_at(method: str, host: str) -> tuple[tuple[re.Pattern[str], str, str],
         for (pattern, want, _, tool, operation), path_re in zip(_TOOLS, _TOOL_PATHS, strict=True)
         if want in ("*", method) and host_matches(host, (pattern,))
     )
+
+
+# Suffixes under which every name belongs to a different owner (hosting platforms, CDNs,
+# tunnels): `a.vercel.app` and `b.vercel.app` are two parties, not one.
+_SHARED_SUFFIXES = frozenset(
+    {"vercel.app", "netlify.app", "herokuapp.com", "github.io", "gitlab.io", "pages.dev",
+     "workers.dev", "ngrok-free.app", "ngrok.io", "ngrok.app", "azurewebsites.net",
+     "cloudfront.net", "appspot.com", "firebaseapp.com", "web.app", "s3.amazonaws.com",
+     "blob.core.windows.net", "onrender.com", "fly.dev", "railway.app", "repl.co",
+     "glitch.me", "trycloudflare.com", "loca.lt", "serveo.net", "requestcatcher.com",
+     "myshopify.com", "atlassian.net", "supabase.co", "cloud.databricks.com",
+     "azuredatabricks.net", "execute-api.amazonaws.com", "lambda-url.amazonaws.com",
+     "run.app", "a.run.app", "cloudfunctions.net", "chromatic.com", "ingest.sentry.io", "oast.fun", "oast.pro", "oast.live", "interact.sh",
+     "burpcollaborator.net", "pipedream.net", "m.pipedream.net"}
+)  # fmt: skip
+_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "ac", "edu", "ne", "or", "go"})
+
+
+@lru_cache(maxsize=4096)
+def registrable_domain(host: str) -> str:
+    """The part of a name one party registered (`api.github.com` -> `github.com`;
+    `x.co.uk` -> itself; `app.vercel.app` -> itself), without a public-suffix list: the
+    common two-level country suffixes and the shared platforms above are known."""
+    h = host.lower().rstrip(".")
+    if parse_ip(h) is not None:
+        return h
+    labels = h.split(".")
+    for size in (3, 4):  # a name directly under a shared platform suffix
+        if len(labels) >= size and ".".join(labels[-(size - 1) :]) in _SHARED_SUFFIXES:
+            return ".".join(labels[-size:])
+    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
+
+
+def same_party(host: str, other: str) -> bool:
+    return registrable_domain(host) == registrable_domain(other)
+
+
+# Services agents use for work where documentation examples and test fixtures are normal
+# content: code hosts, chat, LLM APIs and the SaaS in the tool table. A live credential
+# sent there is still a leak; a documented example is flagged, not refused.
+RECOGNISED_SERVICES = (
+    "github.com", "*.github.com", "githubusercontent.com", "*.githubusercontent.com",
+    "gitlab.com", "*.gitlab.com", "bitbucket.org", "*.bitbucket.org",
+    "slack.com", "*.slack.com", "discord.com", "*.discord.com", "teams.microsoft.com",
+    "api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com",
+    "*-aiplatform.googleapis.com", "api.mistral.ai", "api.groq.com", "api.x.ai",
+    "api.perplexity.ai", "openrouter.ai", "api.cohere.com", "api.cohere.ai",
+    "api.together.xyz", "api.fireworks.ai", "api.deepseek.com", "*.openai.azure.com",
+    "bedrock-runtime.*.amazonaws.com", "huggingface.co", "api-inference.huggingface.co",
+    "api.notion.com", "*.atlassian.net", "api.linear.app", "gmail.googleapis.com",
+    "stackoverflow.com", "api.stackexchange.com",
+)  # fmt: skip
+
+
+def recognised_service(host: str) -> bool:
+    return host_matches(host, RECOGNISED_SERVICES)
+
+
+_AUTH_PATH = re.compile(
+    r"(?i)(?:^|/)(?:o?auth2?|token|login|log-in|signin|sign-in|sign_in|session|sessions|"
+    r"authenticate|authorize|access_token|users/sign_in|account/login|api/token)(?:/|\.|$|;|\?)"
+)
+
+
+def auth_endpoint(method: str, path: str) -> bool:
+    """A request that presents credentials to the service that checks them: a login form,
+    an OAuth token endpoint. The credential fields it carries are used at their issuer."""
+    return method.upper() == "POST" and bool(_AUTH_PATH.search(path))

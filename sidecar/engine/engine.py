@@ -10,11 +10,13 @@ holds more candidates than its size allows is refused with `SCAN_LIMIT`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import itertools
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -23,8 +25,17 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from sidecar.engine import checks, destinations
 from sidecar.engine.budget import Budget, ScanLimit
 from sidecar.engine.detectors import BY_ID, FINANCIAL, PII, SECRETS, Detector
-from sidecar.engine.fields import Field, decoded_layers, request_fields
-from sidecar.engine.matcher import Hit, Matcher, value_hash
+from sidecar.engine.fields import (
+    JOINED,
+    RAW,
+    REVERSED,
+    SECOND_LOOKS,
+    Field,
+    decoded_layers,
+    request_fields,
+    reversed_fields,
+)
+from sidecar.engine.matcher import Hit, Matcher, assess, value_hash
 from sidecar.engine.policy import Facts, Policy, evaluate, evaluate_destination
 from sidecar.engine.redact import Redaction, redact_body
 from sidecar.verdict import Decision
@@ -41,6 +52,16 @@ READ_THEN_WRITE = "READ_THEN_WRITE"
 UNREDACTABLE = "UNREDACTABLE"
 # No host that parses: nothing can be judged, so whatever the policy says it is refused.
 DESTINATION_UNPARSEABLE = "DESTINATION_UNPARSEABLE"
+# A documented example or test value of a credential (or of a card number, an IBAN) going
+# to a recognised service: flagged, allowed by the default policy (coding agents send docs
+# and fixtures). Elsewhere it is SECRET_EXFILTRATION (or the PII rules) as well.
+EXAMPLE_CREDENTIAL = "EXAMPLE_CREDENTIAL"
+EXAMPLE_DATA = "EXAMPLE_DATA"
+# A credential first used at one party, now sent to another (issuer by use).
+CREDENTIAL_REUSE = "CREDENTIAL_REUSE"
+# A long random token in the URL to a destination the sidecar does not recognise: a fact
+# for policies; the default does not refuse it (document ids, CDN keys look the same).
+OPAQUE_URL_TOKEN = "OPAQUE_URL_TOKEN"
 # More candidates than the scan's budget (near-matches by the thousand): the scan stopped
 # unfinished, so what the request carries is unknown and it is refused, whatever the policy.
 SCAN_LIMIT = "SCAN_LIMIT"
@@ -49,10 +70,28 @@ _SECRET_KEY = Detector(
     "generic_secret", SECRETS, "", checks.generic_secret, severity=0.75, cost=5
 )  # keyword context from a JSON/form key
 _IP_ADDRESS = BY_ID["ip_address"]
-_AUTH_HEADER = Detector("auth_header_credential", CREDENTIALS, "", severity=0.1)
+_AUTH_HEADER = Detector("auth_header_credential", CREDENTIALS, "", severity=0.1, graded=False)
+_REUSED = Detector("credential_reuse", SECRETS, "", severity=0.85, graded=False)
+_PASSWORD_KEY = Detector("password", SECRETS, "", checks.password, severity=0.8, cost=3)
+# Kinds whose issuer is learnt from use: opaque tokens presented in auth headers or as a
+# URL's parameters (`?key=`, a presigned URL's `X-Amz-Security-Token`), and credentials
+# typed into a login or token form.
+_BY_USE_PRESENTED = frozenset({"auth_header_credential", "jwt", "generic_secret"})
+_BY_USE_AT_LOGIN = frozenset({"password", "generic_secret", "jwt", "auth_header_credential"})
+_PASSWORD_WORDS = re.compile(r"(?i)passw(or)?d|passwd|passphrase|^pwd$|^pass$")
 _SECRET_KEY_WORDS = re.compile(
-    r"(?i)api[_\-]?key|secret|token|passw(or)?d|access[_\-]?key|private[_\-]?key|credential|auth"
+    r"(?i)api[_\-]?key|secret|token|passw(or)?d|passwd|passphrase|^pwd$|^pass$|access[_\-]?key|"
+    r"private[_\-\s]?key|priv[_\-]?key|credential|auth|mnemonic|seed[_\-\s]?phrase"
 )
+# Keys that say the value is a key: a hex string there is one, not a digest.
+_KEY_KEY_WORDS = re.compile(
+    r"(?i)secret|private[_\-\s]?key|priv[_\-]?key|api[_\-]?key|access[_\-]?key|signing|seed"
+)
+
+
+@lru_cache(maxsize=4096)
+def _key_says_key(key: str) -> bool:
+    return bool(_KEY_KEY_WORDS.search(key))
 
 
 @lru_cache(maxsize=4096)
@@ -77,6 +116,7 @@ class Finding(NamedTuple):
     # Where else the same value sits in the same text (start, end): one finding per
     # value and location, but SANITIZE must cut every copy.
     repeats: tuple[tuple[int, int], ...] = ()
+    confidence: str = checks.SHAPED  # verified, shaped or example (`checks.confidence`)
 
     def signal(self) -> dict[str, Any]:
         """What may be exported about a finding: never the value."""
@@ -88,6 +128,7 @@ class Finding(NamedTuple):
             "encoding": self.encoding,
             "value_hash": self.value_hash,
             "own_destination": self.own_destination,
+            "confidence": self.confidence,
         }
 
 
@@ -227,6 +268,139 @@ class FingerprintStore:
         return len(self._seen)
 
 
+_PUT_TOGETHER = frozenset({JOINED, REVERSED})
+# Text searched for secrets only: put together by the scan, or folded from look-alikes
+# (an attacker's trick against key patterns; personal data was found as written).
+_SECRETS_ONLY = _PUT_TOGETHER | {"normalised"}
+_PARSED = ("form:", "part:")
+MAX_OWNER_SEARCHES = 32
+# Encodings whose text is not a substring of any one value the redaction can rewrite.
+_UNCUTTABLE = SECOND_LOOKS | {"char-codes"}
+
+
+def _presented(fld: Field, hit: Hit) -> bool:
+    """A value presented as a credential to the destination: in an auth header, or as
+    one of the URL's query parameters (not in its path, where nothing presents it)."""
+    if fld.credential_header or fld.location.startswith("query:"):
+        return True
+    return fld.location == "url" and hit.start > fld.text.find("?") >= 0
+
+
+def _telling(detector: Detector) -> bool:
+    """A kind whose shape alone is telling, even in text put together by the scan
+    (joined pieces, reversed text): a provider's key, a private key."""
+    return bool(detector.providers) or (detector.data_class == SECRETS and detector.checked)
+
+
+class CredentialUses:
+    """Bounded memory of opaque credentials (hashes only) and the party each was first
+    presented to: their issuer by use. The same value presented to another party later
+    is a leak (`credential_reuse`)."""
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self._capacity = capacity
+        self._issuer: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def present(self, value_hash: str, host: str) -> bool:
+        """Record a presentation; True when `host` is the value's issuer (or the first)."""
+        party = destinations.registrable_domain(host)
+        with self._lock:
+            issuer = self._issuer.setdefault(value_hash, party)
+            self._issuer.move_to_end(value_hash)
+            while len(self._issuer) > self._capacity:
+                self._issuer.popitem(last=False)
+        return issuer == party
+
+    def issuers(self, hashes: Iterable[str]) -> list[str | None]:
+        with self._lock:
+            return [self._issuer.get(h) for h in hashes]
+
+    def __len__(self) -> int:
+        return len(self._issuer)
+
+
+_SCHEME = re.compile(r"(?i)^(?:bearer|basic|token|digest|bot|apikey|api-key|key|sso-key)\s+")
+
+
+_COOKIE = re.compile(r"[^=;\s]+=\s*([^;]{16,})")
+
+
+def _credential_spans(fld: Field) -> list[tuple[int, int]]:
+    """Where an auth header's credentials are: the value without its scheme (`Bearer x`
+    -> `x`), or each cookie's value; only values random enough to be credentials (16+
+    characters, letters and digits mixed), not preferences, dates or ids."""
+    text = fld.text
+    if fld.location == "header:cookie":
+        spans = [m.span(1) for m in _COOKIE.finditer(text)]
+    else:
+        m = _SCHEME.match(text)
+        spans = [(m.end() if m else 0, len(text.rstrip()))]
+    return [(a, b) for a, b in spans if _credential_like(text[a:b])]
+
+
+def _basic_password(fld: Field) -> str | None:
+    """The password of `Basic` credentials when it reads as a person's (6-19 characters,
+    see `checks.password`), not an API token."""
+    scheme, _, encoded = fld.text.strip().partition(" ")
+    if scheme.lower() != "basic" or fld.encoding is not None:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    password = decoded.partition(":")[2]
+    return password if len(password) < 20 and checks.password(password) else None
+
+
+def _credential_like(value: str) -> bool:
+    return (
+        len(value) >= 16
+        and any(c.isdigit() for c in value)
+        and sum(c.isalpha() for c in value) >= 4  # not a date or a timestamp
+        and checks.entropy(value) >= 3.0
+    )
+
+
+class SubdomainBudget:
+    """Distinct data-like subdomains per registrable name, across requests: DNS-label
+    exfiltration in pieces each too small to flag (`a1b2c3.evil.com`, `d4e5f6.evil.com`,
+    ...). Past `limit` distinct ones for one name, every further one is flagged. Bounded:
+    `names` registrable names, `limit` + 1 subdomains each."""
+
+    def __init__(self, limit: int = 24, names: int = 4096) -> None:
+        self._limit = limit
+        self._names = names
+        self._seen: OrderedDict[str, set[str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def over_budget(self, host: str) -> bool:
+        sub = destinations.subdomain_labels(host)
+        if not any(len(label) >= 6 and any(c.isdigit() for c in label) for label in sub):
+            return False
+        name = destinations.registrable_domain(host)
+        with self._lock:
+            seen = self._seen.setdefault(name, set())
+            self._seen.move_to_end(name)
+            if len(seen) <= self._limit:
+                seen.add(".".join(sub))
+            while len(self._seen) > self._names:
+                self._seen.popitem(last=False)
+            return len(seen) > self._limit
+
+
+def _issuers(hit: Hit) -> tuple[str, ...]:
+    """Hosts a value names as its own destination: a JWT's audience (with its issuer),
+    the host of a URL carrying a password."""
+    kind = hit.detector.id
+    if kind == "jwt":
+        return checks.jwt_destinations(hit.value)
+    if kind in ("url_credentials", "database_url"):
+        at = hit.value.rsplit("@", 1)[-1]
+        return (at.split("/", 1)[0].split(":", 1)[0].lower(),)
+    return ()
+
+
 @dataclass
 class Engine:
     """Detection + policy. Thread-safe: scans may run in worker threads."""
@@ -234,6 +408,8 @@ class Engine:
     policy: Policy
     internal_hosts: tuple[str, ...] = ()
     fingerprints: FingerprintStore = field(default_factory=FingerprintStore)
+    uses: CredentialUses = field(default_factory=CredentialUses)
+    subdomains: SubdomainBudget = field(default_factory=lambda: SubdomainBudget())
     matcher: Matcher = field(default_factory=Matcher)
 
     def decide(self, method: str, url: str, headers: dict[str, str], body: Any) -> LocalVerdict:
@@ -246,7 +422,7 @@ class Engine:
             return unparseable()
         path = request_path(parts.path)
         tool, operation = destinations.recognise_tool(method.upper(), host, path)
-        findings, complete = self._scan(url, headers, body, host, method)
+        findings, complete = self._scan(url, headers, body, host, method, path)
         if not complete:
             return scan_limited(tool, operation)
 
@@ -254,32 +430,30 @@ class Engine:
         classes: set[str] = set()
         signals = [f.signal() for f in findings]
         risk = 0.05
-        # Reasons and risk follow from a finding's class, ownership and risk, which the
-        # findings of a large body share: each combination is judged once.
-        judged = {(f.data_class, f.own_destination, f.high_risk, f.severity) for f in findings}
-        for data_class, own, high_risk, severity in judged:
+        recognised = destinations.recognised_service(host)
+        # What the policy's `has_finding` sees: not credentials at their issuer, not
+        # documented examples at a recognised service (they are flagged instead).
+        counted: list[Finding] = []
+        # Reasons and risk follow from a finding's class, ownership, grade and risk, which
+        # the findings of a large body share: each combination is judged once.
+        judged: dict[tuple[str, bool, bool, float, bool], bool] = {}
+        for f in findings:
+            example = f.confidence == checks.EXAMPLE
+            key = (f.data_class, f.own_destination, f.high_risk, f.severity, example)
+            tolerated = judged.get(key)
+            if tolerated is None:
+                tolerated = judged[key] = self._judge_finding(key, recognised, reasons, classes)
+            if not tolerated:
+                counted.append(f)
+        for data_class, own, _, severity, example in judged:
             if data_class in (SECRETS, CREDENTIALS) and own:
-                reasons.add(OWN_CREDENTIAL)
-                classes.add(CREDENTIALS)
                 risk = max(risk, 0.2)
-                continue
-            classes.add(data_class)
-            if data_class in (FINANCIAL, PII):
-                classes.add(PII)
-            if data_class == SECRETS:
-                reasons.update((SECRETS, SECRET_EXFILTRATION))
-            elif high_risk:
-                reasons.add(PII)
-                reasons.add(PII_HIGH_RISK)
+            elif example and recognised:
+                risk = max(risk, 0.3)
             else:
-                reasons.add(PII)
-            risk = max(risk, severity)
-        sources = self.fingerprints.sources(f.value_hash for f in findings)
-        if any(
-            source is not None and source != host
-            for f, source in zip(findings, sources, strict=True)
-            if not (f.data_class in (SECRETS, CREDENTIALS) and f.own_destination)
-        ):
+                risk = max(risk, severity)
+        sources = self.fingerprints.sources(f.value_hash for f in counted)
+        if any(source is not None and source != host for source in sources):
             reasons.add(READ_THEN_WRITE)
             risk = max(risk, 0.9)
 
@@ -292,7 +466,7 @@ class Engine:
             tool=tool,
             data_classes=frozenset(classes),
             reasons=frozenset(reasons),
-            findings=frozenset(f.kind for f in findings if not f.own_destination),
+            findings=frozenset(f.kind for f in counted),
             risk=risk,
             method_overrides=method_overrides(headers, parts.query),
         )
@@ -301,7 +475,7 @@ class Engine:
         reason_codes = sorted(reasons)
         sanitized: Any = None
         if decision is Decision.SANITIZE:
-            sanitized = self._sanitized(body, findings)
+            sanitized = self._sanitized(body, counted)
             if sanitized is None:
                 decision = Decision.DENY
                 reason_codes.append(UNREDACTABLE)
@@ -321,6 +495,36 @@ class Engine:
             policy_name=self.policy.name if rule is not None else None,
             rule_id=rule.rule_id if rule is not None else None,
         )
+
+    @staticmethod
+    def _judge_finding(
+        key: tuple[str, bool, bool, float, bool],
+        recognised: bool,
+        reasons: set[str],
+        classes: set[str],
+    ) -> bool:
+        """Add the reasons one kind of finding gives (the default policy's table in the
+        README); True when it is tolerated: a credential at its issuer, or a documented
+        example at a recognised service."""
+        data_class, own, high_risk, _, example = key
+        if data_class in (SECRETS, CREDENTIALS) and own:
+            reasons.add(OWN_CREDENTIAL)
+            classes.add(CREDENTIALS)
+            return True
+        classes.add(data_class)
+        if data_class in (FINANCIAL, PII):
+            classes.add(PII)
+        if example:
+            reasons.add(EXAMPLE_CREDENTIAL if data_class == SECRETS else EXAMPLE_DATA)
+            if recognised:
+                return True
+        if data_class == SECRETS:
+            reasons.update((SECRETS, SECRET_EXFILTRATION))
+        elif high_risk:
+            reasons.update((PII, PII_HIGH_RISK))
+        else:
+            reasons.add(PII)
+        return False
 
     def judge_destination(self, host: str, port: int) -> LocalVerdict:
         """A tunnel's destination on its own (CONNECT, a redirected connection), before
@@ -359,7 +563,7 @@ class Engine:
                 reasons.add(SSRF)
                 signals.append({"engine": "local", "kind": "ssrf", "target": target.reason})
                 risk = 0.9
-        if destinations.dns_exfiltration(host):
+        if destinations.dns_exfiltration(host) or self.subdomains.over_budget(host):
             reasons.add(DNS_EXFILTRATION)
             signals.append({"engine": "local", "kind": "dns_exfiltration"})
             risk = max(risk, 0.8)
@@ -377,7 +581,13 @@ class Engine:
         return found
 
     def _scan(
-        self, url: str, headers: dict[str, str], body: Any, host: str, method: str = ""
+        self,
+        url: str,
+        headers: dict[str, str],
+        body: Any,
+        host: str,
+        method: str = "",
+        path: str = "",
     ) -> tuple[list[Finding], bool]:
         """The findings, and whether the scan finished within its budget (when it did
         not, the findings are those made before it ran out)."""
@@ -397,42 +607,159 @@ class Engine:
         repeats: dict[int, list[tuple[int, int]]] = {}
         hit_fields: set[int] = set()
 
+        login = destinations.auth_endpoint(method, path) if method else False
+        first_fields: set[int] = set()  # fields with a finding
+        values: set[tuple[str, str]] = set()  # (kind, value) found in a field as parsed
+
         def add(hit: Hit, i: int, fld: Field) -> None:
             # One finding per value and field: a decoded layer of a field shares its
             # location, and its copy (base64 of the same card) must be redacted too.
+            if fld.encoding in SECOND_LOOKS and (hit.detector.id, hit.value) in values:
+                return  # the raw text or a join repeats what a parsed field holds
             key = (hit.detector.id, i, hit.value)
             seen = first.get(key)
+            first_fields.add(i)
             if seen is None:
                 budget.spend()  # a finding costs as much again as finding it
                 first[key] = (len(out), i)
-                out.append(self._finding(hit, fld, host))
+                values.add((hit.detector.id, hit.value))
+                out.append(self._finding(hit, fld, host, login))
             else:
                 repeats.setdefault(seen[0], []).append((hit.start, hit.end))
 
         try:
             decode_chars = min(max(2 * size, 64 * 1024), 4 * 1024 * 1024)
+            fields += reversed_fields(fields)
             fields += decoded_layers(fields, decode_chars, budget)
-            for i, hit in self.matcher.find_all([f.text for f in fields], budget):
+            # Second looks (raw text, joined pieces) are judged last, so a value a parsed
+            # field holds is known by then and not reported twice.
+            second: list[tuple[int, Hit]] = []
+            # Text the scan put together (joined pieces, reversed text) is searched for
+            # secrets only: personal data found there was found in its pieces already.
+            wide = [i for i, f in enumerate(fields) if f.encoding not in _SECRETS_ONLY]
+            narrow = [i for i, f in enumerate(fields) if f.encoding in _SECRETS_ONLY]
+            texts = [fields[i].text for i in wide]
+            found: Iterable[tuple[int, Hit]] = (
+                (wide[j], hit) for j, hit in self.matcher.find_all(texts, budget)
+            )
+            if narrow:
+                joined = [fields[i].text for i in narrow]
+                found = itertools.chain(
+                    found,
+                    (
+                        (narrow[j], hit)
+                        for j, hit in self.matcher.find_all(joined, budget, classes=(SECRETS,))
+                    ),
+                )
+            for i, hit in found:
                 fld = fields[i]
                 if hit.detector is _IP_ADDRESS and fld.location in ("url", "header:host"):
                     continue  # the destination itself is judged as a destination
+                if fld.encoding in SECOND_LOOKS:
+                    if fld.encoding == RAW or _telling(hit.detector):
+                        second.append((i, hit))  # joined or reversed: only a shaped key
+                    continue
                 hit_fields.add(i)
                 add(hit, i, fld)
             for i, fld in enumerate(fields):
-                if i in hit_fields:
+                if i in hit_fields or fld.encoding in SECOND_LOOKS:
                     continue
-                if len(fld.text) >= checks.MIN_SECRET and fld.key and _secret_key(fld.key):
+                if (
+                    fld.key
+                    and fld.encoding in (None, "percent")
+                    and checks.MIN_PASSWORD <= len(fld.text) <= 4096
+                    and _secret_key(fld.key)
+                ):
                     budget.spend(_SECRET_KEY.cost)
-                    if checks.generic_secret(fld.text):
-                        add(Hit(_SECRET_KEY, 0, len(fld.text), fld.text), i, fld)
+                    if _PASSWORD_WORDS.search(fld.key) and checks.password(fld.text):
+                        hit = Hit(_PASSWORD_KEY, 0, len(fld.text), fld.text)
+                        grade = assess(_PASSWORD_KEY, fld.text) or checks.SHAPED
+                        add(hit._replace(confidence=grade), i, fld)
                         continue
+                    if checks.generic_secret(fld.text, hex_is_key=_key_says_key(fld.key)):
+                        grade = assess(_SECRET_KEY, fld.text) or checks.SHAPED
+                        add(Hit(_SECRET_KEY, 0, len(fld.text), fld.text, grade), i, fld)
+                        continue
+                if fld.location == "header:authorization" and (secret := _basic_password(fld)):
+                    # A person's password in Basic credentials is judged as a password
+                    # (API tokens there are long and random, and judged by use).
+                    hit = Hit(_PASSWORD_KEY, 0, len(fld.text), secret, checks.SHAPED)
+                    add(hit, i, fld)
+                    continue
                 if fld.credential_header and fld.encoding is None and len(fld.text) >= 8:
-                    add(Hit(_AUTH_HEADER, 0, len(fld.text), fld.text), i, fld)
+                    for start, end in _credential_spans(fld):
+                        add(Hit(_AUTH_HEADER, start, end, fld.text[start:end]), i, fld)
+            if second:
+                found_values = {value for _, value in values}
+                self._second_looks(fields, second, first_fields, found_values, add)
+            if len(self.uses):
+                self._reused(fields, hit_fields, host, add)
         except ScanLimit:
             return out, False
         for at, more in repeats.items():
             out[at] = out[at]._replace(repeats=tuple(more))
         return out, True
+
+    @staticmethod
+    def _second_looks(
+        fields: list[Field],
+        second: list[tuple[int, Hit]],
+        first_fields: set[int],
+        found_values: set[str],
+        add: Callable[[Hit, int, Field], None],
+    ) -> None:
+        """Hits in the raw text and in text the scan put together. A raw hit inside one
+        parsed value is that value's (its key gives it meaning, `routing=...`; its
+        location lets SANITIZE cut it), and dropped when that value had a finding; what
+        lies outside every parsed value (names, part headers) keeps its raw location."""
+        parsed = [
+            j for j, f in enumerate(fields) if f.encoding is None and f.location.startswith(_PARSED)
+        ]
+        whole = {fields[j].text: j for j in reversed(parsed)}
+        searches = MAX_OWNER_SEARCHES  # a substring search is a pass over every value
+        for i, hit in second:
+            if fields[i].encoding == RAW:
+                if hit.value in found_values:
+                    continue  # found (and judged) in a parsed value already
+                owner = whole.get(hit.value)
+                if owner is None and searches > 0:
+                    searches -= 1
+                    owner = next((j for j in parsed if hit.value in fields[j].text), None)
+                if owner is not None:
+                    if owner in first_fields:
+                        continue
+                    start = fields[owner].text.find(hit.value)
+                    hit = hit._replace(start=start, end=start + len(hit.value))
+                    add(hit, owner, fields[owner])
+                    continue
+            add(hit, i, fields[i])
+
+    def _reused(
+        self,
+        fields: list[Field],
+        hit_fields: set[int],
+        host: str,
+        add: Callable[[Hit, int, Field], None],
+    ) -> None:
+        """Opaque credentials presented to one party (`CredentialUses`), now anywhere in
+        a request to another: each whole value of 16-512 characters is looked up."""
+        party = destinations.registrable_domain(host)
+        candidates = [
+            (i, fld)
+            for i, fld in enumerate(fields)
+            if i not in hit_fields and 16 <= len(fld.text) <= 512 and not fld.credential_header
+        ]
+        texts: list[tuple[int, Field, str]] = []
+        for i, fld in candidates:
+            texts.append((i, fld, fld.text))
+            bare = fld.text.rsplit(None, 1)[-1]  # `Bearer <token>` copied whole
+            if bare != fld.text and len(bare) >= 16:
+                texts.append((i, fld, bare))
+        issuers = self.uses.issuers(value_hash(t) for _, _, t in texts)
+        for (i, fld, text), issuer in zip(texts, issuers, strict=True):
+            if issuer is not None and issuer != party:
+                start = fld.text.find(text)
+                add(Hit(_REUSED, start, start + len(text), text), i, fld)
 
     def hidden_secrets(self, sent: str, decoded: str) -> list[str]:
         """Kinds of secret found in an encoded body's bytes as sent (`sent`, read as
@@ -452,22 +779,32 @@ class Engine:
         except ScanLimit:
             return [SCAN_LIMIT.lower()]
 
-    def _finding(self, hit: Hit, fld: Field, host: str) -> Finding:
+    def _finding(self, hit: Hit, fld: Field, host: str, login: bool = False) -> Finding:
+        """A hit judged by its issuer, never by where in the request it sits: a credential
+        is `own_destination` when the request goes to the party that issued it — from the
+        detector's table, a JWT's audience, the host in a URL's userinfo — or, for a value
+        nobody's shape names, the party it was first presented to (issuer by use)."""
         d = hit.detector
         own = False
         if d.data_class in (SECRETS, CREDENTIALS):
+            issuers = _issuers(hit)
             if d.providers:
-                own = destinations.belongs_to(host, d.providers) and (
-                    fld.credential_header
-                    or fld.location == "url"
-                    or fld.location.startswith("query:")
-                )
-            else:
-                own = fld.credential_header
+                own = destinations.belongs_to(host, d.providers)
+            elif issuers:
+                own = any(destinations.same_party(host, i) for i in issuers)
+            elif (_presented(fld, hit) and d.id in _BY_USE_PRESENTED) or (
+                login and fld.key is not None and fld.in_body and d.id in _BY_USE_AT_LOGIN
+            ):
+                # Presented as a credential (an opaque token in an auth header; a password
+                # in a login or token form): its first destination becomes its issuer.
+                # A private key, a seed phrase, a password in a header: never presented.
+                own = self.uses.present(hit.value_hash, host)
+                if not own:
+                    d = _REUSED
         # kind, data class, location, encoding, value hash, severity, own, high risk, span
         return Finding(
             d.id, d.data_class, fld.location, fld.encoding, value_hash(hit.value),
-            d.severity, own, d.high_risk, hit.start, hit.end,
+            d.severity, own, d.high_risk, hit.start, hit.end, (), hit.confidence,
         )  # fmt: skip
 
     def _sanitized(self, body: Any, findings: list[Finding]) -> Any:
@@ -476,7 +813,9 @@ class Engine:
         for f in findings:
             if f.own_destination:
                 continue
-            if not (f.location == "body" or f.location.startswith(("body.", "form:", "part:"))):
+            if f.encoding in _UNCUTTABLE or not (
+                f.location == "body" or f.location.startswith(("body.", "form:", "part:"))
+            ):
                 if f.data_class == SECRETS or f.high_risk:
                     return None  # in the URL or a header: nothing to rewrite in the body
                 continue  # low-risk personal data outside the body is tolerated

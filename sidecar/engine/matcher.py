@@ -37,7 +37,9 @@ def _seed_run_pattern() -> str:
     prose (which rarely strings twelve list words together) costs one linear pass.
     """
     word = "(?:" + "|".join(sorted(checks.bip39_words(), key=len, reverse=True)) + ")"
-    return rf"\b{word}(?:\s+{word}){{11,}}\b"
+    # Words apart by spaces, commas, or a numbered list's `2.` / `3)`.
+    gap = r"(?:[\s,;]+(?:\d{1,2}[.):]\s*)?)"
+    return rf"\b{word}(?:{gap}{word}){{11,}}\b"
 
 
 # Joins texts for one pass: no detector pattern matches NUL, and `.` stops at newlines.
@@ -52,6 +54,7 @@ class Hit(NamedTuple):
     start: int
     end: int
     value: str  # kept in memory for redaction and correlation; never logged or exported
+    confidence: str = checks.SHAPED  # verified, shaped or example (`checks.confidence`)
 
     @property
     def value_hash(self) -> str:
@@ -145,7 +148,7 @@ class Matcher:
         limits the scan to detectors of those data classes.
         """
         budget = budget if budget is not None else Budget.unlimited()
-        validated: dict[int, dict[str, bool]] = {}
+        validated: dict[int, dict[str, str | None]] = {}
         # Where each text starts and ends once joined (one C pass, not a loop per text:
         # a JSON body can hold tens of thousands of small values).
         ends = list(accumulate(len(t) + len(_SEPARATOR) for t in texts))
@@ -158,12 +161,14 @@ class Matcher:
             last = max(first + 1, bisect.bisect_right(ends, limit, first))
             joined = readable(_SEPARATOR.join(texts[first:last]))
             base = starts[first]
-            for detector, start, end, value in self._hits(joined, budget, validated, classes):
+            for detector, start, end, value, grade in self._hits(
+                joined, budget, validated, classes
+            ):
                 i = bisect.bisect_right(starts, base + start, first, last) - 1
                 offset = starts[i] - base
                 if end - offset > len(texts[i]):
                     continue  # crossed into the next text
-                yield i, Hit(detector, start - offset, end - offset, value)
+                yield i, Hit(detector, start - offset, end - offset, value, grade)
             first = last
 
     def find(
@@ -173,17 +178,18 @@ class Matcher:
         classes: Collection[str] | None = None,
     ) -> Iterator[Hit]:
         budget = budget if budget is not None else Budget.unlimited()
-        for detector, start, end, value in self._hits(text, budget, {}, classes):
-            yield Hit(detector, start, end, value)
+        for detector, start, end, value, grade in self._hits(text, budget, {}, classes):
+            yield Hit(detector, start, end, value, grade)
 
     def _hits(
         self,
         text: str,
         budget: Budget,
-        validated: dict[int, dict[str, bool]],
+        validated: dict[int, dict[str, str | None]],
         classes: Collection[str] | None,
-    ) -> Iterator[tuple[Detector, int, int, str]]:
-        """(detector, start, end, value) of each confirmed hit, offsets in characters.
+    ) -> Iterator[tuple[Detector, int, int, str, str]]:
+        """(detector, start, end, value, confidence) of each confirmed hit, offsets in
+        characters.
 
         RE2 reads UTF-8: given bytes, it skips the wrapper's per-match translation of
         offsets (most of the cost of a hit); ASCII offsets need none, others are
@@ -204,8 +210,8 @@ class Matcher:
             detector = self._detectors[index]
             if classes is not None and detector.data_class not in classes:
                 continue
-            validator, cost = detector.validator, detector.cost
-            answers = validated.setdefault(index, {})  # value -> its validator's answer
+            cost = detector.cost
+            answers = validated.setdefault(index, {})  # value -> its grade (None: no hit)
             regex, group = self._compiled[index]
             chars = _char_offsets(text, data)
             if chars is not None:
@@ -220,17 +226,17 @@ class Matcher:
                 if chars is not None:
                     start, end = chars(start), chars(end)
                 value = text[start:end]
-                if validator is not None:
-                    valid = answers.get(value)
-                    if valid is None:
-                        valid = answers[value] = validator(value)
-                    if not valid:
-                        continue
-                yield detector, start, end, value
+                if value in answers:
+                    grade = answers[value]
+                else:
+                    grade = answers[value] = assess(detector, value)
+                if grade is None:
+                    continue
+                yield detector, start, end, value, grade
 
     def _seed_phrases(
         self, text: str, data: bytes, budget: Budget
-    ) -> Iterator[tuple[Detector, int, int, str]]:
+    ) -> Iterator[tuple[Detector, int, int, str, str]]:
         """A checksum-valid phrase of 24, 21, 18, 15 or 12 words at the start of each run
         of list words: only those words are split out, however long the run."""
         chars = _char_offsets(text, data)
@@ -246,8 +252,26 @@ class Matcher:
                         first, last = words[0].start(), words[size - 1].end()
                         if chars is not None:
                             first, last = chars(first), chars(last)
-                        yield SEED_PHRASE, first, last, phrase
+                        yield SEED_PHRASE, first, last, phrase, checks.VERIFIED
                         break
+
+
+def assess(detector: Detector, value: str) -> str | None:
+    """A candidate's grade (`checks.confidence`), or None when it is no finding: its
+    validator rejects it, or it is a template placeholder."""
+    if detector.validator is not None and not detector.validator(value):
+        return None
+    if not detector.graded:
+        return checks.SHAPED
+    if not detector.checked and checks.is_template(value):
+        return None  # (a checked format's checksum already rules templates out)
+    if checks.is_documented_example(value) or (
+        detector.example is not None and detector.example(value)
+    ):
+        return checks.EXAMPLE
+    if detector.checked or (detector.checksum is not None and detector.checksum(value)):
+        return checks.VERIFIED
+    return checks.SHAPED
 
 
 def _char_offsets(text: str, data: bytes) -> Callable[[int], int] | None:

@@ -223,7 +223,7 @@ def test_numbers_too_small_to_be_card_numbers_are_not_scanned(engine):
     embedding = [0.4111111111111111, -0.5555555555554444, 0.123456789012345] * 1000
     assert engine.decide("POST", URL, JSON, {"input": embedding}).findings == []
     fields = request_fields(URL, {}, {"tokens": list(range(50_000)), "text": "hi"})
-    assert not [f for f in fields if f.in_body]
+    assert not [f for f in fields if f.in_body and f.location != "body~keys"]
     for card in (4012888888881881, 4012888888881881.0):
         v = engine.decide("POST", URL, JSON, {"card": card})
         assert [f.kind for f in v.findings] == ["credit_card"]

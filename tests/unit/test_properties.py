@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from sidecar.bodies import BodyTooLarge, BodyUndecodable, body_for_scan, decode_body
+from sidecar.bodies import BodyTooLarge, BodyUndecodable, archive_kind, body_for_scan, decode_body
 from sidecar.engine import Engine
 from sidecar.engine.redact import Redaction, redact_body
 from sidecar.policy_file import default_policy, parse_policy
@@ -44,7 +44,12 @@ def test_garbage_never_escapes_the_two_documented_errors(data, coding):
 @FAST
 @given(st.binary(max_size=2048), st.sampled_from(["application/json", "text/plain", ""]))
 def test_body_for_scan_accepts_any_bytes(data, content_type):
-    value = body_for_scan(data, content_type)
+    try:
+        value = body_for_scan(data, content_type)
+    except BodyUndecodable:
+        # only what starts like an archive and cannot be read as one (refused, 400)
+        assert archive_kind(data) is not None
+        return
     assert value is None or isinstance(value, (str, dict, list, int, float, bool))
     json.dumps(value)  # always serialisable for the scan API
 
