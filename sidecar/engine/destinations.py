@@ -329,6 +329,28 @@ def belongs_to(host: str, providers: Iterable[str]) -> bool:
     return any(h == p or h.endswith("." + p) for p in providers)
 
 
+# Names under a provider's domain that serve its customers' code or content: a key sent
+# there goes to whoever deployed it, not to the provider.
+_USER_CONTENT = (
+    "github.io", "gitlab.io", "pages.dev", "workers.dev", "vercel.app", "netlify.app",
+    "herokuapp.com", "appspot.com", "web.app", "firebaseapp.com", "azurewebsites.net",
+    "cloudfunctions.net", "run.app", "execute-api.amazonaws.com",
+    "on.aws", "googleusercontent.com", "ngrok-free.app",
+    "ngrok.io", "ngrok.app", "trycloudflare.com", "repl.co", "glitch.me", "fly.dev",
+)  # fmt: skip
+
+
+def issued_by(host: str, providers: Iterable[str]) -> bool:
+    """`host` is the provider itself (one of its domains), not content its customers
+    host under them (`x.github.io`, `y.execute-api.amazonaws.com`) — unless the family's
+    issuer is such a tenant (an Azure Functions key belongs to its `*.azurewebsites.net`
+    app)."""
+    tenant = belongs_to(host, _USER_CONTENT)
+    return any(
+        belongs_to(host, (p,)) and (not tenant or belongs_to(p, _USER_CONTENT)) for p in providers
+    )
+
+
 # (host pattern, method or "*", path regex, tool, operation); first match wins.
 _TOOLS: tuple[tuple[str, str, str, str, str], ...] = (
     ("hooks.slack.com", "*", r"^/services/", "slack", "post_message"),

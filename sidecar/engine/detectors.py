@@ -56,7 +56,7 @@ class Detector:
         return self.id.upper()
 
 
-_GITHUB = ("github.com", "githubusercontent.com", "ghcr.io", "github.io")
+_GITHUB = ("github.com", "githubusercontent.com", "ghcr.io")
 
 DETECTORS: tuple[Detector, ...] = (
     # --- cloud ---------------------------------------------------------------

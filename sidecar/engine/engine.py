@@ -278,6 +278,43 @@ MAX_OWNER_SEARCHES = 32
 _UNCUTTABLE = SECOND_LOOKS | {"char-codes"}
 
 
+_URL_PIECES = re.compile(r"[^/?&=;,]+")
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-+]{32,}={0,2}$")
+
+
+def _opaque_url_token(path: str, query: str) -> bool:
+    """A URL piece that reads as random bytes in base64: 32+ characters of both cases
+    and digits, high entropy (not hex, not a UUID, not words joined by dashes)."""
+    for piece in _URL_PIECES.findall(unquote(path) + "?" + unquote(query)):
+        if len(piece) < 32 or not _TOKEN.match(piece):
+            continue
+        if piece.islower() or piece.isupper() or not any(c.isdigit() for c in piece):
+            continue
+        if checks.entropy(piece) >= 4.5:
+            return True
+    return False
+
+
+_KEYWORD_KINDS = frozenset({"generic_secret", "password"})
+
+
+def _without_shadowed(findings: list[Finding]) -> list[Finding]:
+    """Keyword-anchored findings (`token=...`) whose value a provider's family also found
+    where it sits: the provider's finding (with its issuer) is the one that counts."""
+    shaped: dict[tuple[str, str | None], list[tuple[int, int]]] = {}
+    for f in findings:
+        if f.kind not in _KEYWORD_KINDS and f.data_class == SECRETS:
+            shaped.setdefault((f.location, f.encoding), []).append((f.start, f.end))
+    if not shaped:
+        return findings
+    return [
+        f
+        for f in findings
+        if f.kind not in _KEYWORD_KINDS
+        or not any(a < f.end and f.start < b for a, b in shaped.get((f.location, f.encoding), ()))
+    ]
+
+
 def _presented(fld: Field, hit: Hit) -> bool:
     """A value presented as a credential to the destination: in an auth header, or as
     one of the URL's query parameters (not in its path, where nothing presents it)."""
@@ -452,6 +489,10 @@ class Engine:
                 risk = max(risk, 0.3)
             else:
                 risk = max(risk, severity)
+        if any(f.kind == _REUSED.id for f in counted):
+            reasons.add(CREDENTIAL_REUSE)
+        if not recognised and _opaque_url_token(parts.path, parts.query):
+            reasons.add(OPAQUE_URL_TOKEN)  # a fact for policies; no default rule denies it
         sources = self.fingerprints.sources(f.value_hash for f in counted)
         if any(source is not None and source != host for source in sources):
             reasons.add(READ_THEN_WRITE)
@@ -698,7 +739,7 @@ class Engine:
             return out, False
         for at, more in repeats.items():
             out[at] = out[at]._replace(repeats=tuple(more))
-        return out, True
+        return _without_shadowed(out), True
 
     @staticmethod
     def _second_looks(
@@ -789,7 +830,7 @@ class Engine:
         if d.data_class in (SECRETS, CREDENTIALS):
             issuers = _issuers(hit)
             if d.providers:
-                own = destinations.belongs_to(host, d.providers)
+                own = destinations.issued_by(host, d.providers)
             elif issuers:
                 own = any(destinations.same_party(host, i) for i in issuers)
             elif (_presented(fld, hit) and d.id in _BY_USE_PRESENTED) or (

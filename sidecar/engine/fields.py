@@ -88,7 +88,9 @@ class Field(NamedTuple):
         )
 
 
-_CREDENTIAL_NAME = re.compile(r"auth|token|key|secret|session|cookie|credential|signature|passw")
+_CREDENTIAL_NAME = re.compile(
+    r"auth(?!ority)|token|(?<!websocket-)key|secret|session|cookie|credential|signature|passw"
+)
 
 
 @lru_cache(maxsize=1024)
