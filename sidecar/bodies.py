@@ -329,6 +329,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _as_text(content: bytes, content_type: str) -> str:
     charset = content_type.lower().partition("charset=")[2].strip(" \"';")
+    if charset.startswith("utf-32") or content[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"):
+        try:
+            return content.decode("utf-32")
+        except UnicodeDecodeError:
+            pass
     utf16 = charset.startswith("utf-16") or content[:2] in (b"\xff\xfe", b"\xfe\xff")
     if not utf16 and len(content) >= 8:
         sample = content[:64]
@@ -339,7 +344,7 @@ def _as_text(content: bytes, content_type: str) -> str:
             if content[:2] in (b"\xff\xfe", b"\xfe\xff"):
                 return content.decode("utf-16")
             little = content[1::2].count(0) >= content[::2].count(0)
-            return content.decode("utf-16-le" if little else "utf-16-be")
+            return content.decode("utf-16-le" if little else "utf-16-be", "replace")
         except UnicodeDecodeError:
             pass
     return content.decode("utf-8", errors="replace")

@@ -211,17 +211,27 @@ _CARD_PREFIX = re.compile(
 )
 
 
+def _card_groups(groups: list[int]) -> bool:
+    """Printed card layouts: fours (the last group shorter), or Amex/Diners 4-6-5 / 4-6-4."""
+    if groups[:2] == [4, 6] and len(groups) == 3:
+        return groups[2] in (4, 5)
+    return len(groups) >= 3 and all(g == 4 for g in groups[:-1]) and 1 <= groups[-1] <= 4
+
+
 def credit_card(candidate: str) -> bool:
     """Prefix and Luhn: a processor's test number (4111 1111 1111 1111) is a card number
     too, graded `example`."""
-    digits = re.sub(r"[ -]", "", candidate)
+    digits = re.sub(r"[ .\-]", "", candidate)
+    groups = [len(g) for g in re.split(r"[ .\-]", candidate)]
+    if len(groups) > 1 and not _card_groups(groups):
+        return False  # separators where cards have none (UUIDs, versions, dates)
     if not 13 <= len(digits) <= 19 or len(set(digits)) < 2:
         return False
     return bool(_CARD_PREFIX.match(digits)) and luhn(digits)
 
 
 def us_ssn(candidate: str) -> bool:
-    area, group, serial = candidate.split("-")
+    area, group, serial = re.split(r"[-. ]", candidate)
     if area in ("000", "666") or area[0] == "9":
         return False
     if group == "00" or serial == "0000":

@@ -18,11 +18,13 @@ from sidecar.engine.checks import entropy
 
 METADATA_HOSTS = frozenset(
     {"metadata", "metadata.google.internal", "metadata.goog", "instance-data",
-     "instance-data.ec2.internal", "metadata.azure.internal", "metadata.packet.net"}
+     "instance-data.ec2.internal", "metadata.azure.internal", "metadata.packet.net",
+     "metadata.platformequinix.com", "metadata.tencentyun.com", "api.metadata.cloud.ibm.com",
+     "metadata.oraclecloud.com"}
 )  # fmt: skip
 METADATA_ADDRESSES = frozenset(
     {ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254",
-                                        "100.100.100.200", "192.0.0.192")}
+                                        "100.100.100.200", "192.0.0.192", "168.63.129.16")}
 )  # fmt: skip
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
 
@@ -77,11 +79,19 @@ def embedded_ipv4(addr: IPAddress) -> ipaddress.IPv4Address | None:
 # Names that only resolve inside a network: cluster services, mDNS, split-horizon zones.
 _INTERNAL_SUFFIXES = (
     ".svc", ".svc.cluster.local", ".cluster.local", ".internal", ".local", ".localdomain",
-    ".home.arpa", ".lan", ".intranet", ".corp", ".private",
+    ".home.arpa", ".lan", ".intranet", ".corp", ".private", ".consul",
+)  # fmt: skip
+# Kubernetes namespaces reached as `service.namespace` (never a public top-level domain).
+_NAMESPACES = frozenset(
+    {"default", "kube-system", "kube-public", "monitoring", "vault", "argocd", "etcd", "redis",
+     "istio-system", "cert-manager", "ingress-nginx", "logging", "observability", "database",
+     "cache", "svc", "cluster", "kafka", "postgres", "mysql", "elastic", "jenkins", "gitlab",
+     "prometheus", "grafana", "minio", "rabbitmq", "mongodb", "airflow", "keycloak"}
 )  # fmt: skip
 # Public names that answer with a loopback or a private address by design.
 _LOOPBACK_NAMES = ("localtest.me", "lvh.me", "vcap.me", "lacolhost.com", "127-0-0-1.org")
 _ADDRESS_IN_NAME = ("nip.io", "sslip.io", "xip.io", "traefik.me", "localh.st")
+_EMBEDDED_HEX = re.compile(r"(?:^|[.-])([0-9a-f]{8})\.(?:nip\.io|sslip\.io)$")
 _EMBEDDED = re.compile(r"(?:^|[.-])((?:\d{1,3}[.-]){3}\d{1,3})(?:[.-]|$)")
 
 
@@ -93,11 +103,15 @@ def ssrf(host: str) -> SsrfFinding | None:
         return SsrfFinding("loopback")
     if belongs_to(h, _LOOPBACK_NAMES):
         return SsrfFinding("loopback")
-    if belongs_to(h, _ADDRESS_IN_NAME) and (m := _EMBEDDED.search(h)):
-        return ssrf(m.group(1).replace("-", "."))  # `10.0.0.1.nip.io` is 10.0.0.1
+    if belongs_to(h, _ADDRESS_IN_NAME):
+        if m := _EMBEDDED.search(h):
+            return ssrf(m.group(1).replace("-", "."))  # `10.0.0.1.nip.io` is 10.0.0.1
+        if m := _EMBEDDED_HEX.search(h):
+            return ssrf(str(ipaddress.IPv4Address(int(m.group(1), 16))))  # `a9fea9fe.nip.io`
     addr = parse_ip(h)
     if addr is None:
-        if "." not in h.strip("[]") or h.endswith(_INTERNAL_SUFFIXES):
+        last = h.rsplit(".", 1)[-1]
+        if "." not in h.strip("[]") or h.endswith(_INTERNAL_SUFFIXES) or last in _NAMESPACES:
             return SsrfFinding("internal_name")  # a search-domain or cluster name
         return None
     inner = embedded_ipv4(addr)
@@ -166,7 +180,14 @@ _CLOUD_ZONES = (
     "googleapis.com", "googleusercontent.com", "gvt1.com", "googlevideo.com", "ytimg.com",
     "akamaiedge.net", "akamaized.net", "fastly.net", "fastlylb.net", "cloudflare.net",
     "cloudflarestorage.com", "r2.dev", "edgekey.net", "llnwd.net", "b-cdn.net", "on.aws",
+    "found.io", "huggingface.cloud", "dweb.link", "w3s.link", "ipfs.io", "cf-ipfs.com",
+    "nftstorage.link", "4everland.io", "mypinata.cloud", "hf.space", "azurefd.net",
+    "trafficmanager.net", "pstmn.io",
 )  # fmt: skip
+
+
+def _hex_data(text: str) -> bool:
+    return _HEX_ONLY.match(text) is not None and any(c.isdigit() for c in text)
 
 
 def dns_exfiltration(host: str) -> bool:
@@ -183,6 +204,16 @@ def dns_exfiltration(host: str) -> bool:
         return True
     if any(len(label) >= 16 and _HEX_ONLY.match(label) and not label.isalpha() for label in sub):
         return True  # a hex label
+    for label in sub:  # dashes: a long random or hex piece (`ghp-<token>`, `v1-<hex>`), or
+        if "-" not in label:  # dash-grouped hex, base32 or digits (`414b4941-4737...`)
+            continue
+        if any(len(p) >= 16 and (random_label(p) or _hex_data(p)) for p in label.split("-")):
+            return True
+        bare = label.replace("-", "")
+        if len(bare) >= 16 and (_hex_data(bare) or (len(bare) >= 24 and _B32_ONLY.match(bare))):
+            return True
+        if len(bare) >= 9 and bare.isdigit():
+            return True
     for run in _runs(sub):  # consecutive labels that together read as data
         text = "".join(run)
         if len(text) >= 16 and _HEX_ONLY.match(text) and any(c.isdigit() for c in text):
@@ -197,6 +228,8 @@ def dns_exfiltration(host: str) -> bool:
             return True  # mixed hex and base32 pieces
         if len(run) >= 4 and max(map(len, run)) <= 6 and any(c.isdigit() for c in text):
             return True  # a token in short pieces
+        if len(run) >= 2 and len(text) >= 9 and text.isdigit():
+            return True  # a number cut into labels (`525.69.3558`)
     return any(len(label) >= 24 and _B32_ONLY.match(label) for label in sub)
 
 

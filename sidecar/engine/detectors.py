@@ -78,31 +78,31 @@ DETECTORS: tuple[Detector, ...] = (
              r"AccountKey=([A-Za-z0-9+/]{86}==)", None, ("core.windows.net",), group=1, cost=1),
     # --- LLM providers -------------------------------------------------------
     Detector("openai_api_key", SECRETS,
-             r"\b(sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}T3BlbkFJ[A-Za-z0-9_\-]{20,})",
+             r"(sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}T3BlbkFJ[A-Za-z0-9_\-]{20,})",
              None, ("api.openai.com", "openai.com"), group=1),
-    Detector("anthropic_api_key", SECRETS, r"\b(sk-ant-(?:api|admin|oat|ort)\d{2}-[A-Za-z0-9_\-]{32,120})",
+    Detector("anthropic_api_key", SECRETS, r"(sk-ant-(?:api|admin|oat|ort)\d{2}-[A-Za-z0-9_\-]{32,120})",
              None, ("api.anthropic.com", "anthropic.com", "claude.ai"), group=1, cost=3),
-    Detector("huggingface_token", SECRETS, r"\b(hf_[A-Za-z0-9]{34})\b",
+    Detector("huggingface_token", SECRETS, r"(hf_[A-Za-z0-9]{34})",
              None, ("huggingface.co", "hf.co"), group=1),
     # --- source hosting & registries -----------------------------------------
-    Detector("github_token", SECRETS, r"\b(gh[pousr]_[A-Za-z0-9]{30,251})\b",
+    Detector("github_token", SECRETS, r"(gh[pousr]_[A-Za-z0-9]{30,251})",
              None, _GITHUB, group=1, checksum=checks.github_token),
-    Detector("github_fine_grained_token", SECRETS, r"\b(github_pat_[A-Za-z0-9_]{82})\b",
+    Detector("github_fine_grained_token", SECRETS, r"(github_pat_[A-Za-z0-9_]{82})",
              None, _GITHUB, group=1, cost=3),
-    Detector("gitlab_token", SECRETS, r"\b(glpat-[A-Za-z0-9_\-]{20,})",
+    Detector("gitlab_token", SECRETS, r"(glpat-[A-Za-z0-9_\-]{20,})",
              None, ("gitlab.com",), group=1),
-    Detector("npm_token", SECRETS, r"\b(npm_[A-Za-z0-9]{36})\b",
+    Detector("npm_token", SECRETS, r"(npm_[A-Za-z0-9]{36})",
              None, ("npmjs.org", "npmjs.com"), group=1),
     Detector("pypi_token", SECRETS, r"\b(pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{50,})",
              None, ("pypi.org",), group=1, cost=1),
     # --- chat & webhooks -----------------------------------------------------
-    Detector("slack_token", SECRETS, r"\b(xox[baprs]-[0-9]{6,}-[0-9A-Za-z\-]{10,})",
+    Detector("slack_token", SECRETS, r"(xox[baprs]-[0-9]{6,}-[0-9A-Za-z\-]{10,})",
              None, ("slack.com",), group=1, cost=1),
     Detector("slack_webhook", SECRETS,
-             r"(hooks\.slack\.com/(?:services|workflows|triggers)/T[A-Z0-9]{6,}/[A-Z0-9]{6,}/[A-Za-z0-9]{20,})",
+             r"((?:hooks\.slack\.com)?/(?:services|workflows|triggers)/T[A-Z0-9]{6,}/[A-Z0-9]{6,}/[A-Za-z0-9]{20,})",
              None, ("hooks.slack.com",), group=1),
     Detector("discord_webhook", SECRETS,
-             r"(discord(?:app)?\.com/api/webhooks/\d{15,20}/[A-Za-z0-9_\-]{60,})",
+             r"((?:discord(?:app)?\.com)?/api/webhooks/\d{15,20}/[A-Za-z0-9_\-]{60,})",
              None, ("discord.com", "discordapp.com"), group=1, cost=1),
     Detector("telegram_bot_token", SECRETS, r"(?:^|[^0-9])(\d{8,10}:AA[A-Za-z0-9_\-]{33})(?:[^A-Za-z0-9_\-]|$)",
              None, ("api.telegram.org",), group=1, cost=1),
@@ -112,19 +112,19 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("twilio_account_sid", SECRETS, r"\b(AC[0-9a-f]{32})\b", None, ("twilio.com",),
              group=1, severity=0.6, cost=1),
     # --- payments & mail -----------------------------------------------------
-    Detector("stripe_key", SECRETS, r"\b((?:sk|rk)_(?:live|test)_[0-9a-zA-Z]{16,247})",
+    Detector("stripe_key", SECRETS, r"((?:sk|rk)_(?:live|test)_[0-9a-zA-Z]{16,247})",
              None, ("api.stripe.com", "stripe.com"), group=1),
-    Detector("sendgrid_key", SECRETS, r"\b(SG\.[A-Za-z0-9_\-]{16,32}\.[A-Za-z0-9_\-]{16,64})",
+    Detector("sendgrid_key", SECRETS, r"(SG\.[A-Za-z0-9_\-]{16,32}\.[A-Za-z0-9_\-]{16,64})",
              None, ("api.sendgrid.com", "sendgrid.com", "sendgrid.net"), group=1),
     # --- private keys --------------------------------------------------------
     # The BEGIN line and what follows it: a template body (`REPLACE_ME`, `...`) is none.
     Detector("private_key", SECRETS,
-             r"-----BEGIN[ A-Z0-9]{0,24} PRIVATE KEY(?: BLOCK)?-----(?:\s|\\[nr])*[^-\s\\]{0,40}",
+             r"-{4,5} ?BEGIN[ A-Z0-9]{0,24} PRIVATE KEY(?: BLOCK)? ?-{4,5}(?:\s|\\[nr])*[^-\s\\]{0,40}",
              checks.pem_body, cost=1, checked=True),
     # A PEM body without its BEGIN line: the DER structures of private keys start the same
     # way in base64 (PKCS#1 and PKCS#8 RSA, SEC1 EC, PKCS#8 Ed25519, openssh-key-v1).
     Detector("private_key_der", SECRETS,
-             r"((?:MII[A-Z][A-Za-z0-9+/]{2}IBAAKC|MII[A-Z][A-Za-z0-9+/]{2}IBADAN|MHcCAQEE|"
+             r"((?:MII[A-Z][A-Za-z0-9+/]{2}IBAA[JK][A-Za-z]|MII[A-Z][A-Za-z0-9+/]{2}IBADAN|MHcCAQEE|"
              r"MC4CAQAwBQYDK2Vw|b3BlbnNzaC1rZXktdjE)[A-Za-z0-9+/]{16})", group=1, cost=1,
              checked=True),
     Detector("putty_private_key", SECRETS, r"(PuTTY-User-Key-File-\d+: )", group=1, cost=1,
@@ -138,20 +138,22 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("database_url", SECRETS,
              r"(?i)\b((?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|"
              r"sqlserver|clickhouse|cockroachdb|neo4j(?:\+s)?|couchbases?|jdbc:[a-z]+|snowflake)"
-             r"://[^:/\s@\"']+:[^@\s/\"']+@[^\s/\"']+)",
+             r"://[^:/\s@\"']*:[^@\s/\"']+@[^\s/\"']+)",
              checks.url_password, group=1, example=checks.local_url),
     Detector("url_credentials", SECRETS,
              r"(?i)\b((?:https?|ftps?|sftp|ssh|git|smtps?|ldaps?)://[^:/\s@\"']+:[^@\s/\"']+@[A-Za-z0-9.\-]+)",
              checks.url_password, group=1, severity=0.8, example=checks.local_url),
     Detector("generic_secret", SECRETS,
-             r"(?i)(?:api[_\-]?key|apikey|secret|token|access[_\-]?key|client[_\-]?secret|"
+             r"(?i)(?:api[_\-]?key|apikey|secret(?:[_\-]?key)?|token|access[_\-]?key|client[_\-]?secret|"
              r"private[_\-]?key|auth[_\-]?key|signing[_\-]?key|encryption[_\-]?key|credentials?)"
              r"[\"']?\s*(?:=>|:=|[:=])\s*[\"']?([A-Za-z0-9_\-+/=.~!@#%^*]{16,128})",
              checks.generic_secret, group=1, severity=0.75, cost=4),
     # Passwords are short and low-entropy: judged by the keyword and the value's shape, in
     # every config syntax (env, YAML, JSON, TOML, INI, properties, XML, `--password=`).
     Detector("password", SECRETS,
-             r"(?i)(?:(?:passw(?:or)?d|passwd|passphrase|\bpwd|\bpass)[\"']?[ \t]*(?:=>|:=|[:=])"
+             r"(?i)(?:(?:passw(?:or)?d|passwd|passwort|passphrase|contrase[nñ]a|mot[_\- ]de[_\- ]passe|"
+             r"senha|wachtwoord|(?:^|[^a-z])(?:pwd|pass|pw))[\"']?[ \t]*(?:=>|:=|[:=])"
+             r"|(?:passw(?:or)?d|pwd)[\"'][ \t]*,|(?:passw(?:or)?d|pwd)[\"'][ \t]+value="
              r"|<(?:passw(?:or)?d|passwd|pwd|pass)>|--(?:passw(?:or)?d|passwd|pass|pwd)[ \t])"
              r"[ \t]*[\"']?([^\s\"'<>,;&]{6,128})",
              checks.password, group=1, severity=0.8, cost=3),
@@ -170,11 +172,12 @@ DETECTORS: tuple[Detector, ...] = (
              r"(?:^|[^\w+])(\+[1-9]\d{0,2}[ .\-]?\(?\d{1,4}\)?(?:[ .\-]?\d{2,4}){2,4}|"
              r"\(\d{3}\) ?\d{3}[ .\-]\d{4}|\d{3}[.\-]\d{3}[.\-]\d{4})(?:$|[^\w])",
              lambda v: 10 <= sum(c.isdigit() for c in v) <= 15, group=1, severity=0.4, graded=False),
-    Detector("credit_card", FINANCIAL, r"(?:^|[^\d])((?:\d[ \-]?){12,18}\d)(?:$|[^\d])",
+    Detector("credit_card", FINANCIAL, r"(?:^|[^0-9A-Za-z])((?:\d[ .\-]?){12,18}\d)(?:$|[^0-9A-Za-z])",
              checks.credit_card, group=1, severity=0.7, high_risk=True, checked=True),
-    Detector("us_ssn", PII, r"(?:^|[^\d\-])(\d{3}-\d{2}-\d{4})(?:$|[^\d\-])",
+    Detector("us_ssn", PII,
+             r"(?:^|[^\d\-.])(\d{3}-\d{2}-\d{4}|\d{3} \d{2} \d{4}|\d{3}\.\d{2}\.\d{4})(?:$|[^\d\-.]|\.(?:$|\D))",
              checks.us_ssn, group=1, severity=0.7, high_risk=True, cost=1, graded=False),
-    Detector("iban", FINANCIAL, r"\b([A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?)\b",
+    Detector("iban", FINANCIAL, r"(?i)\b([A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?)\b",
              checks.iban, group=1, severity=0.7, high_risk=True, cost=3, checked=True),
     Detector("bank_account", FINANCIAL,
              r"(?i)(?:routing|aba|rtn)[\w ]{0,12}?[\"']?\s*[:=#]?\s*[\"']?(\d{9})(?:\D|$)",

@@ -30,10 +30,13 @@ from sidecar.engine.fields import (
     RAW,
     REVERSED,
     SECOND_LOOKS,
+    SWAPPED,
+    UNWRAPPED,
     Field,
     decoded_layers,
     request_fields,
     reversed_fields,
+    variant_fields,
 )
 from sidecar.engine.matcher import Hit, Matcher, assess, value_hash
 from sidecar.engine.policy import Facts, Policy, evaluate, evaluate_destination
@@ -73,6 +76,8 @@ _IP_ADDRESS = BY_ID["ip_address"]
 _AUTH_HEADER = Detector("auth_header_credential", CREDENTIALS, "", severity=0.1, graded=False)
 _REUSED = Detector("credential_reuse", SECRETS, "", severity=0.85, graded=False)
 _PASSWORD_KEY = Detector("password", SECRETS, "", checks.password, severity=0.8, cost=3)
+_SSN = BY_ID["us_ssn"]
+_SSN_KEY = re.compile(r"(?i)^(?:ssn|social[_\-\s]?security(?:[_\-\s]?(?:number|no))?|tax[_\-]?id)$")
 # Kinds whose issuer is learnt from use: opaque tokens presented in auth headers or as a
 # URL's parameters (`?key=`, a presigned URL's `X-Amz-Security-Token`), and credentials
 # typed into a login or token form.
@@ -268,10 +273,10 @@ class FingerprintStore:
         return len(self._seen)
 
 
-_PUT_TOGETHER = frozenset({JOINED, REVERSED})
+_PUT_TOGETHER = frozenset({JOINED, REVERSED, UNWRAPPED, SWAPPED})
 # Text searched for secrets only: put together by the scan, or folded from look-alikes
 # (an attacker's trick against key patterns; personal data was found as written).
-_SECRETS_ONLY = _PUT_TOGETHER | {"normalised"}
+_SECRETS_ONLY = _PUT_TOGETHER
 _PARSED = ("form:", "part:")
 MAX_OWNER_SEARCHES = 32
 # Encodings whose text is not a substring of any one value the redaction can rewrite.
@@ -315,12 +320,52 @@ def _without_shadowed(findings: list[Finding]) -> list[Finding]:
     ]
 
 
-def _presented(fld: Field, hit: Hit) -> bool:
-    """A value presented as a credential to the destination: in an auth header, or as
-    one of the URL's query parameters (not in its path, where nothing presents it)."""
-    if fld.credential_header or fld.location.startswith("query:"):
+_CREDENTIAL_KEY = re.compile(
+    r"(?i)key|token|secret|auth|pass|pwd|credential|sig|session|code|assertion|access|bearer|"
+    r"jwt|dsn|hook|private"
+)
+
+
+_KEPT_KEY = re.compile(r"(?i)private|seed|mnemonic|wallet|secret[_\-\s]?key|signing|passphrase")
+
+
+@lru_cache(maxsize=4096)
+def _credential_key(name: str) -> bool:
+    return bool(_CREDENTIAL_KEY.search(name))
+
+
+def _presented(fld: Field, hit: Hit, login: bool = False) -> bool:
+    """Whether the request presents the value as a credential to its destination: in an
+    auth header; as the URL being called (a webhook's path, `/bot<token>/`, userinfo) or
+    a query parameter named for one (`?key=`); as a body field named for one holding it
+    whole (`client_secret=`, `{"api_key": ...}`); in any field of a login or token form."""
+    if fld.credential_header:
         return True
-    return fld.location == "url" and hit.start > fld.text.find("?") >= 0
+    if fld.location.startswith("query:"):
+        return fld.key is not None and _credential_key(fld.key)
+    if fld.location == "url":
+        question = fld.text.find("?")
+        if question < 0 or hit.start < question:
+            return True
+        start = max(fld.text.rfind("&", 0, hit.start), question) + 1
+        return _credential_key(fld.text[start : hit.start].split("=", 1)[0])
+    if not fld.in_body or fld.key is None or fld.encoding not in (None, "percent"):
+        return False
+    if login:
+        return True
+    if _KEPT_KEY.search(fld.key):
+        return False  # what is named a private key, a seed or a signing secret is kept
+    return _credential_key(fld.key) and (hit.end - hit.start) * 5 >= len(fld.text.strip()) * 4
+
+
+def _as_written(hit: Hit, fld: Field) -> tuple[str, ...]:
+    """A second look's value as the request wrote it (reversed and case-swapped text
+    undone), to be compared with what was found where it was written."""
+    if fld.encoding == REVERSED:
+        return (hit.value[::-1],)
+    if fld.encoding == SWAPPED:
+        return (hit.value.swapcase(),)
+    return (hit.value,)
 
 
 def _telling(detector: Detector) -> bool:
@@ -376,6 +421,10 @@ def _credential_spans(fld: Field) -> list[tuple[int, int]]:
     return [(a, b) for a, b in spans if _credential_like(text[a:b])]
 
 
+_TOKEN_USERS = frozenset({"api", "__token__", "x-access-token", "oauth2", "token", "apikey",
+                          "x-token-auth", "pat", "bearer", ""})  # fmt: skip
+
+
 def _basic_password(fld: Field) -> str | None:
     """The password of `Basic` credentials when it reads as a person's (6-19 characters,
     see `checks.password`), not an API token."""
@@ -386,8 +435,10 @@ def _basic_password(fld: Field) -> str | None:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
         return None
-    password = decoded.partition(":")[2]
-    return password if len(password) < 20 and checks.password(password) else None
+    user, _, password = decoded.partition(":")
+    if user.lower() in _TOKEN_USERS or len(password) >= 24:
+        return None  # an API token (`api:key-...`, `x-access-token:...`): judged by use
+    return password if checks.password(password) else None
 
 
 def _credential_like(value: str) -> bool:
@@ -672,6 +723,7 @@ class Engine:
             decode_chars = min(max(2 * size, 64 * 1024), 4 * 1024 * 1024)
             fields += reversed_fields(fields)
             fields += decoded_layers(fields, decode_chars, budget)
+            fields += variant_fields(fields)
             # Second looks (raw text, joined pieces) are judged last, so a value a parsed
             # field holds is known by then and not reported twice.
             second: list[tuple[int, Hit]] = []
@@ -721,6 +773,13 @@ class Engine:
                         grade = assess(_SECRET_KEY, fld.text) or checks.SHAPED
                         add(Hit(_SECRET_KEY, 0, len(fld.text), fld.text, grade), i, fld)
                         continue
+                if fld.key and fld.encoding is None and _SSN_KEY.search(fld.key):
+                    digits = re.sub(r"[ .\-]", "", fld.text)
+                    if len(digits) == 9 and digits.isdigit():
+                        ssn = f"{digits[:3]}-{digits[3:5]}-{digits[5:]}"
+                        if checks.us_ssn(ssn):
+                            add(Hit(_SSN, 0, len(fld.text), fld.text), i, fld)
+                            continue
                 if fld.location == "header:authorization" and (secret := _basic_password(fld)):
                     # A person's password in Basic credentials is judged as a password
                     # (API tokens there are long and random, and judged by use).
@@ -758,6 +817,7 @@ class Engine:
         ]
         whole = {fields[j].text: j for j in reversed(parsed)}
         searches = MAX_OWNER_SEARCHES  # a substring search is a pass over every value
+        overlaps = MAX_OWNER_SEARCHES if len(found_values) <= 256 else 0
         for i, hit in second:
             if fields[i].encoding == RAW:
                 if hit.value in found_values:
@@ -773,6 +833,11 @@ class Engine:
                     hit = hit._replace(start=start, end=start + len(hit.value))
                     add(hit, owner, fields[owner])
                     continue
+            elif overlaps > 0 and any(
+                v in seen or seen in v for v in found_values for seen in _as_written(hit, fields[i])
+            ):
+                overlaps -= 1
+                continue  # put together from pieces that were found (and judged) whole
             add(hit, i, fields[i])
 
     def _reused(
@@ -821,20 +886,28 @@ class Engine:
             return [SCAN_LIMIT.lower()]
 
     def _finding(self, hit: Hit, fld: Field, host: str, login: bool = False) -> Finding:
-        """A hit judged by its issuer, never by where in the request it sits: a credential
-        is `own_destination` when the request goes to the party that issued it — from the
-        detector's table, a JWT's audience, the host in a URL's userinfo — or, for a value
-        nobody's shape names, the party it was first presented to (issuer by use)."""
+        """A hit judged by its issuer: a credential is `own_destination` when the request
+        presents it (`_presented`) to the party that issued it — from the detector's table,
+        a JWT's audience, the host in a URL's userinfo — or, for a value nobody's shape
+        names, to the party it was first presented to (issuer by use). The same key in
+        free text (an issue body, a prompt, a file uploaded to the provider's storage) is
+        content, published or stored: a leak even there."""
         d = hit.detector
         own = False
         if d.data_class in (SECRETS, CREDENTIALS):
             issuers = _issuers(hit)
+            presented = _presented(fld, hit, login)
             if d.providers:
-                own = destinations.issued_by(host, d.providers)
+                own = presented and destinations.issued_by(host, d.providers)
             elif issuers:
-                own = any(destinations.same_party(host, i) for i in issuers)
-            elif (_presented(fld, hit) and d.id in _BY_USE_PRESENTED) or (
-                login and fld.key is not None and fld.in_body and d.id in _BY_USE_AT_LOGIN
+                own = presented and any(destinations.same_party(host, i) for i in issuers)
+            elif (
+                presented
+                and hit.confidence != checks.EXAMPLE  # an example is nobody's credential
+                and (
+                    d.id in _BY_USE_PRESENTED
+                    or (login and fld.in_body and d.id in _BY_USE_AT_LOGIN)
+                )
             ):
                 # Presented as a credential (an opaque token in an auth header; a password
                 # in a login or token form): its first destination becomes its issuer.

@@ -20,15 +20,19 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import bz2
 import email.message
 import email.parser
 import email.policy
 import hashlib
 import html
+import io
 import json
+import lzma
 import quopri
 import re
 import unicodedata
+import zipfile
 import zlib
 from collections.abc import Iterator
 from functools import lru_cache
@@ -45,7 +49,9 @@ MAX_DEPTH = 6  # decoding layers (URL -> base64 -> hex -> ...), within the size 
 RAW = "raw"  # a second look at the raw text a parser already split
 JOINED = "joined"  # pieces that sit together, joined
 REVERSED = "reversed"  # a text written backwards
-SECOND_LOOKS = frozenset({RAW, JOINED, REVERSED})
+UNWRAPPED = "unwrapped"  # a token cut over lines or spaced out, put back together
+SWAPPED = "swapped"  # upper and lower case swapped
+SECOND_LOOKS = frozenset({RAW, JOINED, REVERSED, UNWRAPPED, SWAPPED})
 MAX_REVERSED = 64 * 1024  # characters of a request also read backwards
 JOIN_PIECE = 160  # longest piece joined (a split key's halves are short)
 PERCENT_PER_UNIT = 8  # percent escapes undone for one unit of a scan's budget
@@ -121,12 +127,16 @@ def request_fields(
     for stem, values in families.items():
         if len(values) > 1:  # `X-Part-1`, `X-Part-2`: one family
             fields.append(Field(f"header:{stem}*", "".join(values), encoding=JOINED))
+        if stem == "cookie":  # cookie values, in order: a key cut across cookies
+            cookies = [v.split("=", 1)[-1].strip() for c in values for v in c.split(";")]
+            if len(cookies) > 1:
+                fields.append(Field("header:cookie*", "".join(cookies), encoding=JOINED))
     content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
     fields.extend(_body_fields(body, content_type, budget))
     return fields
 
 
-_HEADER_STEM = re.compile(r"[-_.]?(?:part|chunk|seg|segment|piece|frag)?[-_.]?\d+$")
+_HEADER_STEM = re.compile(r"[-_.]?(?:part|chunk|seg|segment|piece|frag)?[-_.]?(?:\d+|[a-z])$")
 
 
 def _url_fields(url: str) -> Iterator[Field]:
@@ -143,6 +153,12 @@ def _url_fields(url: str) -> Iterator[Field]:
         labels = []
     if len(labels) > 1:  # a key cut into DNS labels
         yield Field("host*", "".join(labels), encoding=JOINED)
+    try:
+        segments = [s for s in unquote(urlsplit(url).path).split("/") if s]
+    except ValueError:
+        segments = []
+    if 1 < len(segments) <= 64:  # a key cut into path segments (a file name's dot too)
+        yield Field("path*", "".join(s.split(".", 1)[0] for s in segments), encoding=JOINED)
     pieces = []
     for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=False):
         if value:
@@ -249,7 +265,7 @@ def _walk_json(
             elif isinstance(v, (dict, list)):
                 _walk_json(v, json_location(path, f".{k}"), str(k), out, depth + 1, keys)
             elif isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) >= MIN_NUMBER:
-                out.append(Field(json_location(path, f".{k}"), str(v), str(k)))
+                out.append(Field(json_location(path, f".{k}"), _number(v), str(k)))
         if 1 < len(pieces) <= 16:  # one object's strings: a key split across its fields
             out.append(Field(json_location(path, "~joined"), "".join(pieces), encoding=JOINED))
     else:
@@ -257,6 +273,11 @@ def _walk_json(
             # character codes (`String.fromCharCode`, a byte array): the text they spell
             out.append(Field(path, "".join(map(chr, value)), key, "char-codes"))
             return
+        chunks = [
+            v for v in value[:64] if type(v) is str and 2 < len(v) <= JOIN_PIECE and " " not in v
+        ]
+        if len(chunks) > 1:  # a key cut into an array's strings
+            out.append(Field(json_location(path, "~joined"), "".join(chunks), encoding=JOINED))
         for i, v in enumerate(value):
             if isinstance(v, str):
                 if len(v) >= MIN_TEXT:
@@ -264,7 +285,12 @@ def _walk_json(
             elif isinstance(v, (dict, list)):
                 _walk_json(v, json_location(path, f"[{i}]"), key, out, depth + 1, keys)
             elif isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) >= MIN_NUMBER:
-                out.append(Field(json_location(path, f"[{i}]"), str(v), key))
+                out.append(Field(json_location(path, f"[{i}]"), _number(v), key))
+
+
+def _number(value: float) -> str:
+    """A JSON number as its digits (`4012888888881881.0` is the card number it holds)."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _multipart_fields(text: str, content_type: str, budget: Budget | None) -> Iterator[Field]:
@@ -277,7 +303,11 @@ def _multipart_fields(text: str, content_type: str, budget: Budget | None) -> It
     for i, part in enumerate(message.iter_parts()):
         name = part.get_param("name", header="content-disposition") or str(i)
         payload = part.get_payload(decode=True)
-        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+        text = ""
+        if isinstance(payload, bytes):
+            text = payload.decode("utf-8", "replace")
+            if "\ufffd" in text:  # binary: compressed, archived, or a key among bytes
+                text = _text_of(payload) or text
         yield Field(f"part:{name}", text, key=str(name))
 
 
@@ -305,6 +335,22 @@ def reversed_fields(fields: list[Field]) -> list[Field]:
         for f in fields
         if len(f.text) >= 16 and f.encoding is None
     ]
+
+
+def variant_fields(fields: list[Field]) -> list[Field]:
+    """After decoding: what was decoded, read backwards too (base64 of a reversed key);
+    every text with its case swapped (`GHP_...`). For requests of up to MAX_REVERSED
+    characters, like `reversed_fields`."""
+    if sum(len(f.text) for f in fields) > MAX_REVERSED:
+        return []
+    out = []
+    for f in fields:
+        if len(f.text) < 16 or f.encoding in SECOND_LOOKS:
+            continue
+        if f.encoding is not None:
+            out.append(Field(f.location, f.text[::-1], f.key, REVERSED, f.credential_header))
+        out.append(Field(f.location, f.text.swapcase(), f.key, SWAPPED, f.credential_header))
+    return out
 
 
 def decoded_layers(
@@ -360,7 +406,7 @@ def _decodings(texts: list[str], budget: Budget | None) -> Iterator[tuple[int, s
             yield from _text_decodings(i, text, budget)
     # The candidates' patterns are ASCII: RE2 reads the joined texts as UTF-8 bytes, and
     # each byte offset is mapped back to its text through the texts' byte lengths.
-    joined = readable("\n".join(texts)).encode()
+    joined = readable("\x00".join(texts)).encode()  # no pattern crosses a NUL
     if len(joined) == sum(map(len, texts)) + len(texts) - 1:
         starts = [0, *accumulate(len(t) + 1 for t in texts[:-1])]
     else:
@@ -374,6 +420,17 @@ def _decodings(texts: list[str], budget: Budget | None) -> Iterator[tuple[int, s
             decoded_b64 = _b64(_WHITESPACE.sub(b"", m.group()))
             if decoded_b64:
                 yield _owner(starts, m.start()), "base64", decoded_b64
+        for m in _TOKEN_WRAPPED.finditer(joined):
+            if budget is not None:
+                budget.spend()
+            yield _owner(starts, m.start()), UNWRAPPED, _WHITESPACE.sub(b"", m.group()).decode()
+    for m in _SPACED.finditer(joined):
+        spaced = m.group()
+        if len(set(spaced[1::2])) > 3:
+            continue  # ordinary punctuation, not one separator repeated
+        if budget is not None:
+            budget.spend()
+        yield _owner(starts, m.start()), UNWRAPPED, spaced[::2].decode()
     for m in _B64.finditer(joined):
         if budget is not None:
             budget.spend()
@@ -487,7 +544,11 @@ _NUMBER_RUNS = (
 )
 
 
-_B64_WRAPPED = re2.compile(rb"(?:[A-Za-z0-9+/]{16,}\r?\n[ \t]*){2,}[A-Za-z0-9+/]*={0,2}")
+_B64_WRAPPED = re2.compile(rb"(?:[A-Za-z0-9+/]{4,}=*\r?\n[ \t]*){2,}[A-Za-z0-9+/]*={0,2}")
+# A token cut over lines (YAML folded and literal blocks, wrapped output): joined again.
+_TOKEN_WRAPPED = re2.compile(rb"(?:[A-Za-z0-9_\-+/=.]{8,}\r?\n[ \t]*)+[A-Za-z0-9_\-+/=.]{4,}")
+# One character, one separator, over and over (`g-h-p-_`, `s k _ l i v e`, `a!b#c*`).
+_SPACED = re2.compile(rb"(?:[A-Za-z0-9_+/=][ \-!#*|.,:;~]){16,}[A-Za-z0-9_+/=]?")
 _WHITESPACE = re.compile(rb"\s+")
 # Hex as a run (`414b49`), delimited (`41-4b`, `41:4b`, `41 4b`, `41,4b`) or escaped
 # (`\x41\x4b`, `0x41, 0x4b`): sixteen bytes or more.
@@ -502,14 +563,26 @@ _ALL_HEX = re.compile(rb"[0-9a-fA-F]+")
 _DIGEST_SIZES = frozenset({32, 40, 56, 64, 96, 128})
 _NOT_HEX = re.compile(rb"[^0-9a-fA-F]")
 _B32 = re2.compile(rb"\b[A-Z2-7]{24,}={0,6}|\b[a-z2-7]{24,}={0,6}")
-_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})|\\([0-7]{3})")
+_ESCAPE = re.compile(
+    r"\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})|\\([0-7]{3})|\\([0-9a-fA-F]{1,6}) ?"  # CSS last
+)
 _ENTITY = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z]{2,8});")
 _QP = re.compile(r"=[0-9A-F]{2}")
 
 
 def _unescape(m: re.Match[str]) -> str:
-    hex4, hex2, octal = m.groups()
-    code = int(hex4, 16) if hex4 else int(hex2, 16) if hex2 else int(octal, 8)
+    hex4, hex2, octal, css = m.groups()
+    code = (
+        int(hex4, 16)
+        if hex4
+        else int(hex2, 16)
+        if hex2
+        else int(octal, 8)
+        if octal
+        else int(css, 16)
+    )
+    if code > 0x10FFFF:
+        return "\ufffd"
     return chr(code) if code < 0xD800 or code > 0xDFFF else "\ufffd"
 
 
@@ -573,6 +646,31 @@ _MIN_RUN = 8
 _RUNS = re.compile(rb"[\x09\x0a\x0d\x20-\x7e]{8,}")
 
 
+def _inflated(raw: bytes) -> bytes:
+    """Compressed or archived bytes (gzip, zlib, bzip2, xz, zip members), inflated to at
+    most MAX_INFLATED; empty when `raw` is none of them."""
+    try:
+        if raw[:2] == b"\x1f\x8b" or (raw[:1] == b"\x78" and raw[1] in (0x01, 0x5E, 0x9C, 0xDA)):
+            return zlib.decompressobj(47).decompress(raw, MAX_INFLATED)
+        if raw[:3] == b"BZh":
+            return bz2.BZ2Decompressor().decompress(raw, MAX_INFLATED)
+        if raw[:6] == b"\xfd7zXZ\x00":
+            return lzma.LZMADecompressor().decompress(raw, MAX_INFLATED)
+        if raw[:4] == b"PK\x03\x04":
+            with zipfile.ZipFile(io.BytesIO(raw)) as z:
+                out = b""
+                for info in z.infolist()[:64]:
+                    with z.open(info) as f:
+                        out += info.filename.encode() + b"\n" + f.read(MAX_INFLATED - len(out))
+                    if len(out) >= MAX_INFLATED:
+                        break
+                return out
+    except (zlib.error, OSError, EOFError, ValueError, lzma.LZMAError, zipfile.BadZipFile,
+            RuntimeError, NotImplementedError):  # fmt: skip
+        return b""
+    return b""
+
+
 def _text_of(raw: bytes, printable_only: bool = False) -> str | None:
     """What decoded bytes say as text: themselves when they are text; inflated when they
     are gzip or zlib data; else their printable runs (eight characters or more, like
@@ -588,13 +686,9 @@ def _text_of(raw: bytes, printable_only: bool = False) -> str | None:
             return wide
     if printable_only or len(raw) < _MIN_RUN:
         return None
-    if raw[:2] == b"\x1f\x8b" or (raw[:1] == b"\x78" and raw[1] in (0x01, 0x5E, 0x9C, 0xDA)):
-        try:
-            inflated = zlib.decompressobj(47).decompress(raw, MAX_INFLATED)
-        except zlib.error:
-            inflated = b""
-        if inflated:
-            return _text_of(inflated)
+    inflated = _inflated(raw)
+    if inflated:
+        return _text_of(inflated)
     runs = _RUNS.findall(raw)
     return b"\n".join(runs).decode("ascii") if runs else None
 

@@ -26,7 +26,7 @@ from sidecar.engine.budget import Budget, ScanLimit
 from sidecar.engine.detectors import DETECTORS, SEED_PHRASE, Detector
 from sidecar.engine.fields import readable
 
-_WORDS = re.compile(rb"[a-z]+")
+_WORDS = re.compile(rb"[A-Za-z]+")
 _SEED_SIZES = (24, 21, 18, 15, 12)
 
 
@@ -39,7 +39,7 @@ def _seed_run_pattern() -> str:
     word = "(?:" + "|".join(sorted(checks.bip39_words(), key=len, reverse=True)) + ")"
     # Words apart by spaces, commas, or a numbered list's `2.` / `3)`.
     gap = r"(?:[\s,;]+(?:\d{1,2}[.):]\s*)?)"
-    return rf"\b{word}(?:{gap}{word}){{11,}}\b"
+    return rf"(?i)\b{word}(?:{gap}{word}){{11,}}\b"
 
 
 # Joins texts for one pass: no detector pattern matches NUL, and `.` stops at newlines.
@@ -246,7 +246,7 @@ class Matcher:
             words = list(islice(_WORDS.finditer(data, start, end), _SEED_SIZES[0]))
             for size in _SEED_SIZES:
                 if len(words) >= size:
-                    phrase = " ".join(w.group().decode() for w in words[:size])
+                    phrase = " ".join(w.group().decode().lower() for w in words[:size])
                     budget.spend(SEED_PHRASE.cost)
                     if checks.seed_phrase(phrase):
                         first, last = words[0].start(), words[size - 1].end()
