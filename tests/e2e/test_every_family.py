@@ -3,7 +3,8 @@
 For each family, a value of its shape (the same generators as its unit tests) leaves in a
 JSON body for a collector that is not its issuer: refused (or, for personal data the
 default policy redacts, forwarded without it). Each credential family with an issuer is
-also sent to that issuer, where it is the agent's own credential and passes unchanged.
+also presented to that issuer in an auth header, where it is the agent's own credential
+and passes unchanged, and posted to it as content, where it is a leak all the same.
 """
 
 from __future__ import annotations
@@ -66,7 +67,20 @@ ISSUED = sorted(kind for kind in SAMPLES if kind in BY_ID and BY_ID[kind].provid
 
 
 @pytest.mark.parametrize("kind", ISSUED)
-def test_a_family_value_for_its_issuer_passes(rig, kind):
+def test_a_family_value_presented_to_its_issuer_passes(rig, kind):
     issuer = BY_ID[kind].providers[0]
-    outcome = _post(rig, f"https://{issuer}/v1/use", SAMPLES[kind], f"own-{kind}")
+    presented = " ".join(SAMPLES[kind].split())
+    case = Case(
+        "family", f"own-{kind}", "GET", f"https://{issuer}/v1/use", (("X-Api-Key", presented),)
+    )
+    outcome = rig.run(case)
     assert not false_positive(outcome), (kind, outcome)
+
+
+@pytest.mark.parametrize("kind", ISSUED)
+def test_a_family_value_as_content_is_contained_even_at_its_issuer(rig, kind):
+    """Posted as content (an issue, a gist, a prompt, an uploaded file) a key is published
+    or stored where others read it: a leak at its own provider too."""
+    issuer = BY_ID[kind].providers[0]
+    outcome = _post(rig, f"https://{issuer}/v1/notes", SAMPLES[kind], f"content-{kind}")
+    assert contained(outcome), (kind, outcome)
