@@ -117,7 +117,7 @@ def request_fields(
     if method:
         fields.append(Field("method", method))
     if headers:
-        fields.append(Field("header-names", "\n".join(headers)))
+        fields.append(Field("header-names", "\x00".join(headers)))  # one name, one text
     families: dict[str, list[str]] = {}
     for name, value in headers.items():
         lower = name.lower()
@@ -234,7 +234,7 @@ def _json_fields(value: dict[Any, Any] | list[Any], path: str, key: str | None) 
     keys: dict[str, None] = {}  # distinct keys, in order
     _walk_json(value, path, key, out, 0, keys)
     if keys:
-        out.append(Field("body~keys", "\n".join(keys)))
+        out.append(Field("body~keys", "\x00".join(keys)))  # no pattern spans two keys
     return out
 
 
@@ -368,9 +368,9 @@ def decoded_layers(
     out: list[Field] = []
     layer = fields
     spent = 0
-    for _ in range(MAX_DEPTH):
+    for depth in range(MAX_DEPTH):
         found: list[Field] = []
-        for i, encoding, decoded in _decodings([f.text for f in layer], budget):
+        for i, encoding, decoded in _decodings([f.text for f in layer], budget, depth == 0):
             spent += len(decoded)
             if spent > max_chars:
                 if budget is not None:
@@ -400,7 +400,11 @@ def readable(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
-def _decodings(texts: list[str], budget: Budget | None) -> Iterator[tuple[int, str, str]]:
+def _decodings(
+    texts: list[str], budget: Budget | None, as_sent: bool = True
+) -> Iterator[tuple[int, str, str]]:
+    """What each text decodes to; `as_sent`: the texts are the request's own (layout
+    tricks — wrapped, spaced-out tokens — are undone there, not in decoded text)."""
     for i, text in enumerate(texts):
         if _may_decode(text):
             yield from _text_decodings(i, text, budget)
@@ -413,7 +417,7 @@ def _decodings(texts: list[str], budget: Budget | None) -> Iterator[tuple[int, s
         # a lone surrogate (U+FFFD once readable) is three bytes either way
         lengths = (len(t.encode("utf-8", "surrogatepass")) + 1 for t in texts[:-1])
         starts = [0, *accumulate(lengths)]
-    if b"\n" in joined:  # base64 wrapped over lines (PEM bodies, MIME, `base64` output)
+    if as_sent and b"\n" in joined:  # base64 wrapped over lines (PEM, MIME, `base64`)
         for m in _B64_WRAPPED.finditer(joined):
             if budget is not None:
                 budget.spend()
@@ -424,7 +428,7 @@ def _decodings(texts: list[str], budget: Budget | None) -> Iterator[tuple[int, s
             if budget is not None:
                 budget.spend()
             yield _owner(starts, m.start()), UNWRAPPED, _WHITESPACE.sub(b"", m.group()).decode()
-    for m in _SPACED.finditer(joined):
+    for m in _SPACED.finditer(joined) if as_sent else ():
         spaced = m.group()
         if len(set(spaced[1::2])) > 3:
             continue  # ordinary punctuation, not one separator repeated
