@@ -945,7 +945,10 @@ class Engine:
         holding more candidates than its scan's budget is fingerprinted as far as the
         scan got (`scan_limited`): nothing is refused here, the requests are judged."""
         findings, complete = self._scan("", {}, body, host)
-        sensitive = [f for f in findings if f.data_class != CREDENTIALS]
+        # Documented examples are nobody's data: read in docs, sent to an LLM, no leak.
+        sensitive = [
+            f for f in findings if f.data_class != CREDENTIALS and f.confidence != checks.EXAMPLE
+        ]
         self.fingerprints.remember((f.value_hash for f in sensitive), host)
         text = body if isinstance(body, str) else repr(body)
         return ResponseObservation(

@@ -101,6 +101,16 @@ def test_a_test_card_to_a_code_host_is_allowed_and_redacted_elsewhere(engine):
     assert v.decision is Decision.SANITIZE
 
 
+def test_an_example_read_in_a_response_is_not_remembered(engine):
+    engine.observe_response("docs.aws.amazon.com", f"aws_access_key_id = {AWS_EXAMPLE}")
+    body = {"messages": [{"role": "user", "content": f"why is {AWS_EXAMPLE} rejected?"}]}
+    v = engine.decide("POST", "https://api.openai.com/v1/chat/completions", JSON, body)
+    assert "READ_THEN_WRITE" not in v.reason_codes
+    engine.observe_response("vault.corp.io", f"key {AWS_LIVE}")
+    v = engine.decide("POST", "https://api.openai.com/v1/chat/completions", JSON, {"t": AWS_LIVE})
+    assert v.decision is Decision.DENY
+
+
 # --- issuers ---------------------------------------------------------------------------
 
 
