@@ -254,6 +254,8 @@ BUILDERS: list[Callable[[random.Random], list[Sample]]] = [
                       "getPassword", "2026-01-01"], "words/references/templates", "password: {v}"),
     _pos("netrc_password", lambda r: _r(r, 12), "machine api.corp.io login deploy password {v}"),
     _pos("pgpass_password", lambda r: _r(r, 12), "db.corp.io:5432:app:admin:{v}"),
+    _pos("us_ssn_named", lambda r: ssn(r).replace("-", ""), "SSN: {v}"),
+    _pos("hex_secret_key", lambda r: _r(r, 64, "0123456789abcdef"), "secret_key_base: {v}"),
     _pos("bank_account", lambda r: r.choice(["021000021", "011000015", "121000358"]), "routing number: {v}"),
     _neg("bank_account", ["123456789", "000000000"], "checksum fails", "routing number: {v}"),
     _pos("email", lambda r: f"{_r(r, 6, string.ascii_lowercase)}.{_r(r, 5, string.ascii_lowercase)}@{r.choice(['gmail.com', 'corp.io', 'acme.co.uk'])}", "contact {v} today"),

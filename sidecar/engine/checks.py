@@ -207,7 +207,8 @@ def luhn(digits: str) -> bool:
 
 
 _CARD_PREFIX = re.compile(
-    r"^(?:4|5[1-5]|2(?:2[2-9]|[3-6]\d|7[01]|720)|3[47]|3[068]|35|6011|65|64[4-9]|62)"
+    r"^(?:4|5[1-5]|2(?:2[2-9]|[3-6]\d|7[01]|720)|3[47]|3[068]|35|6011|65|64[4-9]|62|"
+    r"50(?:18|20|38)|5893|6304|6759|676[1-3])"  # (the second line: Maestro)
 )
 
 
@@ -228,6 +229,10 @@ def credit_card(candidate: str) -> bool:
     if not 13 <= len(digits) <= 19 or len(set(digits)) < 2:
         return False
     return bool(_CARD_PREFIX.match(digits)) and luhn(digits)
+
+
+def ssn_digits(candidate: str) -> bool:
+    return us_ssn(f"{candidate[:3]}-{candidate[3:5]}-{candidate[5:]}")
 
 
 def us_ssn(candidate: str) -> bool:
@@ -297,6 +302,10 @@ def jwt(candidate: str) -> bool:
     except (ValueError, binascii.Error, UnicodeDecodeError):
         return False
     return isinstance(header, dict) and "alg" in header and isinstance(payload, dict)
+
+
+def not_placeholder_hex(candidate: str) -> bool:
+    return len(set(candidate.lower())) > 6  # not `0000...`, `deadbeef...`
 
 
 def aws_key_id(candidate: str) -> bool:

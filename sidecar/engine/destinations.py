@@ -182,8 +182,17 @@ _CLOUD_ZONES = (
     "cloudflarestorage.com", "r2.dev", "edgekey.net", "llnwd.net", "b-cdn.net", "on.aws",
     "found.io", "huggingface.cloud", "dweb.link", "w3s.link", "ipfs.io", "cf-ipfs.com",
     "nftstorage.link", "4everland.io", "mypinata.cloud", "hf.space", "azurefd.net",
-    "trafficmanager.net", "pstmn.io",
+    "trafficmanager.net", "pstmn.io", "azuredatabricks.net", "cloud.databricks.com",
+    "cloud.es.io", "es.io", "elastic-cloud.com",
 )  # fmt: skip
+
+
+def _mixed(label: str) -> bool:
+    """Letters and digits interleaved, as encodings make them (`k9`, `x3q7m2`), not a
+    name with a number at its end (`web01`, `s3`, `ipv6`)."""
+    if not _ALNUM.match(label) or label.isalpha() or label.isdigit():
+        return False
+    return bool(re.search(r"\d[a-z]", label)) and bool(re.search(r"[a-z]\d", label))
 
 
 def _hex_data(text: str) -> bool:
@@ -200,8 +209,11 @@ def dns_exfiltration(host: str) -> bool:
     joined = "".join(sub)
     if len(joined) > 100 or len(sub) > 10:
         return True
-    if any(random_label(label) or (len(label) >= 9 and label.isdigit()) for label in sub):
+    if any(random_label(label) or (len(label) >= 8 and label.isdigit()) for label in sub):
         return True
+    coded = [label for label in sub if _mixed(label)]
+    if len(coded) >= 3 or (len(coded) >= 2 and sum(map(len, coded)) >= 16):
+        return True  # several short labels of letters and digits mixed (`k9.x3.q7`)
     if any(len(label) >= 16 and _HEX_ONLY.match(label) and not label.isalpha() for label in sub):
         return True  # a hex label
     for label in sub:  # dashes: a long random or hex piece (`ghp-<token>`, `v1-<hex>`), or
@@ -484,6 +496,14 @@ RECOGNISED_SERVICES = (
     "bedrock-runtime.*.amazonaws.com", "huggingface.co", "api-inference.huggingface.co",
     "api.notion.com", "*.atlassian.net", "api.linear.app", "gmail.googleapis.com",
     "stackoverflow.com", "api.stackexchange.com",
+)  # fmt: skip
+
+
+# Where card and bank data go for a payment: the processors' APIs.
+PAYMENT_PROCESSORS = (
+    "api.stripe.com", "*.braintreegateway.com", "*.adyen.com", "*.adyenpayments.com",
+    "connect.squareup.com", "*.paypal.com", "api.checkout.com", "*.authorize.net",
+    "api.mollie.com", "*.worldpay.com", "api.razorpay.com", "api.plaid.com",
 )  # fmt: skip
 
 

@@ -125,7 +125,8 @@ DETECTORS: tuple[Detector, ...] = (
     # way in base64 (PKCS#1 and PKCS#8 RSA, SEC1 EC, PKCS#8 Ed25519, openssh-key-v1).
     Detector("private_key_der", SECRETS,
              r"((?:MII[A-Z][A-Za-z0-9+/]{2}IBAA[JK][A-Za-z]|MII[A-Z][A-Za-z0-9+/]{2}IBADAN|MHcCAQEE|"
-             r"MC4CAQAwBQYDK2Vw|b3BlbnNzaC1rZXktdjE)[A-Za-z0-9+/]{16})", group=1, cost=1,
+             r"MC4CAQAwBQYDK2Vw|MIG[A-Za-z0-9+/]AgEAMBMGByqGSM49|b3BlbnNzaC1rZXktdjE)"
+             r"[A-Za-z0-9+/]{16})", group=1, cost=1,
              checked=True),
     Detector("putty_private_key", SECRETS, r"(PuTTY-User-Key-File-\d+: )", group=1, cost=1,
              checked=True),
@@ -141,20 +142,31 @@ DETECTORS: tuple[Detector, ...] = (
              r"://[^:/\s@\"']*:[^@\s/\"']+@[^\s/\"']+)",
              checks.url_password, group=1, example=checks.local_url),
     Detector("url_credentials", SECRETS,
-             r"(?i)\b((?:https?|ftps?|sftp|ssh|git|smtps?|ldaps?)://[^:/\s@\"']+:[^@\s/\"']+@[A-Za-z0-9.\-]+)",
+             r"(?i)\b((?:https?|ftps?|sftp|ssh|git|smtps?|ldaps?|smb|webdav|imaps?|pop3s?)://[^:/\s@\"']+:[^@\s/\"']+@[A-Za-z0-9.\-]+)",
              checks.url_password, group=1, severity=0.8, example=checks.local_url),
     Detector("generic_secret", SECRETS,
-             r"(?i)(?:api[_\-]?key|apikey|secret(?:[_\-]?key)?|token|access[_\-]?key|client[_\-]?secret|"
+             r"(?i)(?:api[_\-]?key|apikey|secret(?:[_\-]?key(?:[_\-]?base)?)?|token|access[_\-]?key|"
+             r"client[_\-]?secret|app[_\-]?key|fernet[_\-]?key|aes[_\-]?key|master[_\-]?key|"
+             r"hmac[_\-]?key|jwt[_\-]?secret|"
              r"private[_\-]?key|auth[_\-]?key|signing[_\-]?key|encryption[_\-]?key|credentials?)"
-             r"[\"']?\s*(?:=>|:=|[:=])\s*[\"']?([A-Za-z0-9_\-+/=.~!@#%^*]{16,128})",
+             r"[\"']?\s*(?:=>|:=|[:=])\s*[\"']?(?:base64:)?([A-Za-z0-9_\-+/=.~!@#%^*]{16,128})",
              checks.generic_secret, group=1, severity=0.75, cost=4),
+    # Keys named as keys, in hex (a hex string is a key here, not a digest).
+    Detector("hex_secret_key", SECRETS,
+             r"(?i)(?:secret[_\-]?key(?:[_\-]?base)?|aes[_\-]?key|encryption[_\-]?key|signing[_\-]?key|"
+             r"hmac[_\-]?key|master[_\-]?key|fernet[_\-]?key)[\"']?\s*(?:=>|:=|[:=])\s*[\"']?"
+             r"([0-9a-fA-F]{32,128})(?:[^0-9A-Za-z]|$)",
+             checks.not_placeholder_hex, group=1, severity=0.8, cost=2),
     # Passwords are short and low-entropy: judged by the keyword and the value's shape, in
     # every config syntax (env, YAML, JSON, TOML, INI, properties, XML, `--password=`).
     Detector("password", SECRETS,
              r"(?i)(?:(?:passw(?:or)?d|passwd|passwort|passphrase|contrase[nñ]a|mot[_\- ]de[_\- ]passe|"
              r"senha|wachtwoord|(?:^|[^a-z])(?:pwd|pass|pw))[\"']?[ \t]*(?:=>|:=|[:=])"
              r"|(?:passw(?:or)?d|pwd)[\"'][ \t]*,|(?:passw(?:or)?d|pwd)[\"'][ \t]+value="
-             r"|<(?:passw(?:or)?d|passwd|pwd|pass)>|--(?:passw(?:or)?d|passwd|pass|pwd)[ \t])"
+             r"|<(?:passw(?:or)?d|passwd|pwd|pass)>|--(?:passw(?:or)?d|passwd|pass|pwd)[ \t]"
+             r"|\b(?:mysql|mysqldump|mysqladmin|mariadb)\b[^\n]{0,80}?\s-p|\bsshpass\s+-p\s*"
+             r"|\brequirepass\s+|\s-passwd\s+"
+             r"|\b(?:password|identified\s+by)\s+['\"]|(?:^|\s)-u\s+[^:\s]+:)"
              r"[ \t]*[\"']?([^\s\"'<>,;&]{6,128})",
              checks.password, group=1, severity=0.8, cost=3),
     Detector("netrc_password", SECRETS,
@@ -177,6 +189,10 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("us_ssn", PII,
              r"(?:^|[^\d\-.])(\d{3}-\d{2}-\d{4}|\d{3} \d{2} \d{4}|\d{3}\.\d{2}\.\d{4})(?:$|[^\d\-.]|\.(?:$|\D))",
              checks.us_ssn, group=1, severity=0.7, high_risk=True, cost=1, graded=False),
+    # Nine digits named as an SSN (`SSN: 415476584`, `social security number 4154...`).
+    Detector("us_ssn_named", PII,
+             r"(?i)\b(?:ssn|social\s+security(?:\s+(?:number|no\.?))?)\W{0,3}(\d{9})\b",
+             checks.ssn_digits, group=1, severity=0.7, high_risk=True, cost=1, graded=False),
     Detector("iban", FINANCIAL, r"(?i)\b([A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?)\b",
              checks.iban, group=1, severity=0.7, high_risk=True, cost=3, checked=True),
     Detector("bank_account", FINANCIAL,

@@ -300,7 +300,10 @@ def _opaque_url_token(path: str, query: str) -> bool:
     return False
 
 
-_KEYWORD_KINDS = frozenset({"generic_secret", "password"})
+# Families of products also run on a company's own servers (any host can be the issuer).
+_SELF_HOSTED = ("vault_", "gitlab_", "jfrog_", "sonarqube_", "sourcegraph_", "grafana_",
+                "terraform_", "okta_", "artifactory", "jenkins", "harbor", "nexus")  # fmt: skip
+_KEYWORD_KINDS = frozenset({"generic_secret", "password", "credential_reuse"})
 
 
 def _without_shadowed(findings: list[Finding]) -> list[Finding]:
@@ -464,7 +467,7 @@ class SubdomainBudget:
 
     def over_budget(self, host: str) -> bool:
         sub = destinations.subdomain_labels(host)
-        if not any(len(label) >= 6 and any(c.isdigit() for c in label) for label in sub):
+        if not any(_data_like(label) for label in sub):
             return False
         name = destinations.registrable_domain(host)
         with self._lock:
@@ -477,13 +480,23 @@ class SubdomainBudget:
             return len(seen) > self._limit
 
 
-def _issuers(hit: Hit) -> tuple[str, ...]:
+def _data_like(label: str) -> bool:
+    """A label that could carry a piece of data: 8+ letters and digits, both kinds mixed
+    (`k3x9q2m7p`), not a name with a number (`pr-1204`, `web01`, `us-east-1`)."""
+    bare = label.replace("-", "")
+    letters = sum(c.isalpha() for c in bare)
+    return len(bare) >= 8 and bare.isalnum() and letters >= 2 and len(bare) - letters >= 2
+
+
+def _issuers(hit: Hit, fld: Field) -> tuple[str, ...]:
     """Hosts a value names as its own destination: a JWT's audience (with its issuer),
     the host of a URL carrying a password."""
     kind = hit.detector.id
     if kind == "jwt":
         return checks.jwt_destinations(hit.value)
-    if kind in ("url_credentials", "database_url"):
+    if kind == "url_credentials" and fld.location == "url":  # the URL being called
+        # (a URL with a password anywhere else is content; a database URL has no HTTP
+        # issuer at all)
         at = hit.value.rsplit("@", 1)[-1]
         return (at.split("/", 1)[0].split(":", 1)[0].lower(),)
     return ()
@@ -602,6 +615,9 @@ class Engine:
         if data_class in (SECRETS, CREDENTIALS) and own:
             reasons.add(OWN_CREDENTIAL)
             classes.add(CREDENTIALS)
+            return True
+        if own:  # card or bank data sent to a payment processor: what it is for
+            classes.update((data_class, PII))
             return True
         classes.add(data_class)
         if data_class in (FINANCIAL, PII):
@@ -853,7 +869,7 @@ class Engine:
         candidates = [
             (i, fld)
             for i, fld in enumerate(fields)
-            if i not in hit_fields and 16 <= len(fld.text) <= 512 and not fld.credential_header
+            if i not in hit_fields and 8 <= len(fld.text) <= 512 and not fld.credential_header
         ]
         texts: list[tuple[int, Field, str]] = []
         for i, fld in candidates:
@@ -895,10 +911,19 @@ class Engine:
         d = hit.detector
         own = False
         if d.data_class in (SECRETS, CREDENTIALS):
-            issuers = _issuers(hit)
+            issuers = _issuers(hit, fld)
             presented = _presented(fld, hit, login)
             if d.providers:
                 own = presented and destinations.issued_by(host, d.providers)
+                if (
+                    not own
+                    and presented
+                    and fld.credential_header
+                    and d.id.startswith(_SELF_HOSTED)
+                ):
+                    # a self-hosted product's token (Vault, GitLab, JFrog, ...): its issuer
+                    # is the company's own server, learnt by use
+                    own = self.uses.present(hit.value_hash, host)
             elif issuers:
                 own = presented and any(destinations.same_party(host, i) for i in issuers)
             elif (
@@ -915,6 +940,8 @@ class Engine:
                 own = self.uses.present(hit.value_hash, host)
                 if not own:
                     d = _REUSED
+        elif d.data_class == FINANCIAL and d.high_risk:
+            own = destinations.host_matches(host, destinations.PAYMENT_PROCESSORS)
         # kind, data class, location, encoding, value hash, severity, own, high risk, span
         return Finding(
             d.id, d.data_class, fld.location, fld.encoding, value_hash(hit.value),

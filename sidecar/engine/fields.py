@@ -95,7 +95,8 @@ class Field(NamedTuple):
 
 
 _CREDENTIAL_NAME = re.compile(
-    r"auth(?!ority)|token|(?<!websocket-)key|secret|session|cookie|credential|signature|passw"
+    r"auth(?!ority)|token|(?<!websocket-)key|secret|session|cookie|credential|signature|passw|"
+    r"(?:^|-)api(?:$|-)"
 )
 
 
@@ -121,7 +122,13 @@ def request_fields(
     families: dict[str, list[str]] = {}
     for name, value in headers.items():
         lower = name.lower()
-        fields.append(Field(f"header:{lower}", value, credential_header=credential_header(lower)))
+        presented = credential_header(lower)
+        fields.append(Field(f"header:{lower}", value, credential_header=presented))
+        if presented and len(value) <= JOIN_PIECE * 4:
+            # the header's name is the keyword its value lacks (`DD-API-KEY: <32 hex>`)
+            fields.append(Field(f"header:{lower}*", f"{lower}={value}", encoding=JOINED))
+        if ", " in value and len(value) <= JOIN_PIECE * 2:  # a repeated header, folded
+            fields.append(Field(f"header:{lower}*", value.replace(", ", ""), encoding=JOINED))
         if len(value) <= JOIN_PIECE:
             families.setdefault(_HEADER_STEM.sub("", lower), []).append(value)
     for stem, values in families.items():
@@ -278,6 +285,8 @@ def _walk_json(
         ]
         if len(chunks) > 1:  # a key cut into an array's strings
             out.append(Field(json_location(path, "~joined"), "".join(chunks), encoding=JOINED))
+            if 12 <= len(chunks) <= 24 and all(c.isalpha() for c in chunks):
+                out.append(Field(json_location(path, "~words"), " ".join(chunks), key))  # a seed
         for i, v in enumerate(value):
             if isinstance(v, str):
                 if len(v) >= MIN_TEXT:
@@ -487,7 +496,7 @@ def _text_decodings(i: int, text: str, budget: Budget | None) -> Iterator[tuple[
         decoded = unquote(text)
         if decoded != text:
             yield i, "percent", decoded
-    if "\\" in text and _ESCAPE.search(text):
+    if ("\\" in text or "%u" in text) and _ESCAPE.search(text):
         if budget is not None:
             budget.spend(text.count("\\") // PERCENT_PER_UNIT)
         decoded = _ESCAPE.sub(_unescape, text)
@@ -568,23 +577,16 @@ _DIGEST_SIZES = frozenset({32, 40, 56, 64, 96, 128})
 _NOT_HEX = re.compile(rb"[^0-9a-fA-F]")
 _B32 = re2.compile(rb"\b[A-Z2-7]{24,}={0,6}|\b[a-z2-7]{24,}={0,6}")
 _ESCAPE = re.compile(
-    r"\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})|\\([0-7]{3})|\\([0-9a-fA-F]{1,6}) ?"  # CSS last
+    r"(?:\\|%)u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})|\\([0-7]{3})|\\u\{([0-9a-fA-F]{1,6})\}"
+    r"|\\([0-9a-fA-F]{1,6}) ?"  # CSS last
 )
 _ENTITY = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z]{2,8});")
 _QP = re.compile(r"=[0-9A-F]{2}")
 
 
 def _unescape(m: re.Match[str]) -> str:
-    hex4, hex2, octal, css = m.groups()
-    code = (
-        int(hex4, 16)
-        if hex4
-        else int(hex2, 16)
-        if hex2
-        else int(octal, 8)
-        if octal
-        else int(css, 16)
-    )
+    digits, base = next((d, b) for d, b in zip(m.groups(), (16, 16, 8, 16, 16), strict=True) if d)
+    code = int(digits, base)
     if code > 0x10FFFF:
         return "\ufffd"
     return chr(code) if code < 0xD800 or code > 0xDFFF else "\ufffd"
