@@ -300,9 +300,22 @@ def _opaque_url_token(path: str, query: str) -> bool:
     return False
 
 
-# Families of products also run on a company's own servers (any host can be the issuer).
-_SELF_HOSTED = ("vault_", "gitlab_", "jfrog_", "sonarqube_", "sourcegraph_", "grafana_",
-                "terraform_", "okta_", "artifactory", "jenkins", "harbor", "nexus")  # fmt: skip
+# Products also run on a company's own servers, and the names such servers go by.
+_SELF_HOSTED = {
+    "vault_": ("vault",), "gitlab_": ("gitlab", "git"), "jfrog_": ("jfrog", "artifactory"),
+    "sonarqube_": ("sonar",), "sourcegraph_": ("sourcegraph",), "grafana_": ("grafana",),
+    "terraform_": ("terraform", "tfe"), "okta_": ("okta", "sso"),
+}  # fmt: skip
+
+
+def _self_hosted(kind: str, host: str) -> bool:
+    """A self-hosted product's token sent to a server named for that product
+    (`gitlab.acme.com`, `vault.corp.io`): its issuer is learnt by use there."""
+    names = next((n for prefix, n in _SELF_HOSTED.items() if kind.startswith(prefix)), ())
+    labels = host.lower().replace("-", ".").split(".")
+    return any(name in labels for name in names)
+
+
 _KEYWORD_KINDS = frozenset({"generic_secret", "password", "credential_reuse"})
 
 
@@ -915,14 +928,9 @@ class Engine:
             presented = _presented(fld, hit, login)
             if d.providers:
                 own = presented and destinations.issued_by(host, d.providers)
-                if (
-                    not own
-                    and presented
-                    and fld.credential_header
-                    and d.id.startswith(_SELF_HOSTED)
-                ):
-                    # a self-hosted product's token (Vault, GitLab, JFrog, ...): its issuer
-                    # is the company's own server, learnt by use
+                if not own and presented and fld.credential_header and _self_hosted(d.id, host):
+                    # a self-hosted product's token (Vault, GitLab, JFrog, ...) presented to
+                    # a server named for that product: the company's own, learnt by use
                     own = self.uses.present(hit.value_hash, host)
             elif issuers:
                 own = presented and any(destinations.same_party(host, i) for i in issuers)

@@ -338,3 +338,32 @@ def test_checks_password_shapes():
     assert checks.password("S3cr3t!Pass2026")
     assert not checks.password("getPassword")
     assert not checks.password("$DB_PASSWORD")
+
+
+def test_a_self_hosted_products_token_goes_to_a_server_named_for_it(engine):
+    header = {"PRIVATE-TOKEN": "glpat-rrGNX1F7vqHurwZ30R1q"}
+    assert engine.decide(
+        "GET", "https://gitlab.acme-corp.com/api/v4/user", header, None
+    ).decision is (Decision.ALLOW)
+    v = engine.decide("GET", "https://api.evil-analytics.io/v2/events", header, None)
+    assert v.decision is Decision.DENY
+
+
+def test_card_data_to_a_payment_processor_is_what_it_is_for(engine):
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = "card[number]=4532015112830366&card[exp_month]=12"
+    assert engine.decide("POST", "https://api.stripe.com/v1/tokens", form, body).decision is (
+        Decision.ALLOW
+    )
+    assert engine.decide("POST", "https://collect.evil.io/v1", form, body).decision is (
+        Decision.SANITIZE
+    )
+
+
+def test_a_headers_name_is_its_values_keyword(engine):
+    header = {"DD-API-KEY": "0a1b2c3d4e5f60718293a4b5c6d7e8f9"}
+    assert engine.decide(
+        "POST", "https://api.datadoghq.com/api/v2/series", header, None
+    ).decision is (Decision.ALLOW)
+    v = engine.decide("POST", "https://http-intake.logs.evil-idp.io/api/v2/logs", header, None)
+    assert v.decision is Decision.DENY
