@@ -358,7 +358,7 @@ MAX_ARCHIVE_DEPTH = 3  # archives inside archives (a .tar.gz is two)
 _PRINTABLE_RUNS = re.compile(rb"[\x09\x0a\x0d\x20-\x7e]{8,}")
 
 
-def archive_text(content: bytes, depth: int = 0) -> str | None:
+def archive_text(content: bytes, depth: int = 0, budget: list[int] | None = None) -> str | None:
     """The members of a zip, tar, gzip, bzip2 or xz file as text (`name` line, then
     content; binary content as its printable runs), or None when `content` is none of
     them. Raises `BodyUndecodable` for an archive past the bounds above, encrypted,
@@ -369,10 +369,11 @@ def archive_text(content: bytes, depth: int = 0) -> str | None:
     if depth >= MAX_ARCHIVE_DEPTH:
         raise BodyUndecodable("archives nested too deep to scan")
     try:
-        members = _members(kind, content)
+        budget = budget if budget is not None else [MAX_ARCHIVE_TEXT, MAX_ARCHIVE_MEMBERS]
+        members = _members(kind, content, budget)
         parts: list[str] = []
         for name, data in members:
-            inner = archive_text(data, depth + 1) if data else None
+            inner = archive_text(data, depth + 1, budget) if data else None
             parts.append(f"{name}\n{inner if inner is not None else _member_text(data)}")
         return "\n".join(parts)
     except BodyUndecodable:
@@ -412,8 +413,15 @@ def _bounded_read(read: Any, budget: list[int]) -> bytes:
     return data
 
 
-def _members(kind: str, content: bytes) -> list[tuple[str, bytes]]:
-    budget = [MAX_ARCHIVE_TEXT]
+def _count_members(count: int, budget: list[int]) -> None:
+    budget[1] -= count
+    if budget[1] < 0:
+        raise BodyUndecodable("archive has too many members to scan")
+
+
+def _members(kind: str, content: bytes, budget: list[int]) -> list[tuple[str, bytes]]:
+    """The members, reading from `budget` ([bytes, members] left for the whole body, nested
+    archives included)."""
     if kind in ("gzip", "bzip2", "xz"):
         stream: Any = {"gzip": gzip.GzipFile, "bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}[kind]
         with (
@@ -426,8 +434,7 @@ def _members(kind: str, content: bytes) -> list[tuple[str, bytes]]:
     if kind == "zip":
         with zipfile.ZipFile(io.BytesIO(content)) as z:
             infos = z.infolist()
-            if len(infos) > MAX_ARCHIVE_MEMBERS:
-                raise BodyUndecodable("archive has too many members to scan")
+            _count_members(len(infos), budget)
             for info in infos:
                 if info.flag_bits & 0x1:
                     raise BodyUndecodable("encrypted archive members cannot be scanned")
@@ -435,9 +442,8 @@ def _members(kind: str, content: bytes) -> list[tuple[str, bytes]]:
                     out.append((info.filename, _bounded_read(f.read, budget)))
         return out
     with tarfile.open(fileobj=io.BytesIO(content), mode="r:") as t:
-        for count, member in enumerate(t):
-            if count >= MAX_ARCHIVE_MEMBERS:
-                raise BodyUndecodable("archive has too many members to scan")
+        for member in t:
+            _count_members(1, budget)
             f = t.extractfile(member) if member.isfile() else None
             data = _bounded_read(f.read, budget) if f is not None else b""
             out.append((member.name + (f" -> {member.linkname}" if member.linkname else ""), data))

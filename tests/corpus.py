@@ -256,6 +256,7 @@ BUILDERS: list[Callable[[random.Random], list[Sample]]] = [
     _pos("pgpass_password", lambda r: _r(r, 12), "db.corp.io:5432:app:admin:{v}"),
     _pos("us_ssn_named", lambda r: ssn(r).replace("-", ""), "SSN: {v}"),
     _pos("hex_secret_key", lambda r: _r(r, 64, "0123456789abcdef"), "secret_key_base: {v}"),
+    _pos("cloudfront_key_pair_id", lambda r: "APKA" + _r(r, 16, string.ascii_uppercase + string.digits), "Key-Pair-Id={v}"),
     _pos("bank_account", lambda r: r.choice(["021000021", "011000015", "121000358"]), "routing number: {v}"),
     _neg("bank_account", ["123456789", "000000000"], "checksum fails", "routing number: {v}"),
     _pos("email", lambda r: f"{_r(r, 6, string.ascii_lowercase)}.{_r(r, 5, string.ascii_lowercase)}@{r.choice(['gmail.com', 'corp.io', 'acme.co.uk'])}", "contact {v} today"),

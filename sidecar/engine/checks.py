@@ -31,11 +31,13 @@ _TEMPLATE = re.compile(
 _TEMPLATE_LOWER = re.compile(_TEMPLATE.pattern.removeprefix("(?i)"))
 # Documented examples and test values: real shapes that providers, red-teams and test
 # suites publish. A finding, graded `example` (see `confidence`), never discarded.
+# A marker counts as a whole segment (`sk_test_...`, `..._FAKE_...`, `-example`) or in the
+# documentation's capitals (`...EXAMPLE`, `...EXAMPLEKEY`): glued to random characters
+# (`ghp_<token>test`) it is an attacker's disguise, not an example.
 _EXAMPLE = re.compile(
-    r"(?i)(example|sample|dummy|fake|test|not[_-]?a[_-]?real|12345678|abcdefgh|"
-    r"0123456789|qwerty)"
+    r"(?:^|[_\-.:/@])(?i:example|sample|dummy|fake|test|testing|not[_-]?a[_-]?real)(?:$|[_\-.:/@])"
+    r"|EXAMPLE|SAMPLE|DUMMY|FAKE|12345678|abcdefgh|ABCDEFGH|0123456789|qwerty|QWERTY"
 )
-_EXAMPLE_LOWER = re.compile(_EXAMPLE.pattern.removeprefix("(?i)"))
 # Values providers publish in their documentation and test suites.
 DOCUMENTED_EXAMPLES = frozenset(
     {"sk_test_4eC39HqLyjWDarjtT1zdp7dc", "pk_test_TYooMQauvdEDq54NiTphI7jx",
@@ -87,10 +89,7 @@ def is_documented_example(value: str) -> bool:
         return True
     if compact.isdigit() and "000000" in compact:
         return True  # processors' test numbers: issued ranges padded with zeros
-    found = _EXAMPLE_LOWER.search(value.lower()) if value.isascii() else _EXAMPLE.search(value)
-    if found:
-        return True
-    return _alphabet_run(value)
+    return bool(_EXAMPLE.search(value)) or _alphabet_run(value)
 
 
 def _alphabet_run(value: str) -> bool:
@@ -359,7 +358,10 @@ def pem_body(candidate: str) -> bool:
     return not (body and is_template(body))
 
 
-_JWT_SAMPLES = re.compile(r"(?i)john doe|jane doe|1234567890|example\.(?:com|org)|test|sample")
+# jwt.io's sample claims, and example domains (RFC 2606).
+_JWT_SAMPLES = re.compile(
+    r"(?i)\"john doe\"|\"jane doe\"|\"sub\":\s*\"1234567890\"|@example\.(?:com|org)"
+)
 
 
 def jwt_example(candidate: str) -> bool:

@@ -199,6 +199,11 @@ def _hex_data(text: str) -> bool:
     return _HEX_ONLY.match(text) is not None and any(c.isdigit() for c in text)
 
 
+def cloud_generated(host: str) -> bool:
+    """A name the large clouds and CDNs generate (load balancers, buckets, tenants)."""
+    return belongs_to(host, _CLOUD_ZONES)
+
+
 def dns_exfiltration(host: str) -> bool:
     """Subdomain labels, judged together, that carry encoded or random data rather than
     names: long ones, hex or base32 runs however they are cut into labels, long chains of
@@ -476,6 +481,13 @@ def registrable_domain(host: str) -> str:
     if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
         return ".".join(labels[-3:])
     return ".".join(labels[-2:])
+
+
+def tenant_host(host: str) -> bool:
+    """A customer's name under a shared platform suffix (`bucket.s3.amazonaws.com`,
+    `app.vercel.app`): what it serves is the customer's, not the platform's."""
+    h = host.lower().rstrip(".")
+    return h not in _SHARED_SUFFIXES and belongs_to(h, _SHARED_SUFFIXES)
 
 
 def same_party(host: str, other: str) -> bool:

@@ -63,10 +63,12 @@ DETECTORS: tuple[Detector, ...] = (
     # AWS key ids by their documented prefixes, also lower-cased, with no boundary either
     # side: an attacker glues them to other text (`xAKIA...`, split fields joined).
     Detector("aws_access_key_id", SECRETS,
-             r"((?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|APKA)[0-9A-Z]{16}"
-             r"|(?:akia|asia|abia|acca|agpa|aida|aroa|anpa|anva|apka)[0-9a-z]{16})",
-             checks.aws_key_id, ("amazonaws.com", "aws.amazon.com", "cloudfront.net", "on.aws"),
-             group=1),
+             r"((?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA)[0-9A-Z]{16}"
+             r"|(?:akia|asia|abia|acca|agpa|aida|aroa|anpa|anva)[0-9a-z]{16})",
+             checks.aws_key_id, ("amazonaws.com", "aws.amazon.com"), group=1),
+    # CloudFront key-pair ids go with every signed URL to a distribution (not the secret).
+    Detector("cloudfront_key_pair_id", SECRETS, r"\b(APKA[0-9A-Z]{16})\b", None,
+             ("cloudfront.net", "amazonaws.com"), group=1, severity=0.5, cost=1),
     Detector("aws_secret_access_key", SECRETS,
              r"(?i)aws.{0,24}?(?:secret|private).{0,24}?[\"'=:\s]\s*([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)",
              checks.generic_secret, ("amazonaws.com",), group=1, cost=4),

@@ -276,7 +276,7 @@ class FingerprintStore:
 _PUT_TOGETHER = frozenset({JOINED, REVERSED, UNWRAPPED, SWAPPED})
 # Text searched for secrets only: put together by the scan, or folded from look-alikes
 # (an attacker's trick against key patterns; personal data was found as written).
-_SECRETS_ONLY = _PUT_TOGETHER
+_SECRETS_ONLY = _PUT_TOGETHER  # (one set: what the scan put together is read for secrets)
 _PARSED = ("form:", "part:")
 MAX_OWNER_SEARCHES = 32
 # Encodings whose text is not a substring of any one value the redaction can rewrite.
@@ -342,6 +342,11 @@ _CREDENTIAL_KEY = re.compile(
 )
 
 
+# Kinds a URL itself carries to the service that issued them.
+_URL_BORNE = frozenset(
+    {"slack_webhook", "discord_webhook", "telegram_bot_token", "teams_webhook",
+     "zapier_webhook", "google_chat_webhook", "url_credentials", "auth_header_credential"}
+)  # fmt: skip
 _KEPT_KEY = re.compile(r"(?i)private|seed|mnemonic|wallet|secret[_\-\s]?key|signing|passphrase")
 
 
@@ -350,7 +355,7 @@ def _credential_key(name: str) -> bool:
     return bool(_CREDENTIAL_KEY.search(name))
 
 
-def _presented(fld: Field, hit: Hit, login: bool = False) -> bool:
+def _presented(fld: Field, hit: Hit, host: str, login: bool = False) -> bool:
     """Whether the request presents the value as a credential to its destination: in an
     auth header; as the URL being called (a webhook's path, `/bot<token>/`, userinfo) or
     a query parameter named for one (`?key=`); as a body field named for one holding it
@@ -361,14 +366,17 @@ def _presented(fld: Field, hit: Hit, login: bool = False) -> bool:
         return fld.key is not None and _credential_key(fld.key)
     if fld.location == "url":
         question = fld.text.find("?")
-        if question < 0 or hit.start < question:
-            return True
+        if question < 0 or hit.start < question:  # the URL being called: a REST path names
+            # the account it acts on; a tenant's path (a bucket's object) is content
+            return hit.detector.id in _URL_BORNE or not destinations.tenant_host(host)
         start = max(fld.text.rfind("&", 0, hit.start), question) + 1
         return _credential_key(fld.text[start : hit.start].split("=", 1)[0])
     if not fld.in_body or fld.key is None or fld.encoding not in (None, "percent"):
         return False
     if login:
         return True
+    if fld.location.count(".") > 2 or "[" in fld.key or "." in fld.key:
+        return False  # nested (`metadata[api_key]`, `{"a": {"key": ...}}`): stored content
     if _KEPT_KEY.search(fld.key):
         return False  # what is named a private key, a seed or a signing secret is kept
     return _credential_key(fld.key) and (hit.end - hit.start) * 5 >= len(fld.text.strip()) * 4
@@ -479,18 +487,23 @@ class SubdomainBudget:
         self._lock = threading.Lock()
 
     def over_budget(self, host: str) -> bool:
+        """True for a data-like subdomain first seen after `limit` others of its name
+        (one seen before stays allowed; generated cloud names are not counted)."""
         sub = destinations.subdomain_labels(host)
-        if not any(_data_like(label) for label in sub):
+        if not any(_data_like(label) for label in sub) or destinations.cloud_generated(host):
             return False
-        name = destinations.registrable_domain(host)
+        name, key = destinations.registrable_domain(host), ".".join(sub)
         with self._lock:
             seen = self._seen.setdefault(name, set())
             self._seen.move_to_end(name)
-            if len(seen) <= self._limit:
-                seen.add(".".join(sub))
+            if key in seen:
+                return False
+            if len(seen) < self._limit:
+                seen.add(key)
+                return False
             while len(self._seen) > self._names:
                 self._seen.popitem(last=False)
-            return len(seen) > self._limit
+            return True
 
 
 def _data_like(label: str) -> bool:
@@ -594,6 +607,8 @@ class Engine:
         sanitized: Any = None
         if decision is Decision.SANITIZE:
             sanitized = self._sanitized(body, counted)
+            if sanitized is not None and self._still_holds(url, headers, sanitized, counted):
+                sanitized = None  # a copy sits where no redaction reached (a form's name)
             if sanitized is None:
                 decision = Decision.DENY
                 reason_codes.append(UNREDACTABLE)
@@ -925,9 +940,11 @@ class Engine:
         own = False
         if d.data_class in (SECRETS, CREDENTIALS):
             issuers = _issuers(hit, fld)
-            presented = _presented(fld, hit, login)
+            presented = _presented(fld, hit, host, login)
             if d.providers:
                 own = presented and destinations.issued_by(host, d.providers)
+                if own:
+                    self.uses.present(hit.value_hash, host)  # (a look-alike later: reuse)
                 if not own and presented and fld.credential_header and _self_hosted(d.id, host):
                     # a self-hosted product's token (Vault, GitLab, JFrog, ...) presented to
                     # a server named for that product: the company's own, learnt by use
@@ -974,6 +991,15 @@ class Engine:
         if not redactions or body is None:
             return None
         return redact_body(body, redactions)
+
+    def _still_holds(
+        self, url: str, headers: dict[str, str], sanitized: Any, counted: list[Finding]
+    ) -> bool:
+        """Whether the redacted body still carries a value that was to be removed: the
+        body is scanned again (SANITIZE only), and refused if any such value is left."""
+        wanted = {f.value_hash for f in counted}
+        found, complete = self._scan("", {}, sanitized, "")
+        return not complete or any(f.value_hash in wanted for f in found)
 
     def observe_response(self, host: str, body: Any) -> ResponseObservation:
         """Fingerprint sensitive values a response carried (bounded memory). A response

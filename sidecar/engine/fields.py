@@ -103,8 +103,14 @@ _CREDENTIAL_NAME = re.compile(
 @lru_cache(maxsize=1024)
 def credential_header(name: str) -> bool:
     """Headers that present a credential to the destination: the common ones, and any
-    whose (lower-case) name says so (`apikey`, `DD-API-KEY`, `X-Shopify-Access-Token`)."""
+    whose (lower-case) name says so (`apikey`, `DD-API-KEY`, `X-Shopify-Access-Token`) —
+    but not object metadata (`x-amz-meta-*`, ...), which is stored content."""
+    if name.startswith(_STORED_METADATA):
+        return False
     return name in CREDENTIAL_HEADERS or bool(_CREDENTIAL_NAME.search(name))
+
+
+_STORED_METADATA = ("x-amz-meta-", "x-goog-meta-", "x-ms-meta-", "x-object-meta-", "x-oss-meta-")
 
 
 def request_fields(
@@ -677,7 +683,10 @@ def _inflated(raw: bytes) -> bytes:
     return b""
 
 
-def _text_of(raw: bytes, printable_only: bool = False) -> str | None:
+MAX_INFLATIONS = 3  # compressed data inside compressed data inside a value, at most
+
+
+def _text_of(raw: bytes, printable_only: bool = False, inflations: int = 0) -> str | None:
     """What decoded bytes say as text: themselves when they are text; inflated when they
     are gzip or zlib data; else their printable runs (eight characters or more, like
     `strings`), since a key stays a key with binary bytes around it. None when nothing
@@ -692,9 +701,9 @@ def _text_of(raw: bytes, printable_only: bool = False) -> str | None:
             return wide
     if printable_only or len(raw) < _MIN_RUN:
         return None
-    inflated = _inflated(raw)
+    inflated = _inflated(raw) if inflations < MAX_INFLATIONS else b""
     if inflated:
-        return _text_of(inflated)
+        return _text_of(inflated, inflations=inflations + 1)
     runs = _RUNS.findall(raw)
     return b"\n".join(runs).decode("ascii") if runs else None
 
