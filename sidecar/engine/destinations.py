@@ -391,10 +391,12 @@ _USER_CONTENT = (
 
 
 def issued_by(host: str, providers: Iterable[str]) -> bool:
-    """`host` is the provider itself (one of its domains), not content its customers
-    host under them (`x.github.io`, `y.execute-api.amazonaws.com`) — unless the family's
+    """`host` is one of the provider's domains and not code its customers run under them
+    (`x.github.io`, `y.execute-api.amazonaws.com`, `z.vercel.app`) — unless the family's
     issuer is such a tenant (an Azure Functions key belongs to its `*.azurewebsites.net`
-    app)."""
+    app). Storage tenants (`bucket.s3.amazonaws.com`) are the provider's servers: a key
+    presented there goes to the provider; content stored there is judged as content
+    (`engine._presented`)."""
     tenant = belongs_to(host, _USER_CONTENT)
     return any(
         belongs_to(host, (p,)) and (not tenant or belongs_to(p, _USER_CONTENT)) for p in providers
