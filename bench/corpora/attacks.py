@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from mnemonic import Mnemonic
 
-from bench.corpora import Case
+from bench.corpora import Case, base62
 
 _R = random.Random(0x5EC12E7)
 
@@ -46,7 +46,6 @@ _LOWER_DIGITS = _LOWER + _DIGITS
 _HEX = "0123456789abcdef"
 _B64 = _ALNUM + "+/"
 _URLSAFE = _ALNUM + "-_"
-_B62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
@@ -95,18 +94,10 @@ def _aws_session_token() -> str:
     return "IQoJb3JpZ2luX2VjE" + _pick(_B64, 371) + "="
 
 
-def _b62(n: int, width: int) -> str:
-    out = ""
-    while n:
-        n, r = divmod(n, 62)
-        out = _B62[r] + out
-    return out.rjust(width, "0")
-
-
 def _gh(prefix: str) -> str:
     """A GitHub token with a valid CRC32 checksum: 30 random base62 + 6 checksum chars."""
     body = _pick(_ALNUM, 30)
-    return f"{prefix}_{body}{_b62(zlib.crc32(body.encode()), 6)}"
+    return f"{prefix}_{body}{base62(zlib.crc32(body.encode()), 6)}"
 
 
 def _gh_pat() -> str:

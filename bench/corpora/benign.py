@@ -36,7 +36,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
-from bench.corpora import Case
+from bench.corpora import Case, base62
 
 _R = random.Random(0x5EEDB3A1)
 
@@ -46,7 +46,6 @@ _UPPER = string.ascii_uppercase
 _ALNUM = string.ascii_letters + string.digits
 _LOWALNUM = _LOWER + _DIGITS
 _UPALNUM = _UPPER + _DIGITS
-_B62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _B64URL = _ALNUM + "-_"
 _B64 = _ALNUM + "+/"
 _HEXCH = "0123456789abcdef"
@@ -91,18 +90,10 @@ def _uuid() -> str:
     return str(uuid.UUID(int=_R.getrandbits(128), version=4))
 
 
-def _b62(n: int, width: int) -> str:
-    out = ""
-    while n:
-        n, r = divmod(n, 62)
-        out = _B62[r] + out
-    return out.rjust(width, "0")
-
-
 def _checksummed(prefix: str) -> str:
     """GitHub/npm token shape: prefix, 30 random base62 chars, their CRC32 as 6 base62 chars."""
     body = _s(30)
-    return prefix + body + _b62(zlib.crc32(body.encode()), 6)
+    return prefix + body + base62(zlib.crc32(body.encode()), 6)
 
 
 def _github_pat() -> str:
