@@ -12,9 +12,9 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 import pytest
-from bench.corpora.benign import BENIGN
 
 from bench.corpora.attacks import ATTACKS
+from bench.corpora.benign import BENIGN
 from bench.detection_corpus import CorpusRig, contained, corpus_rig, false_positive
 
 FAMILIES = sorted({c.family for c in ATTACKS})
