@@ -278,6 +278,7 @@ _PUT_TOGETHER = frozenset({JOINED, REVERSED, UNWRAPPED, SWAPPED})
 # (an attacker's trick against key patterns; personal data was found as written).
 _SECRETS_ONLY = _PUT_TOGETHER  # (one set: what the scan put together is read for secrets)
 _PARSED = ("form:", "part:")
+MAX_NEW_USES = 16  # new values one request may add to `CredentialUses`
 MAX_OWNER_SEARCHES = 32
 # Encodings whose text is not a substring of any one value the redaction can rewrite.
 _UNCUTTABLE = SECOND_LOOKS | {"char-codes"}
@@ -408,10 +409,16 @@ class CredentialUses:
         self._issuer: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
-    def present(self, value_hash: str, host: str) -> bool:
-        """Record a presentation; True when `host` is the value's issuer (or the first)."""
+    def present(self, value_hash: str, host: str, room: list[int] | None = None) -> bool:
+        """Record a presentation; True when `host` is the value's issuer (or the first).
+        `room`: new values one request may still record (a request of hundreds of cookies
+        must not push every other value out); past it, a new value is not remembered."""
         party = destinations.registrable_domain(host)
         with self._lock:
+            if value_hash not in self._issuer and room is not None:
+                if room[0] <= 0:
+                    return True
+                room[0] -= 1
             issuer = self._issuer.setdefault(value_hash, party)
             self._issuer.move_to_end(value_hash)
             while len(self._issuer) > self._capacity:
@@ -745,6 +752,7 @@ class Engine:
 
         login = destinations.auth_endpoint(method, path) if method else False
         first_fields: set[int] = set()  # fields with a finding
+        room = [MAX_NEW_USES]  # credentials this request may newly bind to an issuer
         values: set[tuple[str, str]] = set()  # (kind, value) found in a field as parsed
 
         def add(hit: Hit, i: int, fld: Field) -> None:
@@ -759,7 +767,7 @@ class Engine:
                 budget.spend()  # a finding costs as much again as finding it
                 first[key] = (len(out), i)
                 values.add((hit.detector.id, hit.value))
-                out.append(self._finding(hit, fld, host, login))
+                out.append(self._finding(hit, fld, host, login, room))
             else:
                 repeats.setdefault(seen[0], []).append((hit.start, hit.end))
 
@@ -929,7 +937,9 @@ class Engine:
         except ScanLimit:
             return [SCAN_LIMIT.lower()]
 
-    def _finding(self, hit: Hit, fld: Field, host: str, login: bool = False) -> Finding:
+    def _finding(
+        self, hit: Hit, fld: Field, host: str, login: bool = False, room: list[int] | None = None
+    ) -> Finding:
         """A hit judged by its issuer: a credential is `own_destination` when the request
         presents it (`_presented`) to the party that issued it — from the detector's table,
         a JWT's audience, the host in a URL's userinfo — or, for a value nobody's shape
@@ -944,11 +954,11 @@ class Engine:
             if d.providers:
                 own = presented and destinations.issued_by(host, d.providers)
                 if own:
-                    self.uses.present(hit.value_hash, host)  # (a look-alike later: reuse)
+                    self.uses.present(hit.value_hash, host, room)  # (a look-alike later: reuse)
                 if not own and presented and fld.credential_header and _self_hosted(d.id, host):
                     # a self-hosted product's token (Vault, GitLab, JFrog, ...) presented to
                     # a server named for that product: the company's own, learnt by use
-                    own = self.uses.present(hit.value_hash, host)
+                    own = self.uses.present(hit.value_hash, host, room)
             elif issuers:
                 own = presented and any(destinations.same_party(host, i) for i in issuers)
             elif (
@@ -962,7 +972,7 @@ class Engine:
                 # Presented as a credential (an opaque token in an auth header; a password
                 # in a login or token form): its first destination becomes its issuer.
                 # A private key, a seed phrase, a password in a header: never presented.
-                own = self.uses.present(hit.value_hash, host)
+                own = self.uses.present(hit.value_hash, host, room)
                 if not own:
                     d = _REUSED
         elif d.data_class == FINANCIAL and d.high_risk:

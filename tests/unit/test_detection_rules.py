@@ -367,3 +367,17 @@ def test_a_headers_name_is_its_values_keyword(engine):
     ).decision is (Decision.ALLOW)
     v = engine.decide("POST", "https://http-intake.logs.evil-idp.io/api/v2/logs", header, None)
     assert v.decision is Decision.DENY
+
+
+def test_one_request_cannot_push_every_bound_credential_out(engine):
+    engine.uses = type(engine.uses)(capacity=32)
+    token = "Bearer 9fQz2LmV3xT7pW1rN5sYk8Hd"
+    assert engine.decide(
+        "GET", "https://api.tools.io/me", {"Authorization": token}, None
+    ).decision is (Decision.ALLOW)
+    flood = "; ".join(f"c{i}=v{i:04d}aZ9xQ2mL7kP3rT8wE5" for i in range(600))
+    # 600 new values in one request: without a per-request bound, they would push the
+    # token out of a memory of 32
+    engine.decide("GET", "https://shop.example-store.com/", {"Cookie": flood}, None)
+    v = engine.decide("GET", "https://api.evil-idp.io/me", {"Authorization": token}, None)
+    assert "CREDENTIAL_REUSE" in v.reason_codes
