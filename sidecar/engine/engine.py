@@ -29,6 +29,7 @@ from sidecar.engine.fields import (
     JOINED,
     RAW,
     REVERSED,
+    ROT13,
     SECOND_LOOKS,
     SWAPPED,
     UNWRAPPED,
@@ -36,6 +37,7 @@ from sidecar.engine.fields import (
     decoded_layers,
     request_fields,
     reversed_fields,
+    rot13,
     variant_fields,
 )
 from sidecar.engine.matcher import Hit, Matcher, assess, value_hash
@@ -273,7 +275,7 @@ class FingerprintStore:
         return len(self._seen)
 
 
-_PUT_TOGETHER = frozenset({JOINED, REVERSED, UNWRAPPED, SWAPPED})
+_PUT_TOGETHER = frozenset({JOINED, REVERSED, UNWRAPPED, SWAPPED, ROT13})
 # Text searched for secrets only: put together by the scan, or folded from look-alikes
 # (an attacker's trick against key patterns; personal data was found as written).
 _SECRETS_ONLY = _PUT_TOGETHER  # (one set: what the scan put together is read for secrets)
@@ -390,6 +392,8 @@ def _as_written(hit: Hit, fld: Field) -> tuple[str, ...]:
         return (hit.value[::-1],)
     if fld.encoding == SWAPPED:
         return (hit.value.swapcase(),)
+    if fld.encoding == ROT13:
+        return (rot13(hit.value),)
     return (hit.value,)
 
 

@@ -51,7 +51,18 @@ JOINED = "joined"  # pieces that sit together, joined
 REVERSED = "reversed"  # a text written backwards
 UNWRAPPED = "unwrapped"  # a token cut over lines or spaced out, put back together
 SWAPPED = "swapped"  # upper and lower case swapped
-SECOND_LOOKS = frozenset({RAW, JOINED, REVERSED, UNWRAPPED, SWAPPED})
+ROT13 = "rot13"  # letters rotated by 13
+SECOND_LOOKS = frozenset({RAW, JOINED, REVERSED, UNWRAPPED, SWAPPED, ROT13})
+_ROT13 = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+    "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm",
+)
+
+
+def rot13(text: str) -> str:
+    return text.translate(_ROT13)
+
+
 MAX_REVERSED = 64 * 1024  # characters of a request also read backwards
 JOIN_PIECE = 160  # longest piece joined (a split key's halves are short)
 PERCENT_PER_UNIT = 8  # percent escapes undone for one unit of a scan's budget
@@ -354,8 +365,8 @@ def reversed_fields(fields: list[Field]) -> list[Field]:
 
 def variant_fields(fields: list[Field]) -> list[Field]:
     """After decoding: what was decoded, read backwards too (base64 of a reversed key);
-    every text with its case swapped (`GHP_...`). For requests of up to MAX_REVERSED
-    characters, like `reversed_fields`."""
+    every text with its case swapped (`GHP_...`) and in ROT13. For requests of up to
+    MAX_REVERSED characters, like `reversed_fields`."""
     if sum(len(f.text) for f in fields) > MAX_REVERSED:
         return []
     out = []
@@ -365,6 +376,7 @@ def variant_fields(fields: list[Field]) -> list[Field]:
         if f.encoding is not None:
             out.append(Field(f.location, f.text[::-1], f.key, REVERSED, f.credential_header))
         out.append(Field(f.location, f.text.swapcase(), f.key, SWAPPED, f.credential_header))
+        out.append(Field(f.location, rot13(f.text), f.key, ROT13, f.credential_header))
     return out
 
 
@@ -469,6 +481,12 @@ def _decodings(
         decoded_hex = _text_of(binascii.unhexlify(digits), printable_only=digest)
         if decoded_hex is not None:
             yield _owner(starts, start), "hex", decoded_hex
+    for m in _B58.finditer(joined):
+        if budget is not None:
+            budget.spend(B58_COST)
+        decoded_b58 = _base58(m.group())
+        if decoded_b58 is not None:
+            yield _owner(starts, m.start()), "base58", decoded_b58
     for m in _B32.finditer(joined):
         if budget is not None:
             budget.spend()
@@ -581,6 +599,21 @@ _HEX_PREFIX = re.compile(rb"\\x|0x")
 _ALL_HEX = re.compile(rb"[0-9a-fA-F]+")
 _DIGEST_SIZES = frozenset({32, 40, 56, 64, 96, 128})
 _NOT_HEX = re.compile(rb"[^0-9a-fA-F]")
+# Base58 (Bitcoin's alphabet: no 0, O, I, l): runs of 32-200 characters, decoded only
+# when they spell text. Decoding is a big-integer conversion, charged as B58_COST units.
+_B58 = re2.compile(rb"\b[1-9A-HJ-NP-Za-km-z]{32,200}\b")
+_B58_ALPHABET = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+B58_COST = 8
+
+
+def _base58(run: bytes) -> str | None:
+    n = 0
+    for c in run:
+        n = n * 58 + _B58_ALPHABET.index(c)
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return _text_of(raw, printable_only=True)
+
+
 _B32 = re2.compile(rb"\b[A-Z2-7]{24,}={0,6}|\b[a-z2-7]{24,}={0,6}")
 _ESCAPE = re.compile(
     r"(?:\\|%)u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})|\\([0-7]{3})|\\u\{([0-9a-fA-F]{1,6})\}"

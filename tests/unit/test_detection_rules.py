@@ -11,6 +11,7 @@ import base64
 import gzip
 import io
 import json
+import random
 import tarfile
 import zipfile
 from urllib.parse import quote
@@ -381,3 +382,13 @@ def test_one_request_cannot_push_every_bound_credential_out(engine):
     engine.decide("GET", "https://shop.example-store.com/", {"Cookie": flood}, None)
     v = engine.decide("GET", "https://api.evil-idp.io/me", {"Authorization": token}, None)
     assert "CREDENTIAL_REUSE" in v.reason_codes
+
+
+def test_hex_digests_are_not_key_ids_forwards_or_backwards(engine):
+    """`acca`, `abia`, `ABIA` turn up in hex by chance (about one in 27 of these bodies)."""
+    rng = random.Random(99)
+    for _ in range(60):
+        lines = [f"{rng.getrandbits(160):040x} fix: item {i}" for i in range(60)]
+        body = {"messages": [{"role": "user", "content": "\n".join(lines)}]}
+        v = engine.decide("POST", "https://api.anthropic.com/v1/messages", JSON, body)
+        assert v.decision is Decision.ALLOW, v.signals
