@@ -117,11 +117,6 @@ def confidence(value: str, verified: bool) -> str:
     return VERIFIED if verified else SHAPED
 
 
-def looks_like_identifier(value: str) -> bool:
-    """UUIDs and hex digests are high-entropy but not secrets on their own."""
-    return bool(_UUID.match(value) or _HEX_DIGEST.match(value))
-
-
 MIN_SECRET = 16  # characters: shorter values are never taken for generic secrets
 
 

@@ -275,10 +275,9 @@ class FingerprintStore:
         return len(self._seen)
 
 
+# Text the scan put together (joined, reversed, case-swapped, ROT13, unwrapped): searched
+# for secrets only, since personal data was found as written.
 _PUT_TOGETHER = frozenset({JOINED, REVERSED, UNWRAPPED, SWAPPED, ROT13})
-# Text searched for secrets only: put together by the scan, or folded from look-alikes
-# (an attacker's trick against key patterns; personal data was found as written).
-_SECRETS_ONLY = _PUT_TOGETHER  # (one set: what the scan put together is read for secrets)
 _PARSED = ("form:", "part:")
 MAX_NEW_USES = 16  # new values one request may add to `CredentialUses`
 MAX_OWNER_SEARCHES = 32
@@ -785,8 +784,8 @@ class Engine:
             second: list[tuple[int, Hit]] = []
             # Text the scan put together (joined pieces, reversed text) is searched for
             # secrets only: personal data found there was found in its pieces already.
-            wide = [i for i, f in enumerate(fields) if f.encoding not in _SECRETS_ONLY]
-            narrow = [i for i, f in enumerate(fields) if f.encoding in _SECRETS_ONLY]
+            wide = [i for i, f in enumerate(fields) if f.encoding not in _PUT_TOGETHER]
+            narrow = [i for i, f in enumerate(fields) if f.encoding in _PUT_TOGETHER]
             texts = [fields[i].text for i in wide]
             found: Iterable[tuple[int, Hit]] = (
                 (wide[j], hit) for j, hit in self.matcher.find_all(texts, budget)
