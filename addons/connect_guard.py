@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 from mitmproxy.connection import Server
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
-from sidecar.authority import AuthorityError, normalise_host
-from sidecar.decision_log import log_decision, loggable_host
-from sidecar.endpoints import OWN_ENDPOINT
-from sidecar.request_surface import upstream_alpn
+from sidecar.judge.authority import AuthorityError, normalise_host
+from sidecar.judge.endpoints import OWN_ENDPOINT
+from sidecar.judge.request_surface import upstream_alpn
+from sidecar.observability.decision_log import log_decision, loggable_host
 
 if TYPE_CHECKING:
-    from addons.egress_guard import EgressGuard
+    from addons.lifecycle import Lifecycle
 
 logger = logging.getLogger("egress_sidecar")
 
@@ -38,7 +38,7 @@ logger = logging.getLogger("egress_sidecar")
 class ConnectGuard:
     """Judges and pins the address of every outbound connection."""
 
-    def __init__(self, guard: EgressGuard) -> None:
+    def __init__(self, guard: Lifecycle) -> None:
         self._guard = guard
         # The name each pinned connection was given; gone with the connection itself.
         self._names: weakref.WeakKeyDictionary[Server, tuple[str, int]] = (
@@ -63,7 +63,7 @@ class ConnectGuard:
             self._refuse(server, str(server.address[0]), port, "not_ready")
             return
         server.alpn_offers = upstream_alpn(
-            server.alpn_offers, runtime.carries_raw_tcp(str(server.address[0]), port)
+            server.alpn_offers, runtime.destinations.carries_raw_tcp(str(server.address[0]), port)
         )
         try:
             host = normalise_host(str(server.address[0]))
@@ -74,7 +74,7 @@ class ConnectGuard:
             return
         if runtime.settings.upstream_proxy is not None:
             return  # chained: the upstream proxy resolves and connects; names were judged
-        where = await runtime.judge_connection(host, port)
+        where = await runtime.destinations.judge_connection(host, port)
         if where.refusal is not None:
             own = where.refusal == OWN_ENDPOINT
             if runtime.shadow and not own:  # shadow: counted, not enforced

@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 from mitmproxy import connection, ctx, http, tcp, tls
 
 from addons.layers import MESSAGE_MOVED
-from sidecar.bodies import decoder_thread
-from sidecar.log_limit import RateLimitedLog
-from sidecar.tuning import MemoryKeeper, give_memory_back
+from addons.tuning import MemoryKeeper, give_memory_back
+from sidecar.judge.bodies import decoder_thread
+from sidecar.observability.log_limit import RateLimitedLog
 
 if TYPE_CHECKING:
-    from addons.egress_guard import EgressGuard
+    from addons.lifecycle import Lifecycle
 
 logger = logging.getLogger("egress_sidecar")
 FD_RESERVE = 64  # listening sockets, the admin server, the scan API, logs
@@ -70,7 +70,7 @@ def connection_budget(wanted: int, open_files: int) -> int:
 
 
 class ConnectionGuard:
-    def __init__(self, guard: EgressGuard) -> None:
+    def __init__(self, guard: Lifecycle) -> None:
         self._guard = guard
         self._clients: dict[str, _Client] = {}
         self._sweeper: asyncio.Task[None] | None = None

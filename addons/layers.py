@@ -78,7 +78,7 @@ from mitmproxy.proxy.layers.http._http1 import make_error_response
 from mitmproxy.proxy.server import ConnectionHandler
 from mitmproxy.utils import human
 
-from sidecar.settings import SCAN_API_MAX_BODY_BYTES, request_body_cap
+from sidecar.config.settings import SCAN_API_MAX_BODY_BYTES, request_body_cap
 
 # RFC 6455 §7.4.1 codes an endpoint may send; anything else (incl. the 3000-4999 ranges
 # an application could use as a covert channel) becomes 1000.

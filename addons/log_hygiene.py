@@ -14,11 +14,11 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from sidecar.decision_log import loggable
-from sidecar.request_surface import scannable
+from sidecar.judge.request_surface import scannable
+from sidecar.observability.decision_log import loggable
 
 if TYPE_CHECKING:
-    from addons.egress_guard import EgressGuard
+    from addons.lifecycle import Lifecycle
 
 MAX_LINE = 1000
 _HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2}){16,}")
@@ -36,7 +36,7 @@ CLEANED_LOGGERS = ("mitmproxy", "tornado")
 
 
 class _Hygiene(logging.Filter):
-    def __init__(self, guard: EgressGuard) -> None:
+    def __init__(self, guard: Lifecycle) -> None:
         super().__init__()
         self._guard = guard
 
@@ -55,7 +55,7 @@ class _Hygiene(logging.Filter):
         text = _HEX_RUN.sub(lambda m: f"<{len(m.group()) // 2} bytes withheld>", text)
         runtime = self._guard.runtime
         if runtime is not None:
-            text = runtime.known.withhold(text)
+            text = runtime.judge.known.withhold(text)
         return loggable(text, MAX_LINE)
 
 
@@ -63,7 +63,7 @@ class LogHygiene:
     """Installs the filter while the proxy runs (on mitmproxy's loggers and on every
     handler of the root logger, so whichever way a line goes, it is cleaned)."""
 
-    def __init__(self, guard: EgressGuard) -> None:
+    def __init__(self, guard: Lifecycle) -> None:
         self._filter = _Hygiene(guard)
         self._where: list[logging.Filterer] = []
 

@@ -31,14 +31,15 @@ from mitmproxy.proxy.layers import (
 from mitmproxy.proxy.mode_specs import TransparentMode
 
 from addons.layers import RefusedLayer, ScannedTcpLayer
-from addons.runtime import Runtime, internal_error
-from sidecar.authority import AuthorityError, absolute_url, normalise_host
-from sidecar.decision_log import log_decision, loggable_host
-from sidecar.enforce import Enforcement
-from sidecar.verdict import Decision
+from sidecar.engine.decisions import Decision
+from sidecar.judge.authority import AuthorityError, absolute_url, normalise_host
+from sidecar.judge.enforce import Enforcement, internal_error
+from sidecar.judge.judge import Outbound
+from sidecar.observability.counting import count_judgement
+from sidecar.observability.decision_log import log_decision, loggable_host
 
 if TYPE_CHECKING:
-    from addons.egress_guard import EgressGuard
+    from addons.lifecycle import Lifecycle
 
 logger = logging.getLogger("egress_sidecar")
 
@@ -56,7 +57,7 @@ _REFUSAL_KINDS: dict[type, str] = {TCPLayer: "raw_tcp", UDPLayer: "udp", DNSLaye
 class ProtocolGuard:
     """Refuses raw relays; scans raw TCP to the destinations allowed to carry it."""
 
-    def __init__(self, guard: EgressGuard) -> None:
+    def __init__(self, guard: Lifecycle) -> None:
         self._guard = guard
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
@@ -116,7 +117,7 @@ class ProtocolGuard:
                 return False
         except AuthorityError:
             return False
-        if not runtime.carries_raw_tcp(host, port):
+        if not runtime.destinations.carries_raw_tcp(host, port):
             return False
         if host != address[0]:
             context.server.address = (host, port)  # resolved and judged at connect
@@ -183,7 +184,7 @@ class ProtocolGuard:
     async def _judge_stream(self, flow: tcp.TCPFlow, content: bytes) -> Enforcement:
         """The new bytes with the tail of the stream before them, in slices that fit the
         scan limit (each overlapping the last); the first that is not ALLOW decides."""
-        runtime: Runtime | None = self._guard.runtime
+        runtime = self._guard.runtime
         if runtime is None:
             return internal_error()
         tail: bytes = flow.metadata.get(TAIL_KEY, b"")
@@ -197,7 +198,9 @@ class ProtocolGuard:
         enforcement: Enforcement | None = None
         for start in range(0, max(len(window) - STREAM_OVERLAP, 1), step):
             part = window[start : start + size]
-            enforcement = await runtime.judge_message("TCP", url, part, "")
+            judgement = await runtime.judge.judge(Outbound("TCP", url, body=part))
+            count_judgement(self._guard.metrics, judgement, "tcp")
+            enforcement = judgement.enforcement
             if enforcement.decision is not Decision.ALLOW:
                 return enforcement
         assert enforcement is not None

@@ -15,8 +15,15 @@ import re
 from mitmproxy import http
 from mitmproxy.proxy.mode_specs import TransparentMode
 
-from sidecar.authority import AuthorityError, mismatch, normalise_host, parse_authority
-from sidecar.enforce import (
+from addons.flow_record import FlowRecord
+from sidecar.judge.authority import (
+    AuthorityError,
+    absolute_url,
+    mismatch,
+    normalise_host,
+    parse_authority,
+)
+from sidecar.judge.enforce import (
     DESTINATION_MISMATCH,
     DESTINATION_UNPARSEABLE,
     HEADERS_TOO_LARGE,
@@ -26,16 +33,16 @@ from sidecar.enforce import (
     Enforcement,
     local_block,
 )
-from sidecar.request_surface import (
+from sidecar.judge.judge import Outbound
+from sidecar.judge.request_surface import (
     PROXY_ONLY_HEADERS,
     Upgrade,
     classify_upgrade,
     is_volatile,
     method_problem,
+    scannable,
 )
 
-UPGRADE_KEY = "egress_sidecar_upgrade"  # True when a WebSocket upgrade was judged and sent
-WRITTEN_HOST_KEY = "egress_sidecar_written_host"  # the destination before normalisation
 HTTP_VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/3"})
 MAX_HEADER_BYTES = 64 * 1024  # headers and trailers together; more is not a real request
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # C0 but HTAB, and DEL
@@ -117,7 +124,7 @@ def refuse_before_scan(flow: http.HTTPFlow) -> tuple[Enforcement, str] | None:
     if (size := header_bytes(req)) > MAX_HEADER_BYTES:
         message = f"Blocked by egress-sidecar: {size} bytes of headers (limit {MAX_HEADER_BYTES})."
         return local_block(HEADERS_TOO_LARGE, message, 431), "headers_too_large"
-    flow.metadata[WRITTEN_HOST_KEY] = req.host
+    FlowRecord.of(flow).written_host = req.host
     try:
         # One spelling of the destination for the judge and for the connection.
         req.data.host = normalise_host(req.host) if req.host else ""
@@ -162,7 +169,7 @@ def refuse_before_scan(flow: http.HTTPFlow) -> tuple[Enforcement, str] | None:
         return local_block(UPGRADE_REFUSED, message, 403), "upgrade_refused"
     if upgrade is Upgrade.STRIP:
         strip_upgrade(req)
-    flow.metadata[UPGRADE_KEY] = upgrade is Upgrade.WEBSOCKET
+    FlowRecord.of(flow).websocket = upgrade is Upgrade.WEBSOCKET
     return None
 
 
@@ -206,7 +213,7 @@ def written_host(flow: http.HTTPFlow) -> str:
     still a key — taken from a name that agrees with the destination judged; else the
     destination itself."""
     req = flow.request
-    for written in (req.authority, req.headers.get("host"), flow.metadata.get(WRITTEN_HOST_KEY)):
+    for written in (req.authority, req.headers.get("host"), FlowRecord.of(flow).written_host):
         if not written or written.startswith("["):
             continue
         host, colon, port = written.rpartition(":")
@@ -220,4 +227,35 @@ def websocket_switch(flow: http.HTTPFlow) -> bool:
     """A 101 the sidecar can follow: a WebSocket upgrade it judged, answered in kind."""
     assert flow.response is not None
     answered = flow.response.headers.get("upgrade", "").strip().lower() == "websocket"
-    return bool(flow.metadata.get(UPGRADE_KEY)) and answered
+    return FlowRecord.of(flow).websocket and answered
+
+
+def outbound(flow: http.HTTPFlow, volatile: frozenset[str]) -> Outbound:
+    """The request as the judge sees it: every part as sent, the proxy-only headers
+    dropped, and the protocol rules it breaks (checked after the sidecar's own keys)."""
+    req = flow.request
+    drop_proxy_headers(req)
+    method = scannable(sent_method(req))
+    pseudo = [(":authority", sent_authority(req))] if req.is_http2 or req.is_http3 else []
+    headers = (*pseudo, *req.headers.items(multi=True))
+    trailers = tuple(_trailer_items(req))
+    body = req.raw_content or b""
+    url_as_sent = scannable(req.url)
+    refused = refuse_before_scan(flow)
+    if refused is not None:
+        return Outbound(method, url_as_sent, headers=headers, trailers=trailers, body=body,
+                        refusal=refused)  # fmt: skip
+    return Outbound(
+        method=method,
+        url=absolute_url(req.scheme, written_host(flow), req.port, scannable(req.path)),
+        url_as_sent=url_as_sent,
+        headers=headers,
+        trailers=trailers,
+        body=body,
+        content_encoding=req.headers.get("content-encoding", ""),
+        transfer_encoding=req.headers.get("transfer-encoding", ""),
+        content_type=req.headers.get("content-type", ""),
+        llm_at=(req.pretty_host.lower(), req.path),
+        sent_digest=sent_digest(req, volatile),
+        destination=(req.host, req.port),
+    )

@@ -19,12 +19,12 @@ from mitmproxy import http
 
 from addons.layers import ResourceRefusal
 from addons.runtime import refusal_response
-from sidecar.decision_log import log_decision, loggable_host, loggable_method
-from sidecar.enforce import BODY_TOO_LARGE, SIDECAR_BUSY, local_block
-from sidecar.log_limit import RateLimitedLog
+from sidecar.judge.enforce import BODY_TOO_LARGE, SIDECAR_BUSY, local_block
+from sidecar.observability.decision_log import log_decision, loggable_host, loggable_method
+from sidecar.observability.log_limit import RateLimitedLog
 
 if TYPE_CHECKING:
-    from addons.egress_guard import EgressGuard
+    from addons.lifecycle import Lifecycle
 
 logger = logging.getLogger("egress_sidecar")
 WS_EXTENSIONS = "Sec-WebSocket-Extensions"
@@ -42,7 +42,7 @@ _WHAT = {
 
 
 class ResourceGuard:
-    def __init__(self, guard: EgressGuard) -> None:
+    def __init__(self, guard: Lifecycle) -> None:
         self._guard = guard
         self._log = RateLimitedLog(logger)
 

@@ -19,25 +19,30 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from mitmproxy import http, tls
 from mitmproxy.proxy.layers import ClientTLSLayer
 from mitmproxy.proxy.mode_specs import TransparentMode
 
-from addons.runtime import internal_error, own_secret, refusal_response
-from sidecar.authority import AuthorityError, normalise_host
-from sidecar.backends.local import to_scan_verdict
-from sidecar.decision_log import log_decision, loggable_host
-from sidecar.enforce import DESTINATION_UNPARSEABLE, Enforcement, from_verdict, local_block
+from addons.runtime import refusal_response
+from sidecar.backends.errors import INTERNAL_ERROR_KIND
 from sidecar.engine.destinations import host_matches, parse_ip
-from sidecar.engine.detectors import SECRETS
-from sidecar.engine.engine import SECRET_EXFILTRATION
-from sidecar.request_surface import upstream_alpn
+from sidecar.judge.authority import AuthorityError, normalise_host
+from sidecar.judge.enforce import (
+    DESTINATION_UNPARSEABLE,
+    Enforcement,
+    internal_error,
+    local_block,
+    shadowed,
+)
+from sidecar.judge.judge import Judgement
+from sidecar.judge.request_surface import upstream_alpn
+from sidecar.observability.counting import count_judgement
+from sidecar.observability.decision_log import log_decision, loggable_host
 
 if TYPE_CHECKING:
-    from addons.egress_guard import EgressGuard
+    from addons.lifecycle import Lifecycle
 
 logger = logging.getLogger("egress_sidecar")
 
@@ -46,7 +51,7 @@ class TunnelGuard:
     """Judges CONNECT destinations, trims ALPN offers, and decides pass-through on the
     destination used."""
 
-    def __init__(self, guard: EgressGuard) -> None:
+    def __init__(self, guard: Lifecycle) -> None:
         self._guard = guard
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
@@ -54,14 +59,17 @@ class TunnelGuard:
             return  # e.g. proxy authentication already answered
         started = time.monotonic()
         try:
-            enforcement = self._judge(flow)
+            judgement = Judgement(self._judge(flow))
         except Exception:  # a hook that raises lets mitmproxy open the tunnel: refuse
             logger.exception("egress-sidecar: internal error while judging a CONNECT")
-            enforcement = internal_error()
+            judgement = Judgement(internal_error(), error=INTERNAL_ERROR_KIND)
         runtime = self._guard.runtime
-        if runtime is not None:
-            enforcement = runtime.finish(enforcement)
-        self._guard.metrics.tunnels.labels(enforcement.decision.value).inc()
+        if runtime is not None and runtime.shadow:
+            judgement.enforcement = shadowed(judgement.enforcement)
+        enforcement = judgement.enforcement
+        metrics = self._guard.metrics
+        count_judgement(metrics, judgement, "tunnel")
+        metrics.tunnels.labels(enforcement.decision.value).inc()
         if not enforcement.forward:
             flow.response = refusal_response(enforcement)
         log_decision(
@@ -91,21 +99,7 @@ class TunnelGuard:
         if not host:
             message = "Blocked by egress-sidecar: no destination it can read."
             return local_block(DESTINATION_UNPARSEABLE, message, 400)
-        if runtime.known.found_in((host, flow.request.authority)):
-            return own_secret()
-        local = runtime.destinations.judge_destination(host, port)
-        enforcement = from_verdict(to_scan_verdict(local, str(uuid.uuid4()), None))
-        if not enforcement.forward:
-            enforcement.message = "Blocked by egress-sidecar: this destination is refused."
-            return enforcement
-        # A credential written into the name itself (it would leave in DNS and the SNI):
-        # never the agent's own, whatever its provider.
-        written = flow.request.authority or host
-        found = runtime.destinations.findings(f"https://{written}/", {}, None, host)
-        if any(f.data_class == SECRETS for f in found):
-            message = "Blocked by egress-sidecar: the destination name carries a credential."
-            return local_block(SECRET_EXFILTRATION, message, 403)
-        return enforcement
+        return runtime.destinations.judge_tunnel(host, flow.request.authority, port)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         try:
@@ -120,7 +114,7 @@ class TunnelGuard:
         other = (
             runtime is not None
             and server.address is not None
-            and runtime.carries_raw_tcp(str(server.address[0]), int(server.address[1]))
+            and runtime.destinations.carries_raw_tcp(str(server.address[0]), int(server.address[1]))
         )
         offers = client.alpn_offers
         kept = upstream_alpn(offers, other_protocols=other)

@@ -2,7 +2,7 @@
 
     python -m bench.bare_proxy --confdir DIR --upstream-ca FILE
 
-The options come from `sidecar.serve.mitmproxy_option_values`, so the only difference
+The options come from `addons.serve.mitmproxy_option_values`, so the only difference
 from `egress-sidecar run` is the egress addon itself. Prints `ready HOST:PORT`.
 """
 
@@ -15,9 +15,9 @@ from mitmproxy import ctx
 from mitmproxy.options import Options
 from mitmproxy.tools.dump import DumpMaster
 
-from sidecar.ca import ensure_ca
-from sidecar.serve import mitmproxy_option_values
-from sidecar.settings import load_settings
+from addons.ca import ensure_ca
+from addons.serve import mitmproxy_option_values
+from sidecar.config.settings import load_settings
 
 
 class _Announce:

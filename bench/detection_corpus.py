@@ -31,6 +31,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import tornado.httpserver
+import tornado.httputil
+import tornado.routing
 import tornado.web
 import tornado.websocket
 import websockets.asyncio.client
@@ -38,13 +40,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from mitmproxy.certs import CertStore
 
+from addons.ca import ensure_ca
+from addons.serve import ReadyInfo, build_master
 from bench.corpora import Case
-from sidecar.ca import ensure_ca
-from sidecar.credentials import Credentials
+from sidecar.config.credentials import Credentials
+from sidecar.config.settings import load_settings
 from sidecar.engine.destinations import IPAddress
-from sidecar.resolver import DestinationResolver
-from sidecar.serve import ReadyInfo, build_master
-from sidecar.settings import load_settings
+from sidecar.judge.resolver import DestinationResolver
 
 UPSTREAM = "127.0.0.77"  # every name resolves here; listed as the one internal host
 WAIT = 30.0
@@ -88,6 +90,13 @@ class _Socket(tornado.websocket.WebSocketHandler):
 
     def on_message(self, message: str | bytes) -> None:
         self.recording.messages.append(message)
+
+
+class _WebSocketUpgrade(tornado.routing.Matcher):
+    """WebSocket handshakes, on any path (a case's URL keeps its own path)."""
+
+    def match(self, request: tornado.httputil.HTTPServerRequest) -> dict[str, Any] | None:
+        return {} if request.headers.get("Upgrade", "").lower() == "websocket" else None
 
 
 class _SniCerts:
@@ -197,7 +206,7 @@ class CorpusRig:
 
     async def _serve(self) -> int:
         app = tornado.web.Application(
-            [(r"/ws.*", _Socket, {"recording": self.recording}),
+            [tornado.routing.Rule(_WebSocketUpgrade(), _Socket, {"recording": self.recording}),
              (r".*", _Record, {"recording": self.recording})]
         )  # fmt: skip
         server = tornado.httpserver.HTTPServer(app, ssl_options=self._certs.server_context())
@@ -205,7 +214,7 @@ class CorpusRig:
         server.add_sockets(sockets)
         return int(sockets[0].getsockname()[1])
 
-    def _routed(self, url: str) -> str:
+    def routed(self, url: str) -> str:
         """The case's URL with the recording server's port (names stay as written)."""
         parts = urlsplit(url)
         netloc = parts.netloc.rsplit("@", 1)
@@ -225,7 +234,7 @@ class CorpusRig:
         try:
             response = self._client.request(
                 case.method,
-                self._routed(case.url),
+                self.routed(case.url),
                 headers=list(case.headers),
                 content=case.body or None,
             )
@@ -244,7 +253,7 @@ class CorpusRig:
     def _run_raw(self, case: Case, before: int) -> Outcome:
         """Absolute-form plain HTTP on a socket, for URLs client libraries refuse but the
         proxy accepts (curl and libc read them)."""
-        parts = urlsplit(self._routed(case.url))
+        parts = urlsplit(self.routed(case.url))
         target = urlunsplit(("http", parts.netloc, parts.path or "/", parts.query, ""))
         head = f"{case.method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in case.headers)
@@ -269,7 +278,7 @@ class CorpusRig:
         ctx = ssl.create_default_context(cafile=self.ca_file)
         try:
             async with websockets.asyncio.client.connect(
-                self._routed(case.url), proxy=self.proxy, ssl=ctx, open_timeout=WAIT
+                self.routed(case.url), proxy=self.proxy, ssl=ctx, open_timeout=WAIT
             ) as ws:
                 for message in case.messages:
                     await ws.send(message)

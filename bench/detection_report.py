@@ -1,4 +1,4 @@
-"""Precision and recall of every detector on our labelled corpus (tests/corpus.py).
+"""Precision and recall of every detector on our labelled corpus (bench/corpora/generated.py).
 
     python -m bench.detection_report
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from bench.corpora.generated import corpus
 from sidecar.engine.matcher import Matcher
-from tests.corpus import corpus
 
 
 def main() -> None:

@@ -30,12 +30,12 @@ from urllib.parse import quote
 
 from mnemonic import Mnemonic
 
-from sidecar.approval_store import ApprovalStore
+from sidecar.approvals.store import ApprovalStore
+from sidecar.backends.contract import ScanRequest
 from sidecar.backends.local import LocalBackend
-from sidecar.bodies import body_for_scan
 from sidecar.engine import Engine
-from sidecar.policy_file import default_policy
-from sidecar.verdict import ScanRequest
+from sidecar.engine.policy_file import default_policy
+from sidecar.judge.bodies import body_for_scan
 
 SENTENCES = (
     "the build failed because the cache key changed after we bumped the lockfile",

@@ -47,8 +47,8 @@ import psutil
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.corpora.generated import github
 from bench.engine_bench import chat_body, percentile
-from tests.corpus import github
 
 BIN = Path(sys.executable).parent
 BENCH_KEY = "bench-key-0123456789"

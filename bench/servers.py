@@ -23,8 +23,6 @@ import tornado.iostream
 import tornado.netutil
 import tornado.web
 
-from tests.support.servers import verdict
-
 
 class Stats:
     def __init__(self) -> None:
@@ -77,8 +75,25 @@ class UpstreamHandler(_Handler):
     get = post = put = _answer
 
 
+def verdict(decision: str = "ALLOW", **extra: Any) -> dict[str, Any]:
+    """A verdict as the scan API serialises it (the tests' scan-API double answers these too)."""
+    doc: dict[str, Any] = {
+        "decision": decision,
+        "risk_score": 0.1 if decision == "ALLOW" else 0.9,
+        "risk_band": "LOW" if decision == "ALLOW" else "HIGH",
+        "reason_codes": [] if decision == "ALLOW" else ["SECRETS"],
+        "trace_id": str(uuid.uuid4()),
+        "tool_name": "custom_proxy",
+        "operation": "unknown",
+        "classifications": [] if decision == "ALLOW" else ["SECRETS"],
+        "signals": [],
+    }
+    doc.update(extra)
+    return doc
+
+
 def verdict_for(url: str) -> dict[str, Any]:
-    """The verdict the path asks for, as the scan API serialises it (tests' own shape)."""
+    """The verdict the path asks for, as the scan API serialises it."""
     if "/deny/" in url:
         return verdict("DENY")
     if "/hold/" in url:

@@ -4,6 +4,9 @@
 case is one request as an agent would send it to a real destination (the harness routes
 every name to a local recording server), or, for WebSocket cases, the messages sent on
 one connection. Nothing here is generated from the engine's rules.
+
+`generated` is of another kind: labelled values for the detectors alone (no requests),
+generated to valid formats from a seed (`python -m bench.detection_report`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sidecar.verdict import ApprovalState, ScanRequest, ScanVerdict
+from sidecar.backends.contract import ApprovalState, ScanRequest, ScanVerdict
 
 
 @dataclass(frozen=True, slots=True)

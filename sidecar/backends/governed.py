@@ -14,24 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sidecar.approval_store import (
+from sidecar.approvals.store import (
     ApprovalNotFound,
     ApprovalReused,
     ApprovalStore,
     request_hash,
     reviewed_destination,
 )
+from sidecar.backends.contract import STREAM_METHODS, ApprovalState, ScanRequest, ScanVerdict
 from sidecar.backends.errors import MalformedVerdict, ScanRejected
+from sidecar.engine.decisions import Decision, RiskBand
 from sidecar.engine.destinations import recognise_tool
 from sidecar.engine.fields import json_text
-from sidecar.verdict import (
-    STREAM_METHODS,
-    ApprovalState,
-    Decision,
-    RiskBand,
-    ScanRequest,
-    ScanVerdict,
-)
 
 # These APIs give no risk score; the band follows the decision so dashboards stay coherent.
 _RISK = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from sidecar.backends.base import ObservedResponse
+from sidecar.backends.contract import ApprovalState, ScanRequest, ScanVerdict
 from sidecar.backends.http import Connection, bearer_client, parse_answer
-from sidecar.credentials import IntervenCredentials
-from sidecar.verdict import ApprovalState, ScanRequest, ScanVerdict
+from sidecar.config.credentials import IntervenCredentials
 
 
 class IntervenBackend:

@@ -16,8 +16,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from sidecar.approval_store import ApprovalStore
+from sidecar.approvals.store import ApprovalStore
 from sidecar.backends.base import ObservedResponse
+from sidecar.backends.contract import ScanRequest, ScanVerdict
 from sidecar.backends.errors import MalformedVerdict
 from sidecar.backends.governed import (
     Destination,
@@ -28,8 +29,8 @@ from sidecar.backends.governed import (
     reason_code,
 )
 from sidecar.backends.http import Connection, bearer_client, parse_answer
-from sidecar.credentials import InvioletCredentials
-from sidecar.verdict import Decision, ScanRequest, ScanVerdict
+from sidecar.config.credentials import InvioletCredentials
+from sidecar.engine.decisions import Decision
 
 _OUTCOMES = {
     "allowed": Decision.ALLOW,

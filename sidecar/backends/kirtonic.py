@@ -17,9 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from sidecar.approval_store import ApprovalStore
+from sidecar.approvals.store import ApprovalStore
 from sidecar.backends.base import ObservedResponse
 from sidecar.backends.breaker import BreakerState
+from sidecar.backends.contract import ScanRequest, ScanVerdict
 from sidecar.backends.errors import MalformedVerdict, ScanError
 from sidecar.backends.governed import (
     HeldAtSidecar,
@@ -30,8 +31,8 @@ from sidecar.backends.governed import (
     request_text,
 )
 from sidecar.backends.http import Connection, bearer_client, parse_answer
-from sidecar.credentials import KirtonicCredentials
-from sidecar.verdict import Decision, RiskBand, ScanRequest, ScanVerdict
+from sidecar.config.credentials import KirtonicCredentials
+from sidecar.engine.decisions import Decision, RiskBand
 
 PROMPT_LIMIT = 32 * 1024  # bytes of UTF-8, the control plane's documented maximum
 WINDOW_OVERLAP = 2 * 1024  # bytes each window repeats of the previous one

@@ -15,17 +15,18 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from sidecar.approval_store import (
+from sidecar.approvals.store import (
     ApprovalStore,
     coarse_location,
     request_hash,
     reviewed_destination,
 )
 from sidecar.backends.base import ObservedResponse
+from sidecar.backends.contract import STREAM_METHODS, ScanRequest, ScanVerdict
 from sidecar.backends.errors import ScanError, ScanRejected
 from sidecar.backends.governed import HeldAtSidecar
 from sidecar.engine import Engine, LocalVerdict
-from sidecar.verdict import STREAM_METHODS, Decision, ScanRequest, ScanVerdict
+from sidecar.engine.decisions import Decision
 
 INLINE_LIMIT = 16 * 1024  # characters; larger requests are scanned off the event loop
 MAX_TRACKED_TRACES = 10_000

@@ -16,8 +16,9 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
-from sidecar.approval_store import ApprovalStore
+from sidecar.approvals.store import ApprovalStore
 from sidecar.backends.base import ObservedResponse
+from sidecar.backends.contract import ScanRequest, ScanVerdict
 from sidecar.backends.errors import MalformedVerdict
 from sidecar.backends.governed import (
     HeldAtSidecar,
@@ -27,8 +28,8 @@ from sidecar.backends.governed import (
     request_text,
 )
 from sidecar.backends.http import Connection, bearer_client, parse_answer
-from sidecar.credentials import VelerianCredentials
-from sidecar.verdict import Decision, ScanRequest, ScanVerdict
+from sidecar.config.credentials import VelerianCredentials
+from sidecar.engine.decisions import Decision
 
 
 class InvokeResult(BaseModel):

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from sidecar.engine import checks, destinations
 from sidecar.engine.budget import Budget, ScanLimit
+from sidecar.engine.decisions import Decision
 from sidecar.engine.detectors import BY_ID, FINANCIAL, PII, SECRETS, Detector
 from sidecar.engine.fields import (
     JOINED,
@@ -43,7 +44,6 @@ from sidecar.engine.fields import (
 from sidecar.engine.matcher import Hit, Matcher, assess, value_hash
 from sidecar.engine.policy import Facts, Policy, evaluate, evaluate_destination
 from sidecar.engine.redact import Redaction, redact_body
-from sidecar.verdict import Decision
 
 CREDENTIALS = "CREDENTIALS"
 

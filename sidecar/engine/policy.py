@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sidecar.engine.decisions import Decision
 from sidecar.engine.destinations import check_host_patterns, host_matches
-from sidecar.verdict import Decision
 
 
 class _Strict(BaseModel):

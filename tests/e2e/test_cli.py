@@ -112,7 +112,7 @@ def test_scan_dry_run_prints_the_verdict(tmp_path):
     body = tmp_path / "body.json"
     body.write_text('{"msg": "ssn 219-48-3307"}')
     result = _run("scan", "POST", "https://api.example.com/notes", "--body", f"@{body}",
-                  "-H", "Content-Type: application/json")  # fmt: skip
+                  "-H", "Content-Type: application/json", "--no-resolve")  # fmt: skip
     assert result.returncode == 0, result.stderr
     verdict = json.loads(result.stdout)
     assert verdict["decision"] == "SANITIZE"
@@ -120,6 +120,7 @@ def test_scan_dry_run_prints_the_verdict(tmp_path):
     assert verdict["policy_name"] == "egress-sidecar-default"
     assert "219-48-3307" not in json.dumps(verdict["signals"])
     ssrf = json.loads(_run("scan", "GET", "http://169.254.169.254/latest").stdout)
+    assert ssrf["forwarded"] is False
     assert ssrf["decision"] == "DENY"
     assert "SSRF" in ssrf["reason_codes"]
     bad = _run("scan", "GET", "https://x.test/", "-H", "nocolon")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 
-from tests.support.servers import Reply, verdict
+from bench.servers import verdict
+from tests.support.servers import Reply
 from tests.support.sidecar import run_client
 from tests.support.waiting import eventually
 

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from bench.corpora import Case
+from bench.corpora.generated import corpus
 from bench.detection_corpus import CorpusRig, contained, corpus_rig, false_positive
 from sidecar.engine.detectors import BY_ID, FINANCIAL, PII
-from tests.corpus import corpus
 from tests.unit.test_providers import CASES
 
 COLLECTOR = "https://collect.metrics-relay.net/v1/ingest"

@@ -8,7 +8,8 @@ import socket
 import pytest
 import trustme
 
-from tests.support.servers import Reply, ScanApiDouble, verdict
+from bench.servers import verdict
+from tests.support.servers import Reply, ScanApiDouble
 from tests.support.sidecar import run_client
 
 JSON = {"Content-Type": "application/json"}
@@ -146,7 +147,7 @@ def test_fail_open_forwards_logs_and_counts(make_sidecar, upstream, scan_api, ca
 @pytest.mark.parametrize("fail_mode", ["closed", "open"])
 def test_a_bug_in_the_sidecar_never_lets_a_request_through(fail_mode, make_sidecar, upstream):
     sidecar = make_sidecar(fail_mode=fail_mode)
-    backend = sidecar.info.guard.runtime.backend
+    backend = sidecar.info.lifecycle.runtime.judge.backend
 
     async def broken_scan(request):
         raise RuntimeError("simulated bug")
@@ -177,7 +178,7 @@ def test_dead_scan_api_costs_one_fast_failure_then_recovers(make_sidecar, upstre
 
     # The scan API is back (the double now allows). Let the cooldown elapse (rather than
     # wait an hour): the next request is the trial, and its success closes the circuit.
-    sidecar.info.guard.runtime.backend._http.breaker._cooldown = 0
+    sidecar.info.lifecycle.runtime.judge.backend._http.breaker._cooldown = 0
     result = run_client(sidecar, "requests", "GET", upstream.https + "/allow/recovered")
     assert result.status == 200
     assert sidecar.metric("egress_sidecar_scan_circuit_open") == 0

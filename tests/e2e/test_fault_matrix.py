@@ -10,7 +10,8 @@ import socket
 
 import pytest
 
-from tests.support.servers import Reply, verdict
+from bench.servers import verdict
+from tests.support.servers import Reply
 from tests.support.sidecar import run_client, start_sidecar
 
 SLOW = {"scan_timeout": 0.5, "scan_retries": 0}

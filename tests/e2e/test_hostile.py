@@ -13,7 +13,7 @@ import httpx
 import pytest
 import zstandard
 
-from sidecar.bodies import decode_body
+from sidecar.judge.bodies import decode_body
 from tests.support.servers import WAIT
 from tests.support.sidecar import Sidecar, run_client
 

@@ -11,8 +11,9 @@ import sys
 import threading
 from pathlib import Path
 
+from bench.servers import verdict
 from tests.support import leaks
-from tests.support.servers import UPSTREAM_HOST, WAIT, Reply, verdict
+from tests.support.servers import UPSTREAM_HOST, WAIT, Reply
 from tests.support.waiting import eventually
 
 EXE = str(Path(sys.executable).parent / "egress-sidecar")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpus import github
+from bench.corpora.generated import github
 from tests.support.raw import connect
 from tests.support.servers import PII_SSN, UPSTREAM_HOST, WAIT
 from tests.support.sidecar import Sidecar, run_client

@@ -68,7 +68,7 @@ def test_ca_key_is_private_and_agents_get_only_certificates(sidecar):
 
 
 def test_proxy_and_admin_listen_on_loopback_by_default():
-    from sidecar.settings import SidecarSettings
+    from sidecar.config.settings import SidecarSettings
 
     settings = SidecarSettings()
     assert settings.listen.is_loopback

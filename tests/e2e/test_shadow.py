@@ -9,9 +9,10 @@ import random
 
 import pytest
 
-from tests.corpus import github
+from bench.corpora.generated import github
+from bench.servers import verdict
 from tests.support.governance import InvioletDouble, KirtonicDouble, VelerianDouble
-from tests.support.servers import UPSTREAM_HOST, WAIT, Reply, verdict
+from tests.support.servers import UPSTREAM_HOST, WAIT, Reply
 from tests.support.sidecar import API_KEY, GOVERNANCE_KEYS, VELERIAN_ABP, run_client
 
 JSON = {"Content-Type": "application/json"}
@@ -55,7 +56,11 @@ def test_a_would_be_deny_is_forwarded_untouched_logged_and_counted(shadow, upstr
     assert sidecar.metric("egress_sidecar_shadow_decisions_total", would="DENY") == 1
     lines = [json.loads(r.getMessage()) for r in caplog.records
              if r.name == "egress_sidecar.decisions"]  # fmt: skip
-    (line,) = [x for x in lines if x.get("trace_id") == result.headers["x-interven-trace-id"]]
+    (line,) = [
+        x
+        for x in lines
+        if x.get("trace_id") == result.headers["x-interven-trace-id"] and x["event"] == "decision"
+    ]
     assert (line["decision"], line["would"], line["forwarded"]) == ("ALLOW", "DENY", True)
 
 

@@ -10,7 +10,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.support.servers import UPSTREAM_HOST, WAIT, Reply, verdict
+from bench.servers import verdict
+from tests.support.servers import UPSTREAM_HOST, WAIT, Reply
 from tests.support.sidecar import Sidecar
 from tests.support.waiting import eventually
 

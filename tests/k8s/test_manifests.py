@@ -18,9 +18,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sidecar.cli import build_parser
-from sidecar.metrics import SidecarMetrics
-from sidecar.settings import load_settings
+from sidecar.cli.main import build_parser
+from sidecar.config.settings import load_settings
+from sidecar.observability.metrics import SidecarMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -224,7 +224,7 @@ def test_enforced_mode_redirects_with_the_least_capabilities():
 
 def test_component_policy_is_the_built_in_default():
     shipped = (K8S / "components/egress-sidecar/policy.yaml").read_text()
-    assert shipped == (ROOT / "sidecar/default_policy.yaml").read_text()
+    assert shipped == (ROOT / "sidecar/engine/default_policy.yaml").read_text()
 
 
 def test_monitoring_refers_only_to_metrics_we_export():

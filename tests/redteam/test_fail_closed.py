@@ -25,7 +25,8 @@ async def _broken_async(*_args: Any, **_kwargs: Any) -> NoReturn:
 
 def test_a_bug_judging_a_connect_refuses_the_tunnel(sidecar, monkeypatch, tcp_recorder):
     target = tcp_recorder()
-    monkeypatch.setattr(sidecar.info.guard.runtime.destinations, "judge_destination", _broken)
+    engine = sidecar.info.lifecycle.runtime.destinations.engine
+    monkeypatch.setattr(engine, "judge_destination", _broken)
     status, doc, sock = connect(str(sidecar.info.proxy), f"{UPSTREAM_HOST}:{target.port}")
     sock.close()
     assert status == 500
@@ -34,7 +35,8 @@ def test_a_bug_judging_a_connect_refuses_the_tunnel(sidecar, monkeypatch, tcp_re
 
 
 def test_a_bug_judging_a_connection_refuses_it(sidecar, monkeypatch, upstream):
-    monkeypatch.setattr(sidecar.info.guard.runtime, "judge_connection", _broken_async)
+    destinations = sidecar.info.lifecycle.runtime.destinations
+    monkeypatch.setattr(destinations, "judge_connection", _broken_async)
     target = f"{UPSTREAM_HOST}:{upstream.http_port}"
     sock = proxy_socket(str(sidecar.info.proxy))
     sock.sendall(f"GET http://{target}/allow/bug-connect HTTP/1.1\r\nHost: {target}\r\n\r\n"
@@ -65,7 +67,7 @@ def test_a_bug_judging_a_tcp_stream_ends_it(make_sidecar, monkeypatch, tcp_recor
     assert status == 200
     sock.sendall(b"\x00first")
     target.chunks.wait_for(lambda c: b"first" in c)
-    monkeypatch.setattr(sidecar.info.guard.runtime, "carries_own_secret", _broken_async)
+    monkeypatch.setattr(sidecar.info.lifecycle.runtime.judge, "_carries_own_secret", _broken_async)
     sock.sendall(b"\x00" + AWS_KEY.encode())
     assert closed_by_peer(sock)
     target.closed.wait_for(lambda _: True)

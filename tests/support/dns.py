@@ -11,7 +11,7 @@ import ipaddress
 import threading
 
 from sidecar.engine.destinations import IPAddress
-from sidecar.resolver import DestinationResolver, ResolveError
+from sidecar.judge.resolver import DestinationResolver, ResolveError
 
 
 class ScriptedDns:

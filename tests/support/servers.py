@@ -12,7 +12,6 @@ import json
 import socket
 import ssl
 import threading
-import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,8 @@ import tornado.netutil
 import tornado.web
 import tornado.websocket
 import trustme
+
+from bench.servers import verdict
 
 T = TypeVar("T")
 
@@ -84,23 +85,6 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # simulates a slow scan API (never used to synchronise a test)
     body_delay: float = 0.0  # headers at once, then the body this much later
-
-
-def verdict(decision: str = "ALLOW", **extra: Any) -> dict[str, Any]:
-    """A verdict as the scan API serialises it."""
-    doc: dict[str, Any] = {
-        "decision": decision,
-        "risk_score": 0.1 if decision == "ALLOW" else 0.9,
-        "risk_band": "LOW" if decision == "ALLOW" else "HIGH",
-        "reason_codes": [] if decision == "ALLOW" else ["SECRETS"],
-        "trace_id": str(uuid.uuid4()),
-        "tool_name": "custom_proxy",
-        "operation": "unknown",
-        "classifications": [] if decision == "ALLOW" else ["SECRETS"],
-        "signals": [],
-    }
-    doc.update(extra)
-    return doc
 
 
 def rule_by_path(scan: dict[str, Any]) -> Reply:

@@ -16,18 +16,18 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.admin import read_admin_token
-from sidecar.ca import CaFiles, ensure_ca
-from sidecar.credentials import (
+from addons.ca import CaFiles, ensure_ca
+from addons.serve import ReadyInfo, build_master
+from sidecar.config.credentials import (
     Credentials,
     IntervenCredentials,
     InvioletCredentials,
     KirtonicCredentials,
     VelerianCredentials,
 )
-from sidecar.resolver import Resolver
-from sidecar.serve import ReadyInfo, build_master
-from sidecar.settings import load_settings
+from sidecar.config.settings import load_settings
+from sidecar.judge.resolver import Resolver
+from sidecar.observability.admin import read_admin_token
 from tests.support import leaks
 from tests.support.servers import UPSTREAM_HOST, WAIT
 

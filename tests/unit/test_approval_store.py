@@ -4,8 +4,8 @@ import stat
 
 import pytest
 
-from sidecar.approval_store import ApprovalAlreadyDecided, ApprovalNotFound, ApprovalStore
-from sidecar.verdict import ApprovalStatus
+from sidecar.approvals.store import ApprovalAlreadyDecided, ApprovalNotFound, ApprovalStore
+from sidecar.engine.decisions import ApprovalStatus
 from tests.support.clock import Clock
 
 SUMMARY = {"method": "POST", "host": "api.github.com", "tool": "github", "operation": "create_pr",

@@ -6,7 +6,7 @@ import zlib
 import brotli
 import pytest
 
-from sidecar.bodies import BodyTooLarge, BodyUndecodable, body_for_scan, decode_body
+from sidecar.judge.bodies import BodyTooLarge, BodyUndecodable, body_for_scan, decode_body
 from tests.support.codecs import ENCODERS
 
 PLAIN = b'{"token": "secret"}' * 10

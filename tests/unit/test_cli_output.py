@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.cli import _print_approvals
+from sidecar.cli.main import _print_approvals
 
 
 def test_approvals_list_escapes_what_the_agent_wrote(capsys):

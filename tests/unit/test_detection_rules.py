@@ -18,12 +18,12 @@ from urllib.parse import quote
 
 import pytest
 
-from sidecar.bodies import BodyUndecodable, body_for_scan
 from sidecar.engine import Engine, checks
+from sidecar.engine.decisions import Decision
 from sidecar.engine.destinations import dns_exfiltration, registrable_domain, ssrf
 from sidecar.engine.matcher import Matcher
-from sidecar.policy_file import default_policy
-from sidecar.verdict import Decision
+from sidecar.engine.policy_file import default_policy
+from sidecar.judge.bodies import BodyUndecodable, body_for_scan
 
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

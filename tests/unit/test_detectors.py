@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from bench.corpora.generated import Sample, corpus
 from sidecar.engine.matcher import Matcher
-from tests.corpus import Sample, corpus
 
 MATCHER = Matcher()
 SAMPLES = corpus()

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import json
 
-from sidecar.enforce import approval_result, fail_open, from_verdict, local_block
-from sidecar.verdict import ScanVerdict
+from sidecar.backends.contract import ScanVerdict
+from sidecar.judge.enforce import approval_result, fail_open, from_verdict, local_block
 
 BASE = {"risk_score": 0.9, "risk_band": "HIGH", "trace_id": "t-1", "reason_codes": ["SECRETS"]}
 

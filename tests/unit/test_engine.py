@@ -9,11 +9,11 @@ from urllib.parse import quote
 
 import pytest
 
+from bench.corpora.generated import card, github, iban, ssn
 from sidecar.engine import Engine
+from sidecar.engine.decisions import Decision
 from sidecar.engine.policy import Policy
-from sidecar.policy_file import default_policy
-from sidecar.verdict import Decision
-from tests.corpus import card, github, iban, ssn
+from sidecar.engine.policy_file import default_policy
 
 RNG = random.Random(7)
 GH = github(RNG)

@@ -15,17 +15,17 @@ import random
 import pytest
 from mnemonic import Mnemonic
 
-from sidecar.bodies import body_for_scan
+from bench.corpora import generated as corpus
 from sidecar.engine import Engine, checks
 from sidecar.engine.budget import MIN_CANDIDATES, Budget, ScanLimit
+from sidecar.engine.decisions import Decision
 from sidecar.engine.detectors import BY_ID
 from sidecar.engine.engine import SCAN_LIMIT
 from sidecar.engine.fields import MAX_JSON_DEPTH, MAX_LOCATION, request_fields
 from sidecar.engine.matcher import Matcher, value_hash
+from sidecar.engine.policy_file import default_policy
 from sidecar.engine.redact import Redaction, redact_text
-from sidecar.policy_file import default_policy
-from sidecar.verdict import Decision
-from tests import corpus
+from sidecar.judge.bodies import body_for_scan
 
 URL = "https://api.example.com/v1/upload"
 TEXT = {"Content-Type": "text/plain"}

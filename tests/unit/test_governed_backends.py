@@ -11,25 +11,26 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.approval_store import ApprovalReused, ApprovalStore
-from sidecar.backends import BackendConfigError, backend_name
+from sidecar.approvals.store import ApprovalReused, ApprovalStore
+from sidecar.backends.contract import ScanRequest
 from sidecar.backends.errors import MalformedVerdict, ScanAuthError, ScanServerError
+from sidecar.backends.factory import BackendConfigError, backend_name
 from sidecar.backends.governed import reason_code
 from sidecar.backends.http import Connection
 from sidecar.backends.inviolet import InvioletBackend
 from sidecar.backends.kirtonic import KirtonicBackend, prompt_windows
 from sidecar.backends.velerian import VelerianBackend
-from sidecar.credentials import (
+from sidecar.config.credentials import (
     Credentials,
     IntervenCredentials,
     InvioletCredentials,
     KirtonicCredentials,
     VelerianCredentials,
 )
-from sidecar.enforce import approval_refused, from_verdict, shadowed
+from sidecar.config.settings import load_settings
+from sidecar.engine.decisions import Decision
+from sidecar.judge.enforce import approval_refused, from_verdict, shadowed
 from sidecar.llm import recognise
-from sidecar.settings import load_settings
-from sidecar.verdict import Decision, ScanRequest
 
 REQUEST = ScanRequest(method="POST", url="https://hooks.slack.com/services/T/B/x",
                       body={"text": "hi"})  # fmt: skip
@@ -280,7 +281,7 @@ def test_llm_recognition_feeds_the_prompt(tmp_path):
 
 
 def _verdict(decision: str, **extra):  # type: ignore[no-untyped-def]
-    from sidecar.verdict import ScanVerdict
+    from sidecar.backends.contract import ScanVerdict
 
     doc = {"decision": decision, "risk_score": 0.5, "risk_band": "MEDIUM", "trace_id": "t"}
     return ScanVerdict.model_validate({**doc, **extra})

@@ -22,29 +22,30 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.test import taddons
 
 from addons.connect_guard import ConnectGuard
-from addons.runtime import Runtime
 from addons.tunnel_guard import TunnelGuard
+from sidecar.config.settings import load_settings
 from sidecar.engine import Engine
 from sidecar.engine.known_secrets import KnownSecrets
-from sidecar.metrics import SidecarMetrics
-from sidecar.policy_file import default_policy
-from sidecar.settings import load_settings
+from sidecar.engine.policy_file import default_policy
+from sidecar.judge.destination import Destinations
+from sidecar.observability.metrics import SidecarMetrics
 from tests.support.dns import ScriptedDns
 
 
 def _guard(dns: ScriptedDns, **settings: Any) -> SimpleNamespace:
     values = {"listen": "127.0.0.1:0", "admin": "off", **settings}
-    runtime = Runtime(
-        settings=load_settings(**values),
-        metrics=SidecarMetrics(),
-        backend=None,  # type: ignore[arg-type]  # not reached by these guards
-        destinations=Engine(default_policy(), tuple(settings.get("internal_hosts", ()))),
-        resolver=dns.resolver(),
-        known=KnownSecrets(["iv_live_Q8h2Zr7KpW4xTn9LmC3vB6abcd"]),
-        identity=None,
-        listeners=lambda: [],
+    loaded = load_settings(**values)
+    destinations = Destinations(
+        loaded,
+        Engine(default_policy(), tuple(settings.get("internal_hosts", ()))),
+        dns.resolver(),
+        KnownSecrets(["iv_live_Q8h2Zr7KpW4xTn9LmC3vB6abcd"]),
     )
-    return SimpleNamespace(runtime=runtime, metrics=runtime.metrics)
+    metrics = SidecarMetrics()
+    runtime = SimpleNamespace(
+        settings=loaded, destinations=destinations, metrics=metrics, shadow=False
+    )
+    return SimpleNamespace(runtime=runtime, metrics=metrics)
 
 
 def _connect(guard: ConnectGuard, host: str, port: int = 443) -> Server:

@@ -11,13 +11,14 @@ import brotli
 import pytest
 import zstandard
 
-from sidecar.authority import AuthorityError, absolute_url, mismatch, parse_authority
-from sidecar.bodies import BodyUndecodable, decode_body
-from sidecar.endpoints import OWN_ENDPOINT, Listener, judge_addresses
 from sidecar.engine import Engine
+from sidecar.engine.decisions import Decision
 from sidecar.engine.known_secrets import KnownSecrets
-from sidecar.policy_file import load_policy
-from sidecar.request_surface import (
+from sidecar.engine.policy_file import load_policy
+from sidecar.judge.authority import AuthorityError, absolute_url, mismatch, parse_authority
+from sidecar.judge.bodies import BodyUndecodable, decode_body
+from sidecar.judge.endpoints import OWN_ENDPOINT, Listener, judge_addresses
+from sidecar.judge.request_surface import (
     Upgrade,
     classify_upgrade,
     is_volatile,
@@ -25,7 +26,6 @@ from sidecar.request_surface import (
     scanned_headers,
     upstream_alpn,
 )
-from sidecar.verdict import Decision
 
 ip = ipaddress.ip_address
 

@@ -6,14 +6,15 @@ import logging
 from types import SimpleNamespace
 
 from addons.log_hygiene import _Hygiene
-from sidecar.decision_log import loggable, loggable_host
 from sidecar.engine.known_secrets import KnownSecrets
+from sidecar.observability.decision_log import loggable, loggable_host
 
 KEY = "iv_live_Q8h2Zr7KpW4xTn9LmC3vB6abcd"
 
 
 def _cleaned(name: str, msg: str, *args: object) -> str:
-    guard = SimpleNamespace(runtime=SimpleNamespace(known=KnownSecrets([KEY])))
+    judge = SimpleNamespace(known=KnownSecrets([KEY]))
+    guard = SimpleNamespace(runtime=SimpleNamespace(judge=judge))
     record = logging.LogRecord(name, logging.WARNING, __file__, 1, msg, args, None)
     assert _Hygiene(guard).filter(record) is True  # type: ignore[arg-type]
     return record.getMessage()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sidecar.loop_lag import watch_loop_lag
+from sidecar.observability.loop_lag import watch_loop_lag
 
 
 def test_a_blocking_call_shows_up_as_lag():

@@ -1,4 +1,4 @@
-from sidecar.metrics import MAX_TOOL_LABELS, SidecarMetrics
+from sidecar.observability.metrics import MAX_TOOL_LABELS, SidecarMetrics
 
 
 def test_tool_labels_are_normalised_and_bounded():

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.policy_file import PolicyError, default_policy, load_policy, parse_policy
+from sidecar.engine.policy_file import PolicyError, default_policy, load_policy, parse_policy
 
 
 def test_default_policy_is_valid_and_documented():

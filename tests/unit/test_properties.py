@@ -8,11 +8,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from sidecar.bodies import BodyTooLarge, BodyUndecodable, archive_kind, body_for_scan, decode_body
+from sidecar.backends.contract import ScanVerdict
 from sidecar.engine import Engine
+from sidecar.engine.decisions import Decision
+from sidecar.engine.policy_file import default_policy, parse_policy
 from sidecar.engine.redact import Redaction, redact_body
-from sidecar.policy_file import default_policy, parse_policy
-from sidecar.verdict import Decision, ScanVerdict
+from sidecar.judge.bodies import (
+    BodyTooLarge,
+    BodyUndecodable,
+    archive_kind,
+    body_for_scan,
+    decode_body,
+)
 from tests.support.codecs import ENCODERS
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,11 +10,11 @@ import pytest
 import zstandard
 
 from addons.connection_guard import FD_RESERVE, connection_budget
+from addons.tuning import MemoryKeeper, resident_bytes
+from sidecar.backends.contract import ScanRequest
 from sidecar.backends.local import INLINE_LIMIT, _size
-from sidecar.bodies import BodyTooLarge, BodyUndecodable, decode_body, encode_body
-from sidecar.log_limit import RateLimitedLog
-from sidecar.tuning import MemoryKeeper, resident_bytes
-from sidecar.verdict import ScanRequest
+from sidecar.judge.bodies import BodyTooLarge, BodyUndecodable, decode_body, encode_body
+from sidecar.observability.log_limit import RateLimitedLog
 from tests.support.clock import Clock
 
 

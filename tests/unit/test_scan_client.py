@@ -9,6 +9,7 @@ import json
 import httpx
 import pytest
 
+from sidecar.backends.contract import ScanRequest
 from sidecar.backends.errors import (
     MalformedVerdict,
     ScanAuthError,
@@ -20,8 +21,7 @@ from sidecar.backends.errors import (
 )
 from sidecar.backends.http import Connection, parse_retry_after
 from sidecar.backends.interven import IntervenBackend
-from sidecar.credentials import IntervenCredentials
-from sidecar.verdict import ScanRequest
+from sidecar.config.credentials import IntervenCredentials
 
 KEY = "iv_live_unit"
 VERDICT = {"decision": "ALLOW", "risk_score": 0, "risk_band": "LOW", "trace_id": "t"}
@@ -134,8 +134,8 @@ def test_scan_client_ignores_proxy_variables(monkeypatch):
 
 
 def test_a_response_worker_survives_a_bug_and_counts_it():
-    from sidecar.metrics import SidecarMetrics
-    from sidecar.response_scan import ResponseScanJob, ResponseScanQueue
+    from sidecar.judge.responses import ResponseScanJob, ResponseScanQueue
+    from sidecar.observability.metrics import SidecarMetrics
 
     class Flaky:
         name = "flaky"
@@ -164,8 +164,8 @@ def test_a_response_worker_survives_a_bug_and_counts_it():
 
 
 def test_a_response_echoing_one_of_the_sidecars_keys_is_not_posted():
-    from sidecar.metrics import SidecarMetrics
-    from sidecar.response_scan import ResponseScanJob, ResponseScanQueue
+    from sidecar.judge.responses import ResponseScanJob, ResponseScanQueue
+    from sidecar.observability.metrics import SidecarMetrics
 
     posted: list[str] = []
 

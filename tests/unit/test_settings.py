@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.credentials import load_credentials
-from sidecar.settings import FailMode, HostPort, SettingsError, load_settings
+from sidecar.config.credentials import load_credentials
+from sidecar.config.settings import FailMode, HostPort, SettingsError, load_settings
 
 
 def test_defaults_are_secure():

@@ -3,7 +3,7 @@ from __future__ import annotations
 import gc
 import sys
 
-from sidecar.tuning import GIL_SWITCH_INTERVAL, freeze_startup_heap, share_gil_promptly
+from addons.tuning import GIL_SWITCH_INTERVAL, freeze_startup_heap, share_gil_promptly
 
 
 class _Compiled:

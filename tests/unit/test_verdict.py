@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sidecar.verdict import Decision, RiskBand, ScanVerdict
+from sidecar.backends.contract import ScanVerdict
+from sidecar.engine.decisions import Decision, RiskBand
 
 BASE = {
     "decision": "ALLOW",

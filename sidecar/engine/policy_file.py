@@ -18,7 +18,7 @@ class PolicyError(ValueError):
 
 
 def default_policy() -> Policy:
-    text = resources.files("sidecar").joinpath("default_policy.yaml").read_text()
+    text = resources.files("sidecar.engine").joinpath("default_policy.yaml").read_text()
     return parse_policy(text, "<built-in default policy>")
 
 

@@ -20,9 +20,9 @@ import tornado.netutil
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sidecar.approval_store import ApprovalAlreadyDecided, ApprovalNotFound, ApprovalStore
-from sidecar.metrics import SidecarMetrics
-from sidecar.settings import HostPort
+from sidecar.approvals.store import ApprovalAlreadyDecided, ApprovalNotFound, ApprovalStore
+from sidecar.config.settings import HostPort
+from sidecar.observability.metrics import SidecarMetrics
 
 
 class _MetricsHandler(tornado.web.RequestHandler):

@@ -1,14 +1,20 @@
 """Every knob of the sidecar, its environment name and its default, in one place.
 
 `SidecarSettings` reads `SIDECAR_<NAME>`; each backend's credentials are read from its
-own variables by `sidecar.credentials`. CLI flags are passed as init values, so they
-override the environment.
+own variables by `sidecar.config.credentials`. CLI flags are passed as init values, so
+they override the environment.
+
+Each field also says how else it surfaces (`Surface`): a CLI flag, an `egress_<name>`
+option of the mitmdump addon, mitmproxy's own options it maps onto. The flags, the addon
+options and docs/configuration.md are generated from that (`sidecar.config.surface`,
+`sidecar.config.reference`), so there is one text and one default per setting.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import ssl
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -63,6 +69,43 @@ class ApprovalMode(StrEnum):
 
 
 BackendName = Literal["interven", "local", "kirtonic", "inviolet", "velerian"]
+
+
+class Group(StrEnum):
+    """Where a setting is listed in the configuration reference (in this order)."""
+
+    PROXY = "Listening and tunnels"
+    SCANNING = "Scanning"
+    APPROVALS = "Approvals"
+    TLS = "CA and upstream TLS"
+    LIMITS = "Limits and timeouts"
+    ADMIN = "Admin server"
+
+
+@dataclass(frozen=True)
+class Surface:
+    """How a setting surfaces besides `SIDECAR_<NAME>` (which every setting has).
+
+    flag: `egress-sidecar` takes `--<name>` (dashes for underscores); secrets are
+    environment-only so they stay out of process listings.
+    option: the mitmdump addon declares `egress_<name>` for it.
+    mitmproxy: mitmproxy's own options it is carried by, `name` or `name=FORM`.
+    run_only: only `egress-sidecar run` uses it; under plain mitmdump it does nothing.
+    """
+
+    group: Group
+    flag: bool = True
+    option: bool = False
+    mitmproxy: tuple[str, ...] = ()
+    run_only: bool = False
+
+
+def surface_of(name: str) -> Surface:
+    """The `Surface` a settings field is annotated with."""
+    found = [m for m in SidecarSettings.model_fields[name].metadata if isinstance(m, Surface)]
+    if len(found) != 1:
+        raise LookupError(f"settings field {name!r} needs exactly one Surface annotation")
+    return found[0]
 
 
 class HostPort(BaseModel):
@@ -136,153 +179,194 @@ class SidecarSettings(BaseSettings):
     )
 
     # NoDecode: the environment gives "HOST:PORT", not JSON; the validators below parse it.
-    listen: Annotated[HostPort, NoDecode] = Field(
+    listen: Annotated[
+        HostPort, NoDecode, Surface(Group.PROXY, mitmproxy=("listen_host", "listen_port"))
+    ] = Field(
         default=HostPort(host="127.0.0.1", port=8080),
-        description="Proxy listen address; port 0 picks a free port.",
+        description="Proxy listen address HOST:PORT; port 0 picks a free port.",
     )
-    admin: Annotated[HostPort | None, NoDecode] = Field(
+    admin: Annotated[HostPort | None, NoDecode, Surface(Group.ADMIN, option=True)] = Field(
         default=HostPort(host="127.0.0.1", port=9090),
-        description="Admin server (/metrics /healthz /readyz); empty disables it.",
+        description="Admin server HOST:PORT (/metrics /healthz /readyz and the approval "
+        "endpoints), or off (or empty) to disable it.",
     )
-    confdir: Path = Field(
+    confdir: Annotated[Path, Surface(Group.TLS, mitmproxy=("confdir",))] = Field(
         default=Path("~/.egress-sidecar"),
-        description="CA material and state. Created 0700.",
+        description="CA material and state (approvals, admin token); created 0700.",
     )
-    backend: BackendName | None = Field(
+    backend: Annotated[BackendName | None, Surface(Group.SCANNING, option=True)] = Field(
         default=None,
-        description="Scan backend: interven, local, kirtonic, inviolet or velerian; default "
-        "`interven` when INTERVEN_API_KEY is set, else `local`.",
+        description="Scan backend: interven, local, kirtonic, inviolet or velerian; unset: "
+        "interven when INTERVEN_API_KEY is set, else local (the embedded engine).",
     )
-    enforcement: EnforcementMode = Field(
+    enforcement: Annotated[EnforcementMode, Surface(Group.SCANNING, option=True)] = Field(
         default=EnforcementMode.ENFORCE,
         description="enforce: apply verdicts; shadow: forward everything, log and count "
         "what would have been blocked, rewritten or held.",
     )
-    approval_mode: ApprovalMode = Field(
+    approval_mode: Annotated[ApprovalMode, Surface(Group.APPROVALS, option=True)] = Field(
         default=ApprovalMode.HOLD,
         description="hold: keep a request that needs approval until a human decides; "
         "refuse: answer 403 at once with the approval id.",
     )
-    policy: Path | None = Field(
+    policy: Annotated[Path | None, Surface(Group.SCANNING, option=True)] = Field(
         default=None,
-        description="Policy file (YAML or JSON) for the local engine; default: built-in.",
+        description="Policy file (YAML or JSON) for the local engine; unset: the built-in one.",
     )
-    internal_hosts: Annotated[list[str], NoDecode] = Field(
+    internal_hosts: Annotated[list[str], NoDecode, Surface(Group.SCANNING, option=True)] = Field(
         default_factory=list,
-        description="Internal destinations agents may reach (names, *.wildcards, CIDRs); "
-        "not flagged as SSRF by the local engine. Comma-separated.",
+        description="Internal destinations agents may reach (names, *.wildcards, CIDRs, "
+        "e.g. git.corp,*.svc,10.0.0.0/8); not flagged as SSRF by the local engine. "
+        "Comma-separated.",
     )
-    passthrough_hosts: Annotated[list[str], NoDecode] = Field(
+    passthrough_hosts: Annotated[list[str], NoDecode, Surface(Group.PROXY, option=True)] = Field(
         default_factory=list,
         description="Hosts tunnelled without inspection (e.g. package mirrors); each "
         "connection is logged and counted. Exact names or *.domain, comma-separated.",
     )
-    raw_tcp_hosts: Annotated[list[str], NoDecode] = Field(
+    raw_tcp_hosts: Annotated[list[str], NoDecode, Surface(Group.PROXY, option=True)] = Field(
         default_factory=list,
         description="Destinations allowed to carry raw TCP (not HTTP) through a tunnel or "
-        "redirect: HOST[:PORT] with names, *.domain or CIDR blocks ([v6]:PORT). Each "
-        "stream is logged, counted and scanned as it flows; any other raw TCP is refused.",
+        "redirect: HOST[:PORT] with names, *.domain or CIDR blocks ([v6]:PORT), e.g. "
+        "db.corp:5432. Each stream is logged, counted and scanned as it flows; any other "
+        "raw TCP is refused.",
     )
-    approval_volatile_headers: Annotated[list[str], NoDecode] = Field(
+    approval_volatile_headers: Annotated[
+        list[str], NoDecode, Surface(Group.APPROVALS, flag=False, option=True)
+    ] = Field(
         default_factory=lambda: list(VOLATILE_HEADERS),
         description="Headers that may change between an agent's retries of a held request "
         "(retry counters, signing dates, trace ids): still scanned, but left out of the "
         "key that ties an approval to the request the reviewer saw — when their value has "
         "the header's usual shape (others: at most 64 token characters).",
     )
-    proxy_auth: SecretStr | None = Field(
-        default=None, description="USER:PASSWORD agents must present (Proxy-Authorization)."
+    proxy_auth: Annotated[
+        SecretStr | None, Surface(Group.PROXY, flag=False, mitmproxy=("proxyauth",))
+    ] = Field(default=None, description="USER:PASSWORD agents must present (Proxy-Authorization).")
+    approval_expiry: Annotated[float, Surface(Group.APPROVALS, option=True)] = Field(
+        default=3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="Seconds an approval held at the sidecar stays open for a decision.",
     )
-    approval_expiry: float = Field(
-        default=3600.0, gt=0, le=30 * 86400, description="Seconds a local approval stays open."
-    )
-    admin_token: SecretStr | None = Field(
+    admin_token: Annotated[SecretStr | None, Surface(Group.ADMIN, flag=False)] = Field(
         default=None,
         description="Bearer token the admin approval endpoints require, on every address; "
-        "default: one generated into <confdir>/admin-token (0600).",
+        "unset: one generated into <confdir>/admin-token (0600).",
     )
-    ca_cert: Path | None = Field(
-        default=None, description="CA certificate (PEM) to use instead of a generated one."
-    )
-    ca_key: Path | None = Field(default=None, description="Private key (PEM) of --ca-cert.")
-    ca_bundle_out: Path | None = Field(
+    ca_cert: Annotated[Path | None, Surface(Group.TLS, run_only=True)] = Field(
         default=None,
-        description="Also write the agents' CA bundle here (e.g. a volume shared with agents).",
+        description="CA certificate (PEM) to use instead of a generated one (e.g. from a "
+        "Kubernetes Secret).",
     )
-    transparent_listen: Annotated[HostPort | None, NoDecode] = Field(
+    ca_key: Annotated[Path | None, Surface(Group.TLS, run_only=True)] = Field(
+        default=None, description="Private key (PEM) of ca_cert; the two go together."
+    )
+    ca_bundle_out: Annotated[Path | None, Surface(Group.TLS, option=True)] = Field(
         default=None,
-        description="Also accept connections redirected by iptables (transparent mode).",
+        description="Also write the agents' CA bundle to this file (e.g. on a volume shared "
+        "with agents).",
     )
-    upstream_ca: Path | None = Field(
-        default=None, description="Extra CA bundle to trust for upstream servers."
+    transparent_listen: Annotated[
+        HostPort | None,
+        NoDecode,
+        Surface(Group.PROXY, mitmproxy=("mode=transparent@HOST:PORT",)),
+    ] = Field(
+        default=None,
+        description="Also accept connections redirected by iptables (transparent mode) on "
+        "this HOST:PORT.",
     )
-    scan_api_ca: Path | None = Field(
+    upstream_ca: Annotated[
+        Path | None, Surface(Group.TLS, mitmproxy=("ssl_verify_upstream_trusted_ca",))
+    ] = Field(default=None, description="Extra CA bundle to trust for upstream servers.")
+    scan_api_ca: Annotated[Path | None, Surface(Group.TLS, option=True)] = Field(
         default=None,
         description="Extra CA bundle to trust for the scan API (a self-hosted gateway).",
     )
-    upstream_proxy: AnyHttpUrl | None = Field(
-        default=None, description="Chain outbound traffic through this HTTP proxy."
+    upstream_proxy: Annotated[
+        AnyHttpUrl | None,
+        Surface(Group.PROXY, option=True, mitmproxy=("mode=upstream:URL",)),
+    ] = Field(
+        default=None,
+        description="Chain outbound traffic through this HTTP proxy (http://host:port).",
     )
-    fail_mode: FailMode = Field(
-        default=FailMode.CLOSED, description="closed: block when no verdict; open: forward."
+    fail_mode: Annotated[FailMode, Surface(Group.SCANNING, option=True)] = Field(
+        default=FailMode.CLOSED,
+        description="closed: block a request when no verdict can be had; open: forward it.",
     )
-    scan_timeout: float = Field(
+    scan_timeout: Annotated[float, Surface(Group.SCANNING, option=True)] = Field(
         default=10.0, gt=0, le=300, description="Seconds one scan may take, retries included."
     )
-    scan_retries: int = Field(default=2, ge=0, le=10, description="Retries on 5xx/connection.")
-    breaker_threshold: int = Field(
-        default=5, ge=1, le=1000, description="Consecutive scan API outages that open the circuit."
+    scan_retries: Annotated[int, Surface(Group.SCANNING, option=True)] = Field(
+        default=2, ge=0, le=10, description="Retries of a scan on 5xx and connection errors."
     )
-    breaker_cooldown: float = Field(
-        default=10.0, gt=0, le=3600, description="Seconds the circuit stays open before a trial."
+    breaker_threshold: Annotated[int, Surface(Group.SCANNING, option=True)] = Field(
+        default=5, ge=1, le=1000, description="Scan API outages in a row that open the circuit."
     )
-    approval_timeout: float = Field(
+    breaker_cooldown: Annotated[float, Surface(Group.SCANNING, option=True)] = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds the circuit stays open before a trial scan.",
+    )
+    approval_timeout: Annotated[float, Surface(Group.APPROVALS, option=True)] = Field(
         default=60.0, gt=0, le=86400, description="Seconds a request is held for approval."
     )
-    approval_poll_interval: float = Field(
+    approval_poll_interval: Annotated[float, Surface(Group.APPROVALS, option=True)] = Field(
         default=2.0, gt=0, le=60, description="Seconds between approval status polls."
     )
-    max_pending_approvals: int = Field(
-        default=100, ge=1, le=10000, description="Held requests at once; more are refused."
+    max_pending_approvals: Annotated[int, Surface(Group.APPROVALS, option=True)] = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description="Requests held for approval at once; more are refused.",
     )
-    max_body_bytes: int = Field(
+    max_body_bytes: Annotated[int, Surface(Group.LIMITS, option=True)] = Field(
         default=SCAN_API_MAX_BODY_BYTES,
         ge=1024,
         le=64 * 1024 * 1024,
         description="Largest decoded request body that is scanned; larger ones are refused.",
     )
-    max_buffered_bytes: int = Field(
-        default=64 * 1024 * 1024,
-        ge=1024 * 1024,
-        description="Request body bytes held at once, all requests together (each is "
-        "refused past the scan limit; this bounds many at once, e.g. HTTP/2 streams); a "
-        "body that would pass it gets 503 SIDECAR_BUSY.",
+    max_buffered_bytes: Annotated[int, Surface(Group.LIMITS, mitmproxy=("body_size_limit",))] = (
+        Field(
+            default=64 * 1024 * 1024,
+            ge=1024 * 1024,
+            description="Request body bytes held at once, all requests together (each is "
+            "refused past the scan limit; this bounds many at once, e.g. HTTP/2 streams); a "
+            "body that would pass it gets 503 SIDECAR_BUSY.",
+        )
     )
-    max_connections: int = Field(
+    max_connections: Annotated[int, Surface(Group.LIMITS, option=True)] = Field(
         default=1024,
         ge=1,
         le=1_000_000,
         description="Agent connections open at once (all agents together); at the cap a "
         "new one replaces the longest-idle one, or is refused when none is idle.",
     )
-    idle_timeout: float = Field(
+    idle_timeout: Annotated[float, Surface(Group.LIMITS, option=True)] = Field(
         default=120.0, gt=0, le=86400, description="Seconds an idle agent connection stays open."
     )
-    head_timeout: float = Field(
+    head_timeout: Annotated[float, Surface(Group.LIMITS, option=True)] = Field(
         default=10.0,
         gt=0,
         le=3600,
         description="Seconds a new connection has to send its first request head, CONNECT "
         "or TLS hello.",
     )
-    shutdown_grace: float = Field(
+    shutdown_grace: Annotated[float, Surface(Group.LIMITS, run_only=True)] = Field(
         default=20.0, ge=0, le=3600, description="Seconds SIGTERM waits for in-flight requests."
     )
-    response_queue_size: int = Field(
-        default=256, ge=1, le=100_000, description="Response bodies waiting to be posted."
+    response_queue_size: Annotated[int, Surface(Group.SCANNING, flag=False, option=True)] = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Response bodies waiting to be posted to the backend; more are dropped "
+        "(and counted).",
     )
-    response_workers: int = Field(default=4, ge=1, le=64, description="Response posters.")
-    runtime_type: str = Field(
+    response_workers: Annotated[int, Surface(Group.SCANNING, flag=False, option=True)] = Field(
+        default=4, ge=1, le=64, description="Tasks posting response bodies to the backend."
+    )
+    runtime_type: Annotated[str, Surface(Group.SCANNING, flag=False, option=True)] = Field(
         default="custom", max_length=64, description="runtime_type sent to the scan API."
     )
 
@@ -397,7 +481,8 @@ class SettingsError(ValueError):
 def describe_validation_error(
     error: ValidationError, env_prefix: str = "SIDECAR_", flags: bool = True
 ) -> str:
-    """One line per bad field, naming the flag (when there is one) and the variable."""
+    """One line per bad field, naming the flag (when `flags` and the setting has one) and
+    the variable."""
     parts = []
     for item in error.errors():
         message = str(item["msg"]).removeprefix("Value error, ")
@@ -406,7 +491,7 @@ def describe_validation_error(
             continue
         field, *inner = [str(p) for p in item["loc"]]
         name = env_prefix + field.upper()
-        if flags:
+        if flags and field in SidecarSettings.model_fields and surface_of(field).flag:
             name = "--" + field.replace("_", "-") + " / " + name
         where = f"{'.'.join(inner)}: " if inner else ""
         parts.append(f"{name}: {where}{message}")

@@ -15,8 +15,8 @@ from enum import StrEnum
 
 from sidecar.backends.base import ScanBackend
 from sidecar.backends.errors import ScanError
-from sidecar.metrics import SidecarMetrics
-from sidecar.verdict import ApprovalStatus
+from sidecar.engine.decisions import ApprovalStatus
+from sidecar.observability.metrics import SidecarMetrics
 
 logger = logging.getLogger(__name__)
 

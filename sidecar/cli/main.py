@@ -20,115 +20,67 @@ from pathlib import Path
 
 import httpx
 
+from addons.ca import CaFiles, ensure_ca, new_ca_pem
 from sidecar import __version__
-from sidecar.admin import TOKEN_FILE, read_admin_token
-from sidecar.agent_env import agent_environment, export_lines
-from sidecar.backends import BackendConfigError, backend_name
-from sidecar.backends.local import to_scan_verdict
-from sidecar.bodies import BodyUndecodable, body_for_scan
-from sidecar.ca import CaFiles, ensure_ca, new_ca_pem
-from sidecar.credentials import load_credentials
-from sidecar.decision_log import loggable
-from sidecar.engine import Engine
-from sidecar.policy_file import PolicyError, load_policy
-from sidecar.settings import (
+from sidecar.backends.factory import BackendConfigError, backend_name
+from sidecar.cli import scan
+from sidecar.cli.errors import CliError
+from sidecar.config.agent_env import agent_environment, export_lines
+from sidecar.config.credentials import load_credentials
+from sidecar.config.settings import (
     HostPort,
     SettingsError,
     SidecarSettings,
     load_settings,
 )
-from sidecar.verdict import ScanRequest
+from sidecar.config.surface import ENV_ONLY_SETTINGS, FLAG_SETTINGS, add_cli_flags, env_name
+from sidecar.engine.policy_file import PolicyError, load_policy
+from sidecar.observability.admin import TOKEN_FILE, read_admin_token
+from sidecar.observability.decision_log import loggable
 
 PROG = "egress-sidecar"
 EXIT_USAGE = 2
 
-# (flag, settings field, help). Defaults and validation live in SidecarSettings.
-RUN_FLAGS = (
-    ("--listen", "listen", "proxy address HOST:PORT (default 127.0.0.1:8080; port 0 = any)"),
-    ("--admin", "admin", "admin server HOST:PORT, or 'off' (default 127.0.0.1:9090)"),
-    ("--confdir", "confdir", "CA and state directory (default ~/.egress-sidecar)"),
-    (
-        "--backend",
-        "backend",
-        "interven (default with INTERVEN_API_KEY), local (default), kirtonic, inviolet, velerian",
-    ),
-    ("--enforcement", "enforcement", "enforce (default), or shadow: forward all, log would-be"),
-    ("--approval-mode", "approval_mode", "hold (default) held requests, or refuse them at once"),
-    (
-        "--ca-cert",
-        "ca_cert",
-        "CA certificate PEM to use (e.g. from a Secret) instead of generating",
-    ),
-    ("--ca-key", "ca_key", "private key PEM of --ca-cert"),
-    ("--ca-bundle-out", "ca_bundle_out", "also write the agents' CA bundle to this file"),
-    ("--transparent-listen", "transparent_listen", "HOST:PORT for iptables-redirected traffic"),
-    ("--upstream-ca", "upstream_ca", "extra CA bundle to trust for upstream servers"),
-    ("--scan-api-ca", "scan_api_ca", "extra CA bundle to trust for the scan API"),
-    ("--upstream-proxy", "upstream_proxy", "chain through this HTTP proxy (http://host:port)"),
-    ("--fail-mode", "fail_mode", "closed (default): block without a verdict; open: forward"),
-    ("--scan-timeout", "scan_timeout", "seconds one scan may take, retries included (10)"),
-    ("--scan-retries", "scan_retries", "retries on 5xx and connection errors (2)"),
-    (
-        "--breaker-threshold",
-        "breaker_threshold",
-        "scan API outages in a row that open the circuit (5)",
-    ),
-    ("--breaker-cooldown", "breaker_cooldown", "seconds the circuit stays open (10)"),
-    ("--approval-timeout", "approval_timeout", "seconds to hold a request for approval (60)"),
-    ("--approval-poll-interval", "approval_poll_interval", "seconds between polls (2)"),
-    ("--max-pending-approvals", "max_pending_approvals", "requests held at once (100)"),
-    ("--max-body-bytes", "max_body_bytes", "largest decoded body scanned (262144)"),
-    ("--max-buffered-bytes", "max_buffered_bytes", "request body bytes held at once (64 MiB)"),
-    ("--max-connections", "max_connections", "agent connections open at once (1024)"),
-    ("--idle-timeout", "idle_timeout", "seconds an idle agent connection stays open (120)"),
-    ("--head-timeout", "head_timeout", "seconds a new connection has for its first request (10)"),
-    ("--shutdown-grace", "shutdown_grace", "seconds SIGTERM waits for in-flight requests (20)"),
-    ("--passthrough-hosts", "passthrough_hosts", "hosts tunnelled uninspected (a.org,*.b.org)"),
-    ("--raw-tcp-hosts", "raw_tcp_hosts", "destinations allowed raw TCP, scanned (db.corp:5432)"),
-    ("--policy", "policy", "policy file for the local engine (default: built-in)"),
-    ("--internal-hosts", "internal_hosts", "internal destinations agents may reach (a,b,*.c)"),
-    ("--approval-expiry", "approval_expiry", "seconds a local approval stays open (3600)"),
-)
-ENV_FLAGS = tuple(f for f in RUN_FLAGS if f[1] in ("listen", "confdir"))
-CA_FLAGS = tuple(f for f in RUN_FLAGS if f[1] in ("confdir", "ca_cert", "ca_key", "ca_bundle_out"))
-SCAN_FLAGS = tuple(f for f in RUN_FLAGS if f[1] in ("policy", "internal_hosts"))
-ADMIN_FLAGS = tuple(f for f in RUN_FLAGS if f[1] in ("admin", "confdir"))
+# The settings each command takes as flags. The flags themselves (name, help, default
+# shown) are generated from SidecarSettings by `sidecar.config.surface`.
+RUN_FLAGS = FLAG_SETTINGS
+ENV_FLAGS = ("listen", "confdir")
+CA_FLAGS = ("confdir", "ca_cert", "ca_key", "ca_bundle_out")
+SCAN_FLAGS = scan.SCAN_SETTINGS
+ADMIN_FLAGS = ("admin", "confdir")
 
 
-class CliError(Exception):
-    """A problem the user can fix; printed as one line."""
-
-
-def _add_flags(parser: argparse.ArgumentParser, flags: Sequence[tuple[str, str, str]]) -> None:
-    for flag, dest, help_text in flags:
-        parser.add_argument(flag, dest=dest, metavar=dest.split("_")[-1].upper(), help=help_text)
+def _add_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    add_cli_flags(parser, names)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Forward proxy that scans and enforces what AI agents send to the network.",
-        epilog="Every flag can also be set as SIDECAR_<NAME> (e.g. SIDECAR_FAIL_MODE=open).",
+        epilog="Every flag can also be set as SIDECAR_<NAME> (e.g. SIDECAR_FAIL_MODE=open); "
+        "flags win. All settings: docs/configuration.md.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="start the proxy")
-    _add_flags(run, RUN_FLAGS)
+    run = sub.add_parser(
+        "run",
+        help="start the proxy",
+        description="Start the proxy. Flags win over SIDECAR_<NAME>, which wins over the "
+        "default shown.",
+        epilog="Set in the environment only: "
+        + ", ".join(env_name(n) for n in ENV_ONLY_SETTINGS)
+        + ". All settings: docs/configuration.md.",
+    )
+    add_cli_flags(run, RUN_FLAGS, grouped=True)
     run.set_defaults(handler=cmd_run)
 
     env = sub.add_parser("env", help="print export lines for an agent's shell")
     _add_flags(env, ENV_FLAGS)
     env.set_defaults(handler=cmd_env)
 
-    scan = sub.add_parser("scan", help="print the verdict the local engine would give")
-    scan.add_argument("method", help="HTTP method, e.g. POST")
-    scan.add_argument("url", help="absolute URL")
-    scan.add_argument("--body", help="request body, or @FILE to read it from a file")
-    scan.add_argument("--header", "-H", action="append", default=[], metavar="K:V",
-                      help="request header (repeatable)")  # fmt: skip
-    _add_flags(scan, SCAN_FLAGS)
-    scan.set_defaults(handler=cmd_scan)
+    scan.add_parser(sub)
 
     policy = sub.add_parser("policy", help="policy tools")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
@@ -166,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace, flags: Sequence[tuple[str, str, str]]) -> SidecarSettings:
-    return load_settings(**{dest: getattr(args, dest) for _, dest, _ in flags})
+def _settings(args: argparse.Namespace, names: Sequence[str]) -> SidecarSettings:
+    """Settings from the flags given for `names`, then the environment, then defaults."""
+    return load_settings(**{name: getattr(args, name) for name in names})
 
 
 def _agent_command(settings: SidecarSettings, proxy: HostPort) -> str:
@@ -182,7 +135,7 @@ def _agent_command(settings: SidecarSettings, proxy: HostPort) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sidecar.serve import ADDRESS_FILE, ReadyInfo, serve
+    from addons.serve import ADDRESS_FILE, ReadyInfo, serve
 
     settings = _settings(args, RUN_FLAGS)
     try:
@@ -214,45 +167,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_scan(args: argparse.Namespace) -> int:
-    """A dry run: the verdict the proxy would apply with the local engine and this policy."""
-    settings = _settings(args, SCAN_FLAGS)
-    headers: dict[str, str] = {}
-    for item in args.header:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip():
-            raise CliError(f"--header: expected K:V, got {item!r}")
-        headers[name.strip()] = value.strip()
-    raw = _read_body(args.body)
-    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
-    try:
-        policy = load_policy(settings.policy)
-    except PolicyError as e:
-        raise CliError(str(e)) from None
-    engine = Engine(policy, internal_hosts=tuple(settings.internal_hosts))
-    try:
-        body = body_for_scan(raw, content_type)
-    except BodyUndecodable as e:
-        raise CliError(f"the body cannot be scanned: {e}") from None
-    request = ScanRequest(method=args.method.upper(), url=args.url, headers=headers, body=body)
-    local = engine.decide(request.method, request.url, request.headers, request.body)
-    verdict = to_scan_verdict(local, "dry-run", "dry-run" if local.approval_needed else None)
-    print(json.dumps(verdict.model_dump(mode="json", exclude_none=True), indent=2))
-    return 0
-
-
-def _read_body(spec: str | None) -> bytes:
-    if spec is None:
-        return b""
-    if spec.startswith("@"):
-        path = Path(spec[1:])
-        try:
-            return path.read_bytes()
-        except OSError as e:
-            raise CliError(f"--body: {path}: {e.strerror}") from None
-    return spec.encode()
-
-
 def cmd_policy_check(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.file)
@@ -264,7 +178,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_show(args: argparse.Namespace) -> int:
-    sys.stdout.write(resources.files("sidecar").joinpath("default_policy.yaml").read_text())
+    sys.stdout.write(resources.files("sidecar.engine").joinpath("default_policy.yaml").read_text())
     return 0
 
 
@@ -326,7 +240,7 @@ def _print_approvals(items: list[dict[str, object]]) -> None:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from sidecar.serve import ADDRESS_FILE
+    from addons.serve import ADDRESS_FILE
 
     settings = _settings(args, ENV_FLAGS)
     listen = settings.listen

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sidecar.request_surface import volatile_free
-from sidecar.verdict import ApprovalStatus, ScanRequest
+from sidecar.backends.contract import ScanRequest
+from sidecar.engine.decisions import ApprovalStatus
+from sidecar.judge.request_surface import volatile_free
 
 FILE_NAME = "approvals.json"
 MAX_RECORDS = 5000

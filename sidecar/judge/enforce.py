@@ -12,8 +12,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.endpoints import OWN_ENDPOINT
-from sidecar.verdict import Decision, ScanVerdict
+from sidecar.backends.contract import ScanVerdict
+from sidecar.backends.errors import INTERNAL_ERROR_KIND
+from sidecar.engine.decisions import Decision
+from sidecar.judge.endpoints import OWN_ENDPOINT
 
 HEADER_DECISION = "X-Interven-Decision"
 HEADER_TRACE = "X-Interven-Trace-Id"
@@ -214,3 +216,14 @@ def fail_open(error_kind: str) -> Enforcement:
         from_backend=False,
         error_kind=error_kind,
     )
+
+
+def own_secret() -> Enforcement:
+    """Refused in every mode: the request carries one of the sidecar's own keys."""
+    return local_block(SIDECAR_CREDENTIAL, "Carries the sidecar's own credential.", 403)
+
+
+def internal_error() -> Enforcement:
+    """A bug while judging is a refusal, never a fail-open."""
+    message = "Blocked by egress-sidecar: internal error while judging."
+    return local_block(FAIL_CLOSED, message, 500, error_kind=INTERNAL_ERROR_KIND)

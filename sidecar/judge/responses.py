@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from sidecar.backends.base import ObservedResponse, ScanBackend
 from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
-from sidecar.bodies import (
+from sidecar.config.settings import SCAN_API_MAX_BODY_BYTES
+from sidecar.judge.bodies import (
     BodyUndecodable,
     body_for_scan,
     decode_body,
@@ -22,8 +23,7 @@ from sidecar.bodies import (
     media_type,
 )
 from sidecar.llm import LlmReply, read_reply
-from sidecar.metrics import SidecarMetrics
-from sidecar.settings import SCAN_API_MAX_BODY_BYTES
+from sidecar.observability.metrics import SidecarMetrics
 
 logger = logging.getLogger(__name__)
 

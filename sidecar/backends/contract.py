@@ -1,4 +1,4 @@
-"""The verdict contract: the one vocabulary every backend speaks inside the sidecar.
+"""The verdict contract: what every backend is asked and answers inside the sidecar.
 
 Field names follow the scan API reference exactly. Unknown fields are ignored; an
 unknown decision, or a decision missing the field it needs (SANITIZE without
@@ -7,34 +7,12 @@ unknown decision, or a decision missing the field it needs (SANITIZE without
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from sidecar.engine.decisions import ApprovalStatus, Decision, RiskBand
 from sidecar.llm import LlmCall
-
-
-class Decision(StrEnum):
-    ALLOW = "ALLOW"
-    DENY = "DENY"
-    SANITIZE = "SANITIZE"
-    REQUIRE_APPROVAL = "REQUIRE_APPROVAL"
-
-
-class RiskBand(StrEnum):
-    LOW = "LOW"
-    MEDIUM = "MEDIUM"
-    HIGH = "HIGH"
-    CRITICAL = "CRITICAL"
-
-
-class ApprovalStatus(StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    DENIED = "denied"
-    EXPIRED = "expired"
-
 
 # Methods of scan requests for a message of a stream (not an HTTP request): there is no
 # retry of a message to hold or to let through later, so no approval is recorded.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.settings import SCAN_API_MAX_BODY_BYTES
+from sidecar.config.settings import SCAN_API_MAX_BODY_BYTES
 
 
 class ResponseTap:

@@ -12,7 +12,7 @@ from pydantic import AnyHttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
 
-from sidecar.settings import SettingsError, describe_validation_error
+from sidecar.config.settings import SettingsError, describe_validation_error
 
 DEFAULT_GATEWAY_URL = "https://api.intervensecurity.com"
 DEFAULT_KIRTONIC_ENDPOINT = "https://app.kirtonic.io"

@@ -1,7 +1,6 @@
-"""Running mitmproxy in-process with the egress addon: what `egress-sidecar run` does.
+"""Running mitmproxy in-process with the sidecar's addons: what `egress-sidecar run` does.
 
-This is the one place in `sidecar/` that imports the addon (dependency direction is
-otherwise addons → sidecar).
+The settings object is handed to the addons directly (no round trip through options).
 """
 
 from __future__ import annotations
@@ -18,11 +17,13 @@ from mitmproxy import ctx
 from mitmproxy.options import Options
 from mitmproxy.tools.dump import DumpMaster
 
-from addons.egress_guard import EgressGuard, option_values, sidecar_addons
-from sidecar.ca import CaFiles
-from sidecar.credentials import Credentials
-from sidecar.resolver import Resolver
-from sidecar.settings import HostPort, SidecarSettings
+from addons.assembly import sidecar_addons
+from addons.ca import CaFiles
+from addons.in_flight import InFlight
+from addons.lifecycle import Lifecycle
+from sidecar.config.credentials import Credentials
+from sidecar.config.settings import HostPort, SidecarSettings
+from sidecar.judge.resolver import Resolver
 
 ADDRESS_FILE = "proxy-address"
 logger = logging.getLogger("egress_sidecar")
@@ -35,7 +36,7 @@ class ReadyInfo:
     proxy: HostPort
     admin: HostPort | None
     ca: CaFiles
-    guard: EgressGuard
+    lifecycle: Lifecycle
     transparent: HostPort | None = None
 
 
@@ -75,8 +76,8 @@ def mitmproxy_option_values(settings: SidecarSettings) -> dict[str, Any]:
 class _ReadyNotifier:
     """Runs last at startup: the proxy is listening and the guard is running."""
 
-    def __init__(self, guard: EgressGuard, ca: CaFiles, on_ready: Callable[[ReadyInfo], None]):
-        self._guard = guard
+    def __init__(self, lifecycle: Lifecycle, ca: CaFiles, on_ready: Callable[[ReadyInfo], None]):
+        self._life = lifecycle
         self._ca = ca
         self._on_ready = on_ready
 
@@ -86,8 +87,9 @@ class _ReadyNotifier:
             host, port = server.listen_addrs[0][:2]
             bound[server.mode.type_name] = HostPort(host=host, port=port)
         proxy = bound.get("regular") or bound["upstream"]
-        admin = self._guard.admin.address if self._guard.admin else None
-        info = ReadyInfo(proxy, admin, self._ca, self._guard, bound.get("transparent"))
+        runtime = self._life.runtime
+        admin = runtime.admin.address if runtime is not None and runtime.admin else None
+        info = ReadyInfo(proxy, admin, self._ca, self._life, bound.get("transparent"))
         self._on_ready(info)
 
 
@@ -103,10 +105,11 @@ def build_master(
     master = DumpMaster(
         Options(confdir=str(settings.confdir)), with_termlog=False, with_dumper=False
     )
-    guard = EgressGuard(credentials=credentials, resolver=resolver)
-    master.addons.add(*sidecar_addons(guard), _ReadyNotifier(guard, ca, on_ready))
-    # Addon options (mitmproxy's and ours) exist only once the addons are added.
-    master.options.update(**mitmproxy_option_values(settings), **option_values(settings))
+    addons = sidecar_addons(settings, credentials, resolver)
+    lifecycle = addons[0]
+    assert isinstance(lifecycle, Lifecycle)
+    master.addons.add(*addons, _ReadyNotifier(lifecycle, ca, on_ready))
+    master.options.update(**mitmproxy_option_values(settings))
     return master
 
 
@@ -115,13 +118,13 @@ async def drain_and_stop(master: DumpMaster, grace: float) -> None:
     then the addons' `done` hooks flush the response queue and close the backend."""
     logger.warning("stopping: no new connections; draining in-flight requests (%gs)", grace)
     master.options.update(server=False)  # closes the listening sockets only
-    guard = master.addons.get("egressguard")
-    if guard is not None:
+    in_flight = master.addons.get("inflight")
+    if isinstance(in_flight, InFlight):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
-                await guard.idle.wait()
-    if guard is not None and guard.in_flight:
-        logger.warning("grace period over: %d requests cut off", len(guard.in_flight))
+                await in_flight.idle.wait()
+        if in_flight.flows:
+            logger.warning("grace period over: %d requests cut off", len(in_flight.flows))
     master.shutdown()
 
 

@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 from urllib.parse import quote
 
-from sidecar.settings import HostPort
+from sidecar.config.settings import HostPort
 
 NO_PROXY = "localhost,127.0.0.1,::1"
 CA_VARIABLES = (

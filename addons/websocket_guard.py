@@ -1,0 +1,95 @@
+"""WebSocket messages from the agent are judged like request bodies, one by one.
+
+ALLOW passes a message, SANITIZE rewrites it, anything else (DENY, REQUIRE_APPROVAL, or
+no verdict under fail-closed) drops that message; the connection stays open. Control
+frames (see `addons.layers`) are counted, and logged at most once per kind and interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from mitmproxy import http
+
+from addons.layers import ControlFrame
+from sidecar.backends.errors import INTERNAL_ERROR_KIND
+from sidecar.judge.authority import absolute_url
+from sidecar.judge.enforce import internal_error
+from sidecar.judge.judge import Judgement, Outbound
+from sidecar.observability.counting import count_judgement
+from sidecar.observability.decision_log import log_decision, loggable_host
+from sidecar.observability.log_limit import RateLimitedLog
+
+if TYPE_CHECKING:
+    from addons.lifecycle import Lifecycle
+
+logger = logging.getLogger("egress_sidecar")
+
+
+class WebSocketGuard:
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self._life = lifecycle
+        self._control_lines = RateLimitedLog(logger)  # only its `due` gate is used
+
+    async def websocket_message(self, flow: http.HTTPFlow) -> None:
+        assert flow.websocket is not None
+        message = flow.websocket.messages[-1]
+        if not message.from_client or message.dropped:
+            return
+        started = time.monotonic()
+        runtime = self._life.runtime
+        if runtime is None:
+            judgement = Judgement(internal_error(), error=INTERNAL_ERROR_KIND)
+        else:
+            scheme = "wss" if flow.request.scheme == "https" else "ws"
+            out = Outbound(
+                method="WEBSOCKET",
+                url=absolute_url(scheme, flow.request.host, flow.request.port, flow.request.path),
+                body=message.content,
+                content_type="application/json" if message.is_text else "",
+            )
+            judgement = await runtime.judge.judge(out)
+        enforcement = judgement.enforcement
+        if not enforcement.forward:
+            message.drop()
+        elif enforcement.replacement_body is not None:
+            message.content = enforcement.replacement_body
+        action = "dropped" if not enforcement.forward else "forwarded"
+        metrics = self._life.metrics
+        count_judgement(metrics, judgement, "websocket")
+        metrics.websocket_messages.labels(enforcement.decision.value, action).inc()
+        log_decision(
+            {
+                "event_kind": "websocket_message",
+                "trace_id": enforcement.trace_id,
+                "decision": enforcement.decision.value,
+                "would": enforcement.would,
+                "forwarded": enforcement.forward,
+                "reasons": enforcement.reasons,
+                "tool": enforcement.tool,
+                "error": enforcement.error_kind,
+                "host": loggable_host(flow.request.host, enforcement.reasons),
+                "port": flow.request.port,
+                "scan_ms": round((time.monotonic() - started) * 1000, 2),
+            }
+        )
+
+    def egress_control_frame(self, frame: ControlFrame) -> None:
+        """A WebSocket control frame from an agent: counted, and logged at most once per
+        kind and interval (an agent can send thousands)."""
+        self._life.metrics.websocket_control_frames.labels(frame.frame, frame.action).inc()
+        folded = self._control_lines.due(f"{frame.frame}/{frame.action}")
+        if folded is None:
+            return
+        log_decision(
+            {
+                "event_kind": "websocket_control",
+                "frame": frame.frame,
+                "action": frame.action,
+                "host": loggable_host(frame.flow.request.host, []),
+                "port": frame.flow.request.port,
+                "folded": folded,
+            }
+        )

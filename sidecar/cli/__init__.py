@@ -1,0 +1,1 @@
+"""`egress-sidecar`: the command-line front door."""

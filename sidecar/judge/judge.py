@@ -1,0 +1,282 @@
+"""The one judge: everything about to leave goes through `Judge.judge`.
+
+The HTTP path, WebSocket messages, raw TCP windows and `egress-sidecar scan` hand it an
+`Outbound` (plain values, no mitmproxy) and apply the `Judgement` it returns, so the dry
+run is the verdict the proxy applies. In order: the sidecar's own keys on the bytes as
+sent (refused in every mode), the protocol rule the proxy found broken, body decoding
+within the scan limit, the scan request (LLM calls recognised), the own keys again on
+what decoding revealed, secrets hidden in bytes decoders skip, the backend's verdict or
+the fail mode, the addresses the destination resolves to, approvals, and shadow mode
+last. It never raises: a bug is a refusal (`internal_error`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.approvals.waiter import ApprovalCapacityExceeded, ApprovalWaiter
+from sidecar.backends.base import ScanBackend
+from sidecar.backends.contract import STREAM_METHODS, ScanRequest, ScanVerdict
+from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
+from sidecar.config.credentials import IntervenCredentials
+from sidecar.config.settings import ApprovalMode, EnforcementMode, FailMode, SidecarSettings
+from sidecar.engine.decisions import ApprovalStatus, Decision
+from sidecar.engine.known_secrets import KnownSecrets
+from sidecar.judge.bodies import BodyTooLarge, BodyUndecodable, body_for_scan, decode_off_loop
+from sidecar.judge.destination import Destinations
+from sidecar.judge.enforce import (
+    APPROVAL_CAPACITY,
+    BODY_TOO_LARGE,
+    BODY_UNDECODABLE,
+    FAIL_CLOSED,
+    HIDDEN_SECRET,
+    Enforcement,
+    address_refused,
+    approval_refused,
+    approval_result,
+    fail_open,
+    from_verdict,
+    internal_error,
+    local_block,
+    own_secret,
+    shadowed,
+)
+from sidecar.judge.request_surface import scanned_headers
+from sidecar.llm import recognise
+
+logger = logging.getLogger("egress_sidecar")
+
+CONTEXT_LIMIT = 32 * 1024  # characters of conversation sent as `context` (the latest)
+INLINE_LIMIT = 16 * 1024  # bytes; larger texts are searched for own keys off the loop
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One thing about to leave, as read by the proxy (or typed on the command line)."""
+
+    method: str  # as sent; WEBSOCKET or TCP for a message of a stream
+    url: str  # absolute, the destination as written
+    url_as_sent: str = ""  # the target before the proxy normalised it (own keys); else `url`
+    headers: tuple[tuple[str, str], ...] = ()  # as sent (`:authority` included)
+    trailers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""  # as sent: content codings applied
+    content_encoding: str = ""
+    transfer_encoding: str = ""
+    content_type: str = ""
+    llm_at: tuple[str, str] | None = None  # (host, path) when it may be an LLM call
+    sent_digest: str | None = None  # the bytes as they leave, digested (approvals)
+    refusal: tuple[Enforcement, str] | None = None  # a protocol rule it breaks, and its kind
+    destination: tuple[str, int] | None = None  # resolved and judged after the verdict
+
+    @property
+    def is_message(self) -> bool:
+        return self.method in STREAM_METHODS
+
+
+@dataclass(slots=True)
+class Judgement:
+    """The enforcement and the facts behind it; metrics and log lines come from these."""
+
+    enforcement: Enforcement
+    verdict: ScanVerdict | None = None  # the backend's answer, when there was one
+    backend: str | None = None  # the backend asked (with `scan_seconds`)
+    scan_seconds: float | None = None
+    error: str | None = None  # the scan error (or "internal") that left it without a verdict
+    fail: str | None = None  # "open" / "closed": what the fail mode did about `error`
+    refusal: str | None = None  # the local rule that refused it, e.g. "hidden_secret", "ssrf"
+    llm: str | None = None  # the LLM provider it was recognised as calling
+    approval_seconds: float | None = None  # how long it was held for a human
+
+
+class Judge:
+    """Judges outbound requests and messages with the configured backend."""
+
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        backend: ScanBackend,
+        destinations: Destinations,
+        known: KnownSecrets,
+        identity: IntervenCredentials | None = None,
+        approvals: ApprovalWaiter | None = None,
+    ) -> None:
+        self.settings = settings  # replaced when options change (fail mode, limits...)
+        self.backend = backend
+        self.destinations = destinations
+        self.known = known  # the sidecar's own keys and admin token
+        self._identity = identity
+        self._approvals = approvals  # None: a held request is refused (as approval_mode=refuse)
+
+    @property
+    def shadow(self) -> bool:
+        return self.settings.enforcement is EnforcementMode.SHADOW
+
+    async def judge(
+        self, outbound: Outbound, still_wanted: Callable[[], bool] = lambda: True
+    ) -> Judgement:
+        """The final judgement, shadow mode applied; `still_wanted` says whether a held
+        request's client is still there."""
+        try:
+            judgement = await self._judge(outbound, still_wanted)
+        except Exception:
+            # A bug here must never become a fail-open.
+            logger.exception("egress-sidecar: internal error while judging %s", outbound.method)
+            judgement = Judgement(internal_error(), error=INTERNAL_ERROR_KIND)
+        if self.shadow:
+            judgement.enforcement = shadowed(judgement.enforcement)
+        return judgement
+
+    async def _judge(self, out: Outbound, still_wanted: Callable[[], bool]) -> Judgement:
+        limit = self.settings.max_body_bytes
+        if out.is_message:
+            return await self._judge_message(out, limit)
+        headers = scanned_headers(list(out.headers), list(out.trailers))
+        raw = out.body.decode("latin-1")
+        # The sidecar's own keys first, on the parts as sent: refused in every mode, even
+        # when another rule would refuse the request (shadow mode forwards those).
+        sent_url = out.url_as_sent or out.url
+        if await self._carries_own_secret(out.method, sent_url, headers, None, raw):
+            return Judgement(own_secret())
+        if out.refusal is not None:
+            return Judgement(out.refusal[0], refusal=out.refusal[1])
+        try:
+            content = await decode_off_loop(
+                out.body, out.content_encoding, limit, transfer_encoding=out.transfer_encoding
+            )
+            request = self.scan_request(out, headers, content)
+        except BodyTooLarge:
+            message = f"Request body is larger than the scan limit ({limit} B)."
+            return Judgement(local_block(BODY_TOO_LARGE, message, 413))
+        except BodyUndecodable as e:  # a coding or an archive unreadable within the bounds
+            message = f"Request body cannot be scanned: {e}"
+            return Judgement(local_block(BODY_UNDECODABLE, message, 400))
+        text = content.decode("utf-8", "replace")
+        decoded = content != out.body
+        if (decoded or "\\u" in text) and await self._carries_own_secret(
+            out.method, out.url, headers, request.body, text
+        ):  # what decoding revealed (the bytes as sent were searched above)
+            return Judgement(own_secret())
+        if decoded and (hidden := await self._hidden_secrets(raw, text)):
+            message = (
+                "Blocked by egress-sidecar: the encoded body carries a secret outside its "
+                f"content ({', '.join(hidden)}), in bytes decoders skip."
+            )
+            return Judgement(local_block(HIDDEN_SECRET, message, 403), refusal="hidden_secret")
+        judgement = await self._ask(request)
+        judgement.llm = request.llm.provider if request.llm is not None else None
+        verdict = judgement.verdict
+        if verdict is None:
+            return judgement
+        if verdict.decision is not Decision.DENY and out.destination is not None:
+            # The name was judged as written; now where it leads (resolved once, and the
+            # connection that follows uses that answer).
+            where = await self.destinations.judge_connection(*out.destination)
+            if where.refusal is not None:
+                judgement.enforcement = address_refused(
+                    where.refusal, verdict.trace_id, where.reasons
+                )
+                judgement.refusal = where.refusal
+                return judgement
+        if verdict.decision is Decision.REQUIRE_APPROVAL and not self.shadow:
+            assert verdict.approval_id is not None
+            started = time.monotonic()
+            judgement.enforcement = await self._approval(
+                verdict.approval_id, judgement.enforcement, still_wanted
+            )
+            judgement.approval_seconds = time.monotonic() - started
+        return judgement
+
+    async def _judge_message(self, out: Outbound, limit: int) -> Judgement:
+        """A message that leaves on its own (a WebSocket message, a raw TCP window)."""
+        if len(out.body) > limit:
+            return Judgement(local_block(BODY_TOO_LARGE, "message too large", 413))
+        text = out.body.decode("utf-8", "replace")
+        if await self._carries_own_secret("", "", {}, text, text):
+            return Judgement(own_secret())
+        return await self._ask(self.scan_request(out, {}, out.body))
+
+    async def _ask(self, request: ScanRequest) -> Judgement:
+        """The backend's verdict, or what the fail mode makes of its absence."""
+        started = time.monotonic()
+        try:
+            verdict = await self.backend.scan(request)
+        except ScanError as e:
+            judgement = self._without_verdict(e.kind)
+            judgement.backend, judgement.scan_seconds = None, time.monotonic() - started
+            return judgement
+        seconds = time.monotonic() - started
+        return Judgement(from_verdict(verdict), verdict, self.backend.name, seconds)
+
+    def _without_verdict(self, kind: str) -> Judgement:
+        if self.settings.fail_mode is FailMode.OPEN:
+            logger.warning("fail-open forward: no verdict (%s)", kind)
+            return Judgement(fail_open(kind), error=kind, fail="open")
+        message = f"Blocked by egress-sidecar: no scan verdict ({kind}); fail mode is closed."
+        block = local_block(FAIL_CLOSED, message, 503, error_kind=kind)
+        return Judgement(block, error=kind, fail="closed")
+
+    async def _approval(
+        self, approval_id: str, pending: Enforcement, still_wanted: Callable[[], bool]
+    ) -> Enforcement:
+        if self._approvals is None or self.settings.approval_mode is ApprovalMode.REFUSE:
+            # Refused now, unless a reviewer already approved this id (an agent's retry).
+            try:
+                state = await self.backend.approval_status(approval_id)
+            except ScanError:
+                return approval_refused(pending, approval_id)
+            if state.status is ApprovalStatus.APPROVED:
+                return approval_result(pending, "approved")
+            return approval_refused(pending, approval_id)
+        try:
+            outcome = await self._approvals.wait(approval_id, still_wanted=still_wanted)
+        except ApprovalCapacityExceeded:
+            message = "Blocked by egress-sidecar: too many requests held."
+            block = local_block(APPROVAL_CAPACITY, message, 503)
+            block.trace_id, block.tool = pending.trace_id, pending.tool
+            block.operation = pending.operation
+            return block
+        return approval_result(pending, outcome.value)
+
+    def scan_request(self, out: Outbound, headers: dict[str, str], content: bytes) -> ScanRequest:
+        """What the backend is asked (raises BodyUndecodable for an unreadable archive)."""
+        body = body_for_scan(content, out.content_type)
+        at = out.llm_at
+        call = recognise(at[0], at[1], body) if at is not None and body is not None else None
+        identity = self._identity
+        return ScanRequest(
+            method=out.method,
+            url=out.url,
+            headers=headers,
+            body=body,
+            agent_id=identity.agent_id if identity else None,
+            agent_name=identity.agent_name if identity else None,
+            runtime_type=self.settings.runtime_type,
+            context=call.context()[-CONTEXT_LIMIT:] if call is not None else None,
+            body_bytes=len(content),
+            llm=call,
+            sent_digest=out.sent_digest,
+        )
+
+    async def _carries_own_secret(
+        self, method: str, url: str, headers: dict[str, str], body: Any, raw: str
+    ) -> bool:
+        """The sidecar's own keys, in any case, split, reversed or encoded, anywhere."""
+        if not self.known:
+            return False
+        if len(raw) <= INLINE_LIMIT:
+            return self.known.found_in_request(method, url, headers, body, raw)
+        return await asyncio.to_thread(self.known.found_in_request, method, url, headers, body, raw)
+
+    async def _hidden_secrets(self, sent: str, decoded: str) -> list[str]:
+        """Secrets in an encoded body's bytes as sent that its decoded content does not
+        hold (`Engine.hidden_secrets`): judged locally, whatever the backend — no scan API
+        is shown bytes outside a body."""
+        engine = self.destinations.engine
+        if len(sent) <= INLINE_LIMIT:
+            return engine.hidden_secrets(sent, decoded)
+        return await asyncio.to_thread(engine.hidden_secrets, sent, decoded)

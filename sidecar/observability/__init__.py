@@ -1,0 +1,1 @@
+"""Metrics, the decision log and the admin server that exposes them."""
