@@ -2,7 +2,7 @@
 
 The `server_connect` hook runs before mitmproxy opens any upstream socket — for a
 request, a tunnel, a pass-through host, a raw TCP stream or a redirected connection.
-Here the destination is judged (`Runtime.judge_connection`: the name on its own, as a
+Here the destination is judged (`Destinations.judge_connection`: the name on its own, as a
 CONNECT is, then every address it resolves to — no private, loopback, link-local or
 metadata address unless listed as internal, never the sidecar's own listeners), and the
 socket is opened to the address that was judged — so a name that resolves differently
@@ -38,8 +38,8 @@ logger = logging.getLogger("egress_sidecar")
 class ConnectGuard:
     """Judges and pins the address of every outbound connection."""
 
-    def __init__(self, guard: Lifecycle) -> None:
-        self._guard = guard
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self._life = lifecycle
         # The name each pinned connection was given; gone with the connection itself.
         self._names: weakref.WeakKeyDictionary[Server, tuple[str, int]] = (
             weakref.WeakKeyDictionary()
@@ -57,7 +57,7 @@ class ConnectGuard:
 
     async def _judge(self, server: Server) -> None:
         assert server.address is not None
-        runtime = self._guard.runtime
+        runtime = self._life.runtime
         port = int(server.address[1])
         if runtime is None:
             self._refuse(server, str(server.address[0]), port, "not_ready")
@@ -100,7 +100,7 @@ class ConnectGuard:
     def _refuse(
         self, server: Server, host: str, port: int, reason: str, reasons: list[str] | None = None
     ) -> None:
-        self._guard.metrics.refusals.labels("connect", reason).inc()
+        self._life.metrics.refusals.labels("connect", reason).inc()
         server.error = f"egress-sidecar refused the connection ({reason})"
         log_decision(
             {

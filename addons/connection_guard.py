@@ -70,8 +70,8 @@ def connection_budget(wanted: int, open_files: int) -> int:
 
 
 class ConnectionGuard:
-    def __init__(self, guard: Lifecycle) -> None:
-        self._guard = guard
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self._life = lifecycle
         self._clients: dict[str, _Client] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._log = RateLimitedLog(logger)
@@ -79,7 +79,7 @@ class ConnectionGuard:
         self.limit = 0
 
     def running(self) -> None:
-        settings = self._guard.settings
+        settings = self._life.settings
         assert settings is not None
         self.limit = connection_budget(settings.max_connections, raise_open_file_limit())
         if self.limit < settings.max_connections:
@@ -98,7 +98,7 @@ class ConnectionGuard:
 
     def client_connected(self, client: connection.Client) -> None:
         if self.limit and len(self._clients) >= self.limit and not self._evict_one():
-            self._guard.metrics.connections_closed.labels("refused_at_capacity").inc()
+            self._life.metrics.connections_closed.labels("refused_at_capacity").inc()
             self._log.log(
                 "refused_at_capacity",
                 f"connection refused: {self.limit} connections open, none idle",
@@ -106,11 +106,11 @@ class ConnectionGuard:
             client.error = "too many connections"
             return
         self._clients[client.id] = _Client(time.monotonic())
-        self._guard.metrics.connections_open.set(len(self._clients))
+        self._life.metrics.connections_open.set(len(self._clients))
 
     def client_disconnected(self, client: connection.Client) -> None:
         self._clients.pop(client.id, None)
-        self._guard.metrics.connections_open.set(len(self._clients))
+        self._life.metrics.connections_open.set(len(self._clients))
 
     def _opened(self, client: connection.Client, flow_id: str) -> None:
         state = self._clients.get(client.id)
@@ -186,7 +186,7 @@ class ConnectionGuard:
         if state.websockets:
             # Busy while messages move either way; PINGs (which the sidecar answers
             # itself) and pongs do not count.
-            settings = self._guard.settings
+            settings = self._life.settings
             if state.open_flows - state.websockets.keys() or settings is None:
                 return None
             last = max(float(f.metadata.get(MESSAGE_MOVED, 0)) for f in state.websockets.values())
@@ -219,11 +219,11 @@ class ConnectionGuard:
 
     def _close(self, handler: Any, client_id: str, why: str) -> None:
         self._clients.pop(client_id, None)
-        self._guard.metrics.connections_open.set(len(self._clients))
+        self._life.metrics.connections_open.set(len(self._clients))
         io = handler.transports.get(handler.client)
         if io is not None and io.handler is not None:
             io.handler.cancel(why)
-        self._guard.metrics.connections_closed.labels(why).inc()
+        self._life.metrics.connections_closed.labels(why).inc()
         level = logging.INFO if why == "idle_timeout" else logging.WARNING  # idle is routine
         self._log.log(why, f"connection closed: {why.replace('_', ' ')}", level)
 
@@ -241,7 +241,7 @@ class ConnectionGuard:
                 logger.exception("egress-sidecar: internal error while closing idle connections")
 
     def sweep(self) -> None:
-        settings = self._guard.settings
+        settings = self._life.settings
         if settings is None:
             return
         now = time.monotonic()

@@ -82,6 +82,7 @@ class Lifecycle:
         self.settings: SidecarSettings | None = None
         self.metrics = SidecarMetrics()
         self.runtime: Runtime | None = None  # exists while the proxy runs
+        self._admin: AdminServer | None = None  # stopped at `done` even if start-up failed
         self._policy: Policy | None = None
 
     def load(self, loader: Loader) -> None:
@@ -153,7 +154,7 @@ class Lifecycle:
             approvals = backend.approvals if isinstance(backend, HeldAtSidecar) else None
             configured = settings.admin_token.get_secret_value() if settings.admin_token else None
             token = ensure_admin_token(settings.confdir, configured)
-            admin = AdminServer(metrics, self.readiness, approvals, token)
+            admin = self._admin = AdminServer(metrics, self.readiness, approvals, token)
             try:
                 admin.start(settings.admin)
             except OSError as e:
@@ -221,13 +222,12 @@ class Lifecycle:
 
     async def done(self) -> None:
         runtime = self.runtime
-        if runtime is None:
-            return
-        runtime.lag_watch.cancel()
-        await runtime.responses.close(SHUTDOWN_GRACE)
-        await runtime.judge.backend.aclose()
-        if runtime.admin is not None:
-            await runtime.admin.stop()
+        if runtime is not None:
+            runtime.lag_watch.cancel()
+            await runtime.responses.close(SHUTDOWN_GRACE)
+            await runtime.judge.backend.aclose()
+        if self._admin is not None:
+            await self._admin.stop()
 
     def readiness(self) -> str | None:
         """None when the proxy listens, the CA exists and the backend is up."""

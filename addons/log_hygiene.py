@@ -36,9 +36,9 @@ CLEANED_LOGGERS = ("mitmproxy", "tornado")
 
 
 class _Hygiene(logging.Filter):
-    def __init__(self, guard: Lifecycle) -> None:
+    def __init__(self, lifecycle: Lifecycle) -> None:
         super().__init__()
-        self._guard = guard
+        self._life = lifecycle
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(CLEANED_LOGGERS):
@@ -53,7 +53,7 @@ class _Hygiene(logging.Filter):
     def _clean(self, text: str) -> str:
         text = scannable(text)
         text = _HEX_RUN.sub(lambda m: f"<{len(m.group()) // 2} bytes withheld>", text)
-        runtime = self._guard.runtime
+        runtime = self._life.runtime
         if runtime is not None:
             text = runtime.judge.known.withhold(text)
         return loggable(text, MAX_LINE)
@@ -63,8 +63,8 @@ class LogHygiene:
     """Installs the filter while the proxy runs (on mitmproxy's loggers and on every
     handler of the root logger, so whichever way a line goes, it is cleaned)."""
 
-    def __init__(self, guard: Lifecycle) -> None:
-        self._filter = _Hygiene(guard)
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self._filter = _Hygiene(lifecycle)
         self._where: list[logging.Filterer] = []
 
     def running(self) -> None:

@@ -57,8 +57,8 @@ _REFUSAL_KINDS: dict[type, str] = {TCPLayer: "raw_tcp", UDPLayer: "udp", DNSLaye
 class ProtocolGuard:
     """Refuses raw relays; scans raw TCP to the destinations allowed to carry it."""
 
-    def __init__(self, guard: Lifecycle) -> None:
-        self._guard = guard
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self._life = lifecycle
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         try:
@@ -105,7 +105,7 @@ class ProtocolGuard:
         """The destination is named in raw_tcp_hosts (a redirected connection's TLS SNI
         names it; otherwise the SNI, if any, must name the destination judged)."""
         address = context.server.address
-        runtime = self._guard.runtime
+        runtime = self._life.runtime
         if runtime is None or address is None or not runtime.settings.raw_tcp_hosts:
             return False
         host, port = str(address[0]), int(address[1])
@@ -125,7 +125,7 @@ class ProtocolGuard:
 
     def _refuse(self, nextlayer: layer.NextLayer, kind: str) -> None:
         address = nextlayer.context.server.address
-        self._guard.metrics.refusals.labels("protocol", kind).inc()
+        self._life.metrics.refusals.labels("protocol", kind).inc()
         host = loggable_host(str(address[0]), []) if address else None
         logger.warning("refused %s to %s: the sidecar cannot inspect it", kind, host)
         log_decision(
@@ -142,7 +142,7 @@ class ProtocolGuard:
 
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         address = flow.server_conn.address
-        self._guard.metrics.raw_tcp_connections.inc()
+        self._life.metrics.raw_tcp_connections.inc()
         log_decision(
             {
                 "event_kind": "raw_tcp",
@@ -184,7 +184,7 @@ class ProtocolGuard:
     async def _judge_stream(self, flow: tcp.TCPFlow, content: bytes) -> Enforcement:
         """The new bytes with the tail of the stream before them, in slices that fit the
         scan limit (each overlapping the last); the first that is not ALLOW decides."""
-        runtime = self._guard.runtime
+        runtime = self._life.runtime
         if runtime is None:
             return internal_error()
         tail: bytes = flow.metadata.get(TAIL_KEY, b"")
@@ -198,8 +198,8 @@ class ProtocolGuard:
         enforcement: Enforcement | None = None
         for start in range(0, max(len(window) - STREAM_OVERLAP, 1), step):
             part = window[start : start + size]
-            judgement = await runtime.judge.judge(Outbound("TCP", url, body=part))
-            count_judgement(self._guard.metrics, judgement, "tcp")
+            judgement = await runtime.judge.judge(Outbound("TCP", url, body=part, message=True))
+            count_judgement(self._life.metrics, judgement, "tcp")
             enforcement = judgement.enforcement
             if enforcement.decision is not Decision.ALLOW:
                 return enforcement

@@ -42,8 +42,8 @@ _WHAT = {
 
 
 class ResourceGuard:
-    def __init__(self, guard: Lifecycle) -> None:
-        self._guard = guard
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self._life = lifecycle
         self._log = RateLimitedLog(logger)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -54,16 +54,16 @@ class ResourceGuard:
             flow.response.headers.pop(WS_EXTENSIONS, None)
 
     def egress_resource_refused(self, refusal: ResourceRefusal) -> None:
-        self._guard.metrics.bounded.labels(refusal.reason).inc()
+        self._life.metrics.bounded.labels(refusal.reason).inc()
         flow = refusal.flow
         self._log.log(refusal.reason, _WHAT.get(refusal.reason, refusal.reason))
         if refusal.reason in ("body_too_large", "bodies_held") and flow is not None:
             self._refuse_body(flow, refusal)
         elif refusal.reason == "websocket_message_too_large" and flow is not None:
-            self._guard.metrics.websocket_messages.labels("DENY", "dropped").inc()
+            self._life.metrics.websocket_messages.labels("DENY", "dropped").inc()
 
     def _refuse_body(self, flow: http.HTTPFlow, refusal: ResourceRefusal) -> None:
-        settings = self._guard.settings
+        settings = self._life.settings
         if refusal.reason == "bodies_held":
             enforcement = local_block(
                 SIDECAR_BUSY, "Blocked by egress-sidecar: too many request bodies held.", 503
@@ -74,7 +74,7 @@ class ResourceGuard:
                 BODY_TOO_LARGE, f"Request body is larger than the scan limit ({limit} B).", 413
             )
         flow.response = refusal_response(enforcement)
-        self._guard.metrics.requests.labels("DENY", "unknown").inc()
+        self._life.metrics.requests.labels("DENY", "unknown").inc()
         log_decision(
             {
                 "trace_id": enforcement.trace_id,

@@ -51,8 +51,8 @@ class TunnelGuard:
     """Judges CONNECT destinations, trims ALPN offers, and decides pass-through on the
     destination used."""
 
-    def __init__(self, guard: Lifecycle) -> None:
-        self._guard = guard
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self._life = lifecycle
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
@@ -63,11 +63,11 @@ class TunnelGuard:
         except Exception:  # a hook that raises lets mitmproxy open the tunnel: refuse
             logger.exception("egress-sidecar: internal error while judging a CONNECT")
             judgement = Judgement(internal_error(), error=INTERNAL_ERROR_KIND)
-        runtime = self._guard.runtime
+        runtime = self._life.runtime
         if runtime is not None and runtime.shadow:
             judgement.enforcement = shadowed(judgement.enforcement)
         enforcement = judgement.enforcement
-        metrics = self._guard.metrics
+        metrics = self._life.metrics
         count_judgement(metrics, judgement, "tunnel")
         metrics.tunnels.labels(enforcement.decision.value).inc()
         if not enforcement.forward:
@@ -88,7 +88,7 @@ class TunnelGuard:
         )
 
     def _judge(self, flow: http.HTTPFlow) -> Enforcement:
-        runtime = self._guard.runtime
+        runtime = self._life.runtime
         if runtime is None:
             return internal_error()
         try:  # the tunnel goes to the spelling judged (mitmproxy reads it after this hook)
@@ -110,7 +110,7 @@ class TunnelGuard:
 
     def _trim_alpn(self, data: tls.ClientHelloData) -> None:
         client, server = data.context.client, data.context.server
-        runtime = self._guard.runtime
+        runtime = self._life.runtime
         other = (
             runtime is not None
             and server.address is not None
@@ -119,12 +119,12 @@ class TunnelGuard:
         offers = client.alpn_offers
         kept = upstream_alpn(offers, other_protocols=other)
         if kept != list(offers):
-            self._guard.metrics.refusals.labels("tunnel", "alpn_trimmed").inc()
+            self._life.metrics.refusals.labels("tunnel", "alpn_trimmed").inc()
             client.alpn_offers = kept
 
     def _passthrough(self, data: tls.ClientHelloData) -> None:
         """Pass-through is decided here, on the destination, once the SNI is known."""
-        guard = self._guard
+        guard = self._life
         runtime = guard.runtime
         server = data.context.server
         if runtime is None or not runtime.settings.passthrough_hosts or server.address is None:

@@ -49,6 +49,7 @@ class WebSocketGuard:
                 url=absolute_url(scheme, flow.request.host, flow.request.port, flow.request.path),
                 body=message.content,
                 content_type="application/json" if message.is_text else "",
+                message=True,
             )
             judgement = await runtime.judge.judge(out)
         enforcement = judgement.enforcement

@@ -200,7 +200,7 @@ class Proxy:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("SIDECAR_", "INTERVEN_"))}
         clean = {k: v for k, v in clean.items() if "proxy" not in k.lower()}
         self.child = Child(
-            [str(BIN / "egress-sidecar"), "run", "--listen", "127.0.0.1:0",
+            [sys.executable, "-m", "sidecar.cli", "run", "--listen", "127.0.0.1:0",
              "--admin", "127.0.0.1:0", "--confdir", str(confdir),
              "--upstream-ca", str(lab.ca_file),
              # The lab upstream is on loopback, which the default policy denies as SSRF.

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sidecar.backends.contract import STREAM_METHODS
 from sidecar.cli.errors import CliError
 from sidecar.config.credentials import load_credentials
 from sidecar.config.settings import load_settings
@@ -60,7 +61,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if not args.method or not args.url:
             raise CliError("scan: give METHOD and URL (or --requests FILE)")
         headers = [_header(item) for item in args.header]
-        batch = [describe(args.method, args.url, headers, _read_body(args.body))[0]]
+        batch = [_message(describe(args.method, args.url, headers, _read_body(args.body))[0])]
         indent = 2
     credentials = load_credentials()
     resolver = None if args.no_resolve else DestinationResolver()
@@ -94,16 +95,17 @@ def _from_file(path: Path) -> Iterator[Outbound]:
                 body = str(doc.get("body", "")).encode()
         except (ValueError, KeyError, TypeError, binascii.Error) as e:
             raise CliError(f"{where}: not a request ({type(e).__name__}: {e})") from None
-        out, _ = describe(method, url, headers, body)
-        if method == "WEBSOCKET" and doc.get("text", True):
-            out = _as_text_message(out)
-        yield out
+        yield _message(describe(method, url, headers, body)[0], doc.get("text", True))
 
 
-def _as_text_message(out: Outbound) -> Outbound:
-    """A WebSocket text message is judged as JSON-or-text (as the proxy does)."""
-    return Outbound(method=out.method, url=out.url, body=out.body,
-                    content_type="application/json")  # fmt: skip
+def _message(out: Outbound, text: bool = True) -> Outbound:
+    """METHOD `WEBSOCKET` or `TCP` describes a message of a stream, judged as the proxy
+    judges each one (a WebSocket text message as JSON-or-text)."""
+    if out.method not in STREAM_METHODS:
+        return out
+    media = "application/json" if text and out.method == "WEBSOCKET" else ""
+    return Outbound(method=out.method, url=out.url, body=out.body, content_type=media,
+                    message=True)  # fmt: skip
 
 
 def _header(item: str) -> tuple[str, str]:

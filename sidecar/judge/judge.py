@@ -21,7 +21,7 @@ from typing import Any
 
 from sidecar.approvals.waiter import ApprovalCapacityExceeded, ApprovalWaiter
 from sidecar.backends.base import ScanBackend
-from sidecar.backends.contract import STREAM_METHODS, ScanRequest, ScanVerdict
+from sidecar.backends.contract import ScanRequest, ScanVerdict
 from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
 from sidecar.config.credentials import IntervenCredentials
 from sidecar.config.settings import ApprovalMode, EnforcementMode, FailMode, SidecarSettings
@@ -72,10 +72,9 @@ class Outbound:
     sent_digest: str | None = None  # the bytes as they leave, digested (approvals)
     refusal: tuple[Enforcement, str] | None = None  # a protocol rule it breaks, and its kind
     destination: tuple[str, int] | None = None  # resolved and judged after the verdict
-
-    @property
-    def is_message(self) -> bool:
-        return self.method in STREAM_METHODS
+    # A message of a stream (WebSocket message, raw TCP window), set by the proxy for
+    # what it relays as one, never read from the method an agent chose.
+    message: bool = False
 
 
 @dataclass(slots=True)
@@ -133,7 +132,7 @@ class Judge:
 
     async def _judge(self, out: Outbound, still_wanted: Callable[[], bool]) -> Judgement:
         limit = self.settings.max_body_bytes
-        if out.is_message:
+        if out.message:
             return await self._judge_message(out, limit)
         headers = scanned_headers(list(out.headers), list(out.trailers))
         raw = out.body.decode("latin-1")
@@ -192,8 +191,9 @@ class Judge:
         return judgement
 
     async def _judge_message(self, out: Outbound, limit: int) -> Judgement:
-        """A message that leaves on its own (a WebSocket message, a raw TCP window)."""
-        if len(out.body) > limit:
+        """A message that leaves on its own (a WebSocket message, a raw TCP window: those
+        are cut to fit the limit by the protocol guard)."""
+        if len(out.body) > limit and out.method != "TCP":
             return Judgement(local_block(BODY_TOO_LARGE, "message too large", 413))
         text = out.body.decode("utf-8", "replace")
         if await self._carries_own_secret("", "", {}, text, text):

@@ -50,7 +50,7 @@ COMMAND_FLAGS = {
     ("ca", "secret"): {"--name", "--namespace"},
 }
 # The settings the mitmdump addon declared as `egress_<name>` options before they were
-# generated (addons/egress_guard.py ADDON_SETTINGS): none may go away.
+# generated (the hand-kept ADDON_SETTINGS of the old addons/egress_guard.py): none may go away.
 ADDON_SETTINGS = {
     "backend", "admin", "fail_mode", "enforcement", "approval_mode", "scan_timeout",
     "scan_retries", "approval_timeout", "approval_poll_interval", "max_pending_approvals",

@@ -136,7 +136,7 @@ def test_a_denied_request_is_never_resolved(tmp_path):
 
 
 def test_a_message_larger_than_the_scan_limit_is_refused(tmp_path):
-    out = Outbound("WEBSOCKET", "wss://api.example.com/ws", body=b"x" * 2048)
+    out = Outbound("WEBSOCKET", "wss://api.example.com/ws", body=b"x" * 2048, message=True)
     j = _run(_judge(tmp_path, max_body_bytes=1024), out)
     assert j.enforcement.reasons == ["BODY_TOO_LARGE"]
 
@@ -161,3 +161,19 @@ def test_a_bug_is_a_refusal_never_a_forward(tmp_path, monkeypatch):
     j = _run(judge, _post(b"{}"))
     assert not j.enforcement.forward
     assert j.error == "internal"
+
+
+@pytest.mark.parametrize("method", ["TCP", "WEBSOCKET"])
+def test_an_http_request_whose_method_names_a_stream_is_judged_as_a_request(tmp_path, method):
+    """The agent chooses the method: a request line `TCP http://...` is still a request,
+    with its headers searched and its protocol refusal kept."""
+    keyed = Outbound(method, URL, headers=(("authorization", f"Bearer {OWN_KEY}"),))
+    assert _run(_judge(tmp_path), keyed).enforcement.reasons == ["SIDECAR_CREDENTIAL"]
+    refusal = (local_block("REQUEST_MALFORMED", "smuggled", 400), "request_malformed")
+    refused = _run(_judge(tmp_path), Outbound(method, URL, refusal=refusal))
+    assert refused.enforcement.reasons == ["REQUEST_MALFORMED"]
+    hidden = gzip.compress(f'{{"k": "{AWS_KEY}"}}'.encode())
+    gzipped = Outbound(method, URL, body=hidden, content_encoding="gzip",
+                       content_type="application/json")  # fmt: skip
+    decoded = _run(_judge(tmp_path), gzipped)
+    assert "SECRETS" in decoded.enforcement.reasons
