@@ -27,7 +27,12 @@ from sidecar.backends.governed import HeldAtSidecar
 from sidecar.backends.local import LocalBackend
 from sidecar.config.credentials import Credentials, load_credentials
 from sidecar.config.settings import SettingsError, SidecarSettings, load_settings
-from sidecar.config.surface import OPTION_NAMES, addon_options, settings_from_options
+from sidecar.config.surface import (
+    OPTION_NAMES,
+    RESTART_OPTIONS,
+    addon_options,
+    settings_from_options,
+)
 from sidecar.engine import Engine, Policy
 from sidecar.engine.known_secrets import KnownSecrets
 from sidecar.engine.policy_file import PolicyError, load_policy
@@ -43,19 +48,6 @@ from sidecar.observability.metrics import SidecarMetrics
 logger = logging.getLogger("egress_sidecar")
 
 SHUTDOWN_GRACE = 5.0
-
-# Options the running proxy was built from; the rest (fail mode, body limits...) are read
-# per request and may change while it runs.
-READ_AT_START = frozenset(
-    f"egress_{name}"
-    for name in (
-        "backend", "admin", "enforcement", "scan_timeout", "scan_retries", "policy",
-        "internal_hosts", "approval_expiry", "breaker_threshold", "breaker_cooldown",
-        "scan_api_ca", "response_queue_size", "response_workers", "max_pending_approvals",
-        "approval_timeout", "approval_poll_interval", "upstream_proxy",
-        "approval_volatile_headers",
-    )
-)  # fmt: skip
 
 # mitmproxy's own ways around the sidecar's tunnel rules: pass-through is ours to decide
 # (bound to the destination connected to), raw TCP is refused unless named.
@@ -114,7 +106,7 @@ class Lifecycle:
                 )
         if self.settings is not None and not any(n.startswith("egress_") for n in updated):
             return
-        if self.runtime is not None and (fixed := sorted(updated & READ_AT_START)):
+        if self.runtime is not None and (fixed := sorted(updated & RESTART_OPTIONS)):
             # The backend, its client and the admin server were built from these.
             raise OptionsError(f"egress-sidecar: restart to change {', '.join(fixed)}")
         try:

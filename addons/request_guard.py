@@ -20,9 +20,8 @@ from addons.flow_record import FlowRecord
 from addons.request_rules import outbound, websocket_switch
 from addons.runtime import refusal_response
 from addons.stream_tap import ResponseTap
-from sidecar.backends.errors import INTERNAL_ERROR_KIND
 from sidecar.judge.bodies import encode_body
-from sidecar.judge.enforce import Enforcement, internal_error
+from sidecar.judge.enforce import Enforcement
 from sidecar.judge.judge import Judgement
 from sidecar.observability.counting import count_judgement
 from sidecar.observability.decision_log import log_decision
@@ -43,13 +42,13 @@ class RequestGuard:
         record = FlowRecord.of(flow)
         runtime = self._life.runtime
         if runtime is None:
-            judgement = Judgement(internal_error(), error=INTERNAL_ERROR_KIND)
+            judgement = Judgement.internal()
         else:
             try:
                 out = outbound(flow, frozenset(runtime.settings.approval_volatile_headers))
             except Exception:  # never forward what could not be read
                 logger.exception("egress-sidecar: internal error while reading a request")
-                judgement = Judgement(internal_error(), error=INTERNAL_ERROR_KIND)
+                judgement = Judgement.internal()
             else:
                 judgement = await runtime.judge.judge(
                     out, still_wanted=lambda: flow.client_conn.connected and flow.live
@@ -59,7 +58,7 @@ class RequestGuard:
             self._apply(flow, record, judgement.enforcement)
         except Exception:  # e.g. a rewritten body that cannot be encoded: never forward
             logger.exception("egress-sidecar: internal error while applying a verdict")
-            record.judgement = judgement = Judgement(internal_error(), error=INTERNAL_ERROR_KIND)
+            record.judgement = judgement = Judgement.internal()
             self._apply(flow, record, judgement.enforcement)
         metrics = self._life.metrics
         count_judgement(metrics, judgement, "request")

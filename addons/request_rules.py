@@ -27,19 +27,16 @@ from sidecar.judge.enforce import (
     DESTINATION_MISMATCH,
     DESTINATION_UNPARSEABLE,
     HEADERS_TOO_LARGE,
-    METHOD_INVALID,
     REQUEST_MALFORMED,
-    UPGRADE_REFUSED,
     Enforcement,
     local_block,
+    method_and_upgrade,
 )
 from sidecar.judge.judge import Outbound
 from sidecar.judge.request_surface import (
     PROXY_ONLY_HEADERS,
     Upgrade,
-    classify_upgrade,
     is_volatile,
-    method_problem,
     scannable,
 )
 
@@ -151,22 +148,14 @@ def refuse_before_scan(flow: http.HTTPFlow) -> tuple[Enforcement, str] | None:
         return local_block(DESTINATION_MISMATCH, message, 421), "destination_mismatch"
     if req.authority and not (req.is_http2 or req.is_http3):
         req.authority = ""  # forwarded in origin-form: the authority checked is not resent
-    if (why := method_problem(sent_method(req))) is not None:
-        return local_block(METHOD_INVALID, f"Blocked by egress-sidecar: {why}.", 400), (
-            "method_invalid"
-        )
-    upgrade = classify_upgrade(
-        req.method,
+    upgrade, refused = method_and_upgrade(
+        sent_method(req),
         req.http_version,
         req.headers.get_all("upgrade"),
         req.headers.get_all("sec-websocket-version"),
     )
-    if upgrade is Upgrade.REFUSE:
-        message = (
-            "Blocked by egress-sidecar: only WebSocket (version 13) upgrades are allowed; "
-            "other protocols cannot be inspected."
-        )
-        return local_block(UPGRADE_REFUSED, message, 403), "upgrade_refused"
+    if refused is not None:
+        return refused
     if upgrade is Upgrade.STRIP:
         strip_upgrade(req)
     FlowRecord.of(flow).websocket = upgrade is Upgrade.WEBSOCKET
@@ -213,7 +202,9 @@ def written_host(flow: http.HTTPFlow) -> str:
     still a key — taken from a name that agrees with the destination judged; else the
     destination itself."""
     req = flow.request
-    for written in (req.authority, req.headers.get("host"), FlowRecord.of(flow).written_host):
+    record = FlowRecord.find(flow)
+    recorded = record.written_host if record is not None else None
+    for written in (req.authority, req.headers.get("host"), recorded):
         if not written or written.startswith("["):
             continue
         host, colon, port = written.rpartition(":")
@@ -227,7 +218,8 @@ def websocket_switch(flow: http.HTTPFlow) -> bool:
     """A 101 the sidecar can follow: a WebSocket upgrade it judged, answered in kind."""
     assert flow.response is not None
     answered = flow.response.headers.get("upgrade", "").strip().lower() == "websocket"
-    return FlowRecord.of(flow).websocket and answered
+    record = FlowRecord.find(flow)
+    return record is not None and record.websocket and answered
 
 
 def outbound(flow: http.HTTPFlow, volatile: frozenset[str]) -> Outbound:

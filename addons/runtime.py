@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from mitmproxy import http
 
-from sidecar.config.settings import EnforcementMode, SidecarSettings
+from sidecar.config.settings import SidecarSettings
 from sidecar.judge.destination import Destinations
 from sidecar.judge.enforce import Enforcement
 from sidecar.judge.judge import Judge
@@ -41,7 +41,7 @@ class Runtime:
 
     @property
     def shadow(self) -> bool:
-        return self.settings.enforcement is EnforcementMode.SHADOW
+        return self.judge.shadow
 
 
 def refusal_response(enforcement: Enforcement) -> http.Response:

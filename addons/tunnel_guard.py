@@ -26,7 +26,6 @@ from mitmproxy.proxy.layers import ClientTLSLayer
 from mitmproxy.proxy.mode_specs import TransparentMode
 
 from addons.runtime import refusal_response
-from sidecar.backends.errors import INTERNAL_ERROR_KIND
 from sidecar.engine.destinations import host_matches, parse_ip
 from sidecar.judge.authority import AuthorityError, normalise_host
 from sidecar.judge.enforce import (
@@ -62,7 +61,7 @@ class TunnelGuard:
             judgement = Judgement(self._judge(flow))
         except Exception:  # a hook that raises lets mitmproxy open the tunnel: refuse
             logger.exception("egress-sidecar: internal error while judging a CONNECT")
-            judgement = Judgement(internal_error(), error=INTERNAL_ERROR_KIND)
+            judgement = Judgement.internal()
         runtime = self._life.runtime
         if runtime is not None and runtime.shadow:
             judgement.enforcement = shadowed(judgement.enforcement)

@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 
 from addons.layers import ControlFrame
-from sidecar.backends.errors import INTERNAL_ERROR_KIND
 from sidecar.judge.authority import absolute_url
-from sidecar.judge.enforce import internal_error
 from sidecar.judge.judge import Judgement, Outbound
 from sidecar.observability.counting import count_judgement
 from sidecar.observability.decision_log import log_decision, loggable_host
@@ -41,7 +39,7 @@ class WebSocketGuard:
         started = time.monotonic()
         runtime = self._life.runtime
         if runtime is None:
-            judgement = Judgement(internal_error(), error=INTERNAL_ERROR_KIND)
+            judgement = Judgement.internal()
         else:
             scheme = "wss" if flow.request.scheme == "https" else "ws"
             out = Outbound(

@@ -46,7 +46,6 @@ EXIT_USAGE = 2
 RUN_FLAGS = FLAG_SETTINGS
 ENV_FLAGS = ("listen", "confdir")
 CA_FLAGS = ("confdir", "ca_cert", "ca_key", "ca_bundle_out")
-SCAN_FLAGS = scan.SCAN_SETTINGS
 ADMIN_FLAGS = ("admin", "confdir")
 
 

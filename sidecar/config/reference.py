@@ -76,7 +76,10 @@ With plain mitmdump (`mitmdump -s addons/egress_guard.py`) the addon declares an
 are read from `SIDECAR_*` when the addon loads, so an option given to mitmdump wins over
 the environment. Settings carried by mitmproxy's own options (`listen_host`, `mode`,
 `confdir`...) are set with those options under mitmdump. "environment" means the addon
-reads the variable; "run only" settings have no effect under mitmdump.
+reads the variable; "run only" settings have no effect under mitmdump. An option marked
+"(restart)" is read when the proxy starts (the backend, its client, the admin server and
+the response queue are built from it): changing it while mitmdump runs is refused. The
+others may change while it runs and apply to the next request.
 
 The backends' credentials are separate variables, listed after the settings.
 """
@@ -132,6 +135,7 @@ def _setting_row(name: str) -> list[str]:
     mitmdump += list(surface.mitmproxy)
     if mitmdump:
         where = ", ".join(_code(m) for m in mitmdump)
+        where += " (restart)" if surface.restart else ""
     else:
         where = "— (run only)" if surface.run_only else "— (environment)"
     return [

@@ -91,6 +91,8 @@ class Surface:
     option: the mitmdump addon declares `egress_<name>` for it.
     mitmproxy: mitmproxy's own options it is carried by, `name` or `name=FORM`.
     run_only: only `egress-sidecar run` uses it; under plain mitmdump it does nothing.
+    restart: the running proxy was built from it (the backend, its client, the admin
+    server, the response queue); changing its option while it runs is refused.
     """
 
     group: Group
@@ -98,6 +100,7 @@ class Surface:
     option: bool = False
     mitmproxy: tuple[str, ...] = ()
     run_only: bool = False
+    restart: bool = False
 
 
 def surface_of(name: str) -> Surface:
@@ -185,35 +188,43 @@ class SidecarSettings(BaseSettings):
         default=HostPort(host="127.0.0.1", port=8080),
         description="Proxy listen address HOST:PORT; port 0 picks a free port.",
     )
-    admin: Annotated[HostPort | None, NoDecode, Surface(Group.ADMIN, option=True)] = Field(
-        default=HostPort(host="127.0.0.1", port=9090),
-        description="Admin server HOST:PORT (/metrics /healthz /readyz and the approval "
-        "endpoints), or off (or empty) to disable it.",
+    admin: Annotated[HostPort | None, NoDecode, Surface(Group.ADMIN, option=True, restart=True)] = (
+        Field(
+            default=HostPort(host="127.0.0.1", port=9090),
+            description="Admin server HOST:PORT (/metrics /healthz /readyz and the approval "
+            "endpoints), or off (or empty) to disable it.",
+        )
     )
     confdir: Annotated[Path, Surface(Group.TLS, mitmproxy=("confdir",))] = Field(
         default=Path("~/.egress-sidecar"),
         description="CA material and state (approvals, admin token); created 0700.",
     )
-    backend: Annotated[BackendName | None, Surface(Group.SCANNING, option=True)] = Field(
-        default=None,
-        description="Scan backend: interven, local, kirtonic, inviolet or velerian; unset: "
-        "interven when INTERVEN_API_KEY is set, else local (the embedded engine).",
+    backend: Annotated[BackendName | None, Surface(Group.SCANNING, option=True, restart=True)] = (
+        Field(
+            default=None,
+            description="Scan backend: interven, local, kirtonic, inviolet or velerian; unset: "
+            "interven when INTERVEN_API_KEY is set, else local (the embedded engine).",
+        )
     )
-    enforcement: Annotated[EnforcementMode, Surface(Group.SCANNING, option=True)] = Field(
-        default=EnforcementMode.ENFORCE,
-        description="enforce: apply verdicts; shadow: forward everything, log and count "
-        "what would have been blocked, rewritten or held.",
+    enforcement: Annotated[EnforcementMode, Surface(Group.SCANNING, option=True, restart=True)] = (
+        Field(
+            default=EnforcementMode.ENFORCE,
+            description="enforce: apply verdicts; shadow: forward everything, log and count "
+            "what would have been blocked, rewritten or held.",
+        )
     )
     approval_mode: Annotated[ApprovalMode, Surface(Group.APPROVALS, option=True)] = Field(
         default=ApprovalMode.HOLD,
         description="hold: keep a request that needs approval until a human decides; "
         "refuse: answer 403 at once with the approval id.",
     )
-    policy: Annotated[Path | None, Surface(Group.SCANNING, option=True)] = Field(
+    policy: Annotated[Path | None, Surface(Group.SCANNING, option=True, restart=True)] = Field(
         default=None,
         description="Policy file (YAML or JSON) for the local engine; unset: the built-in one.",
     )
-    internal_hosts: Annotated[list[str], NoDecode, Surface(Group.SCANNING, option=True)] = Field(
+    internal_hosts: Annotated[
+        list[str], NoDecode, Surface(Group.SCANNING, option=True, restart=True)
+    ] = Field(
         default_factory=list,
         description="Internal destinations agents may reach (names, *.wildcards, CIDRs, "
         "e.g. git.corp,*.svc,10.0.0.0/8); not flagged as SSRF by the local engine. "
@@ -232,7 +243,7 @@ class SidecarSettings(BaseSettings):
         "raw TCP is refused.",
     )
     approval_volatile_headers: Annotated[
-        list[str], NoDecode, Surface(Group.APPROVALS, flag=False, option=True)
+        list[str], NoDecode, Surface(Group.APPROVALS, flag=False, option=True, restart=True)
     ] = Field(
         default_factory=lambda: list(VOLATILE_HEADERS),
         description="Headers that may change between an agent's retries of a held request "
@@ -243,7 +254,7 @@ class SidecarSettings(BaseSettings):
     proxy_auth: Annotated[
         SecretStr | None, Surface(Group.PROXY, flag=False, mitmproxy=("proxyauth",))
     ] = Field(default=None, description="USER:PASSWORD agents must present (Proxy-Authorization).")
-    approval_expiry: Annotated[float, Surface(Group.APPROVALS, option=True)] = Field(
+    approval_expiry: Annotated[float, Surface(Group.APPROVALS, option=True, restart=True)] = Field(
         default=3600.0,
         gt=0,
         le=30 * 86400,
@@ -279,13 +290,13 @@ class SidecarSettings(BaseSettings):
     upstream_ca: Annotated[
         Path | None, Surface(Group.TLS, mitmproxy=("ssl_verify_upstream_trusted_ca",))
     ] = Field(default=None, description="Extra CA bundle to trust for upstream servers.")
-    scan_api_ca: Annotated[Path | None, Surface(Group.TLS, option=True)] = Field(
+    scan_api_ca: Annotated[Path | None, Surface(Group.TLS, option=True, restart=True)] = Field(
         default=None,
         description="Extra CA bundle to trust for the scan API (a self-hosted gateway).",
     )
     upstream_proxy: Annotated[
         AnyHttpUrl | None,
-        Surface(Group.PROXY, option=True, mitmproxy=("mode=upstream:URL",)),
+        Surface(Group.PROXY, option=True, restart=True, mitmproxy=("mode=upstream:URL",)),
     ] = Field(
         default=None,
         description="Chain outbound traffic through this HTTP proxy (http://host:port).",
@@ -294,32 +305,34 @@ class SidecarSettings(BaseSettings):
         default=FailMode.CLOSED,
         description="closed: block a request when no verdict can be had; open: forward it.",
     )
-    scan_timeout: Annotated[float, Surface(Group.SCANNING, option=True)] = Field(
+    scan_timeout: Annotated[float, Surface(Group.SCANNING, option=True, restart=True)] = Field(
         default=10.0, gt=0, le=300, description="Seconds one scan may take, retries included."
     )
-    scan_retries: Annotated[int, Surface(Group.SCANNING, option=True)] = Field(
+    scan_retries: Annotated[int, Surface(Group.SCANNING, option=True, restart=True)] = Field(
         default=2, ge=0, le=10, description="Retries of a scan on 5xx and connection errors."
     )
-    breaker_threshold: Annotated[int, Surface(Group.SCANNING, option=True)] = Field(
+    breaker_threshold: Annotated[int, Surface(Group.SCANNING, option=True, restart=True)] = Field(
         default=5, ge=1, le=1000, description="Scan API outages in a row that open the circuit."
     )
-    breaker_cooldown: Annotated[float, Surface(Group.SCANNING, option=True)] = Field(
+    breaker_cooldown: Annotated[float, Surface(Group.SCANNING, option=True, restart=True)] = Field(
         default=10.0,
         gt=0,
         le=3600,
         description="Seconds the circuit stays open before a trial scan.",
     )
-    approval_timeout: Annotated[float, Surface(Group.APPROVALS, option=True)] = Field(
+    approval_timeout: Annotated[float, Surface(Group.APPROVALS, option=True, restart=True)] = Field(
         default=60.0, gt=0, le=86400, description="Seconds a request is held for approval."
     )
-    approval_poll_interval: Annotated[float, Surface(Group.APPROVALS, option=True)] = Field(
-        default=2.0, gt=0, le=60, description="Seconds between approval status polls."
-    )
-    max_pending_approvals: Annotated[int, Surface(Group.APPROVALS, option=True)] = Field(
-        default=100,
-        ge=1,
-        le=10000,
-        description="Requests held for approval at once; more are refused.",
+    approval_poll_interval: Annotated[
+        float, Surface(Group.APPROVALS, option=True, restart=True)
+    ] = Field(default=2.0, gt=0, le=60, description="Seconds between approval status polls.")
+    max_pending_approvals: Annotated[int, Surface(Group.APPROVALS, option=True, restart=True)] = (
+        Field(
+            default=100,
+            ge=1,
+            le=10000,
+            description="Requests held for approval at once; more are refused.",
+        )
     )
     max_body_bytes: Annotated[int, Surface(Group.LIMITS, option=True)] = Field(
         default=SCAN_API_MAX_BODY_BYTES,
@@ -356,16 +369,18 @@ class SidecarSettings(BaseSettings):
     shutdown_grace: Annotated[float, Surface(Group.LIMITS, run_only=True)] = Field(
         default=20.0, ge=0, le=3600, description="Seconds SIGTERM waits for in-flight requests."
     )
-    response_queue_size: Annotated[int, Surface(Group.SCANNING, flag=False, option=True)] = Field(
+    response_queue_size: Annotated[
+        int, Surface(Group.SCANNING, flag=False, option=True, restart=True)
+    ] = Field(
         default=256,
         ge=1,
         le=100_000,
         description="Response bodies waiting to be posted to the backend; more are dropped "
         "(and counted).",
     )
-    response_workers: Annotated[int, Surface(Group.SCANNING, flag=False, option=True)] = Field(
-        default=4, ge=1, le=64, description="Tasks posting response bodies to the backend."
-    )
+    response_workers: Annotated[
+        int, Surface(Group.SCANNING, flag=False, option=True, restart=True)
+    ] = Field(default=4, ge=1, le=64, description="Tasks posting response bodies to the backend.")
     runtime_type: Annotated[str, Surface(Group.SCANNING, flag=False, option=True)] = Field(
         default="custom", max_length=64, description="runtime_type sent to the scan API."
     )

@@ -26,6 +26,10 @@ ENV_ONLY_SETTINGS: tuple[str, ...] = tuple(n for n in SETTINGS if not surface_of
 # The settings the mitmdump addon declares as options, and those options' names.
 OPTION_SETTINGS: tuple[str, ...] = tuple(n for n in SETTINGS if surface_of(n).option)
 OPTION_NAMES: tuple[str, ...] = tuple(OPTION_PREFIX + n for n in OPTION_SETTINGS)
+# Options read when the proxy starts; the others are read per request and may change.
+RESTART_OPTIONS: frozenset[str] = frozenset(
+    OPTION_PREFIX + n for n in OPTION_SETTINGS if surface_of(n).restart
+)
 
 
 class CliFlag(NamedTuple):

@@ -27,13 +27,12 @@ from sidecar.judge.authority import DEFAULT_PORTS, AuthorityError, absolute_url,
 from sidecar.judge.destination import Destinations
 from sidecar.judge.enforce import (
     DESTINATION_UNPARSEABLE,
-    METHOD_INVALID,
-    UPGRADE_REFUSED,
     Enforcement,
     local_block,
+    method_and_upgrade,
 )
 from sidecar.judge.judge import Judge, Judgement, Outbound
-from sidecar.judge.request_surface import Upgrade, classify_upgrade, method_problem, scannable
+from sidecar.judge.request_surface import scannable
 from sidecar.judge.resolver import Resolver
 
 
@@ -90,20 +89,9 @@ def _request_rules(
     if not host:
         message = "Blocked by egress-sidecar: the request names no destination it can read."
         return local_block(DESTINATION_UNPARSEABLE, message, 400), "destination_unparseable"
-    if (why := method_problem(method)) is not None:
-        return local_block(METHOD_INVALID, f"Blocked by egress-sidecar: {why}.", 400), (
-            "method_invalid"
-        )
-    upgrade = classify_upgrade(
-        method.upper(),
-        "HTTP/1.1",
-        [v for k, v in headers if k.lower() == "upgrade"],
-        [v for k, v in headers if k.lower() == "sec-websocket-version"],
-    )
-    if upgrade is Upgrade.REFUSE:
-        message = "Blocked by egress-sidecar: only WebSocket (version 13) upgrades are allowed."
-        return local_block(UPGRADE_REFUSED, message, 403), "upgrade_refused"
-    return None
+    upgrades = [v for k, v in headers if k.lower() == "upgrade"]
+    versions = [v for k, v in headers if k.lower() == "sec-websocket-version"]
+    return method_and_upgrade(method, "HTTP/1.1", upgrades, versions)[1]
 
 
 async def dry_run(

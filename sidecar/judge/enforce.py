@@ -16,6 +16,7 @@ from sidecar.backends.contract import ScanVerdict
 from sidecar.backends.errors import INTERNAL_ERROR_KIND
 from sidecar.engine.decisions import Decision
 from sidecar.judge.endpoints import OWN_ENDPOINT
+from sidecar.judge.request_surface import Upgrade, classify_upgrade, method_problem
 
 HEADER_DECISION = "X-Interven-Decision"
 HEADER_TRACE = "X-Interven-Trace-Id"
@@ -227,3 +228,22 @@ def internal_error() -> Enforcement:
     """A bug while judging is a refusal, never a fail-open."""
     message = "Blocked by egress-sidecar: internal error while judging."
     return local_block(FAIL_CLOSED, message, 500, error_kind=INTERNAL_ERROR_KIND)
+
+
+def method_and_upgrade(
+    method: str, http_version: str, upgrades: list[str], versions: list[str]
+) -> tuple[Upgrade, tuple[Enforcement, str] | None]:
+    """The request line's rules, for the proxy and the dry run alike: a method that is a
+    short HTTP token, and no protocol switch but WebSocket 13. Returns what to do with
+    an upgrade, and the refusal with its metric reason (or None)."""
+    if (why := method_problem(method)) is not None:
+        refusal = local_block(METHOD_INVALID, f"Blocked by egress-sidecar: {why}.", 400)
+        return Upgrade.NONE, (refusal, "method_invalid")
+    upgrade = classify_upgrade(method.upper(), http_version, upgrades, versions)
+    if upgrade is Upgrade.REFUSE:
+        message = (
+            "Blocked by egress-sidecar: only WebSocket (version 13) upgrades are allowed; "
+            "other protocols cannot be inspected."
+        )
+        return upgrade, (local_block(UPGRADE_REFUSED, message, 403), "upgrade_refused")
+    return upgrade, None

@@ -91,6 +91,11 @@ class Judgement:
     llm: str | None = None  # the LLM provider it was recognised as calling
     approval_seconds: float | None = None  # how long it was held for a human
 
+    @classmethod
+    def internal(cls) -> Judgement:
+        """A bug while judging: a refusal, never a forward."""
+        return cls(internal_error(), error=INTERNAL_ERROR_KIND)
+
 
 class Judge:
     """Judges outbound requests and messages with the configured backend."""
@@ -125,7 +130,7 @@ class Judge:
         except Exception:
             # A bug here must never become a fail-open.
             logger.exception("egress-sidecar: internal error while judging %s", outbound.method)
-            judgement = Judgement(internal_error(), error=INTERNAL_ERROR_KIND)
+            judgement = Judgement.internal()
         if self.shadow:
             judgement.enforcement = shadowed(judgement.enforcement)
         return judgement

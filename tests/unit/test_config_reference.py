@@ -338,3 +338,14 @@ def test_mitmproxy_options_are_the_ones_the_settings_map_onto(tmp_path):
         if name == "confdir":  # `build_master` passes it to Options() itself
             expected.discard("confdir")
         assert differ == expected, name
+
+
+def test_the_options_needing_a_restart_are_those_the_runtime_is_built_from():
+    """The hand-kept READ_AT_START list of before, now derived from `Surface.restart`."""
+    assert {name.removeprefix("egress_") for name in surface.RESTART_OPTIONS} == {
+        "backend", "admin", "enforcement", "scan_timeout", "scan_retries", "policy",
+        "internal_hosts", "approval_expiry", "breaker_threshold", "breaker_cooldown",
+        "scan_api_ca", "response_queue_size", "response_workers", "max_pending_approvals",
+        "approval_timeout", "approval_poll_interval", "upstream_proxy",
+        "approval_volatile_headers",
+    }  # fmt: skip
