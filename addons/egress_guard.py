@@ -6,6 +6,6 @@ Nothing else imports this file: it exists for mitmproxy's script loader, which r
 module's `addons` list.
 """
 
-from addons.assembly import sidecar_addons
+from addons.assembly import Sidecar
 
-addons = sidecar_addons()
+addons = [Sidecar()]

@@ -17,7 +17,7 @@ from mitmproxy import ctx
 from mitmproxy.options import Options
 from mitmproxy.tools.dump import DumpMaster
 
-from addons.assembly import sidecar_addons
+from addons.assembly import Sidecar
 from addons.ca import CaFiles
 from addons.in_flight import InFlight
 from addons.lifecycle import Lifecycle
@@ -105,10 +105,8 @@ def build_master(
     master = DumpMaster(
         Options(confdir=str(settings.confdir)), with_termlog=False, with_dumper=False
     )
-    addons = sidecar_addons(settings, credentials, resolver)
-    lifecycle = addons[0]
-    assert isinstance(lifecycle, Lifecycle)
-    master.addons.add(*addons, _ReadyNotifier(lifecycle, ca, on_ready))
+    sidecar = Sidecar(settings, credentials, resolver)
+    master.addons.add(sidecar, _ReadyNotifier(sidecar.lifecycle, ca, on_ready))
     master.options.update(**mitmproxy_option_values(settings))
     return master
 

@@ -51,7 +51,7 @@ def test_a_bug_choosing_a_protocol_refuses_the_connection(make_sidecar, monkeypa
                                                           tcp_recorder):  # fmt: skip
     target = tcp_recorder()
     sidecar = make_sidecar(raw_tcp_hosts=f"{UPSTREAM_HOST}:{target.port}")
-    guard = next(a for a in sidecar.master.addons.chain if type(a).__name__ == "ProtocolGuard")
+    guard = sidecar.master.addons.get("protocolguard")
     monkeypatch.setattr(guard, "_raw_tcp_allowed", _broken)
     status, _, sock = connect(str(sidecar.info.proxy), f"{UPSTREAM_HOST}:{target.port}")
     assert status == 200
