@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import ctx
+from mitmproxy.addons import default_addons
+from mitmproxy.addons.errorcheck import ErrorCheck
+from mitmproxy.master import Master
 from mitmproxy.options import Options
-from mitmproxy.tools.dump import DumpMaster
 
 from addons.assembly import Sidecar
 from addons.ca import CaFiles
@@ -51,8 +53,6 @@ def mitmproxy_option_values(settings: SidecarSettings) -> dict[str, Any]:
         "listen_port": settings.listen.port,
         "connection_strategy": "lazy",
         "stream_large_bodies": None,
-        # mitm.it would answer agents from inside the proxy, unscanned: not wanted here.
-        "onboarding": False,
         # The hard cap on what is buffered per body: larger requests get 413 before they
         # are forwarded; larger responses with a declared length get 502.
         "body_size_limit": str(settings.max_buffered_bytes),
@@ -93,25 +93,38 @@ class _ReadyNotifier:
         self._on_ready(info)
 
 
+# mitmproxy's default addons the sidecar never uses: replay, rewriting, saving, scripts,
+# the console's helpers, and the mitm.it onboarding app (it would answer agents from
+# inside the proxy, unscanned). Each would still be handed every hook of every connection
+# (a per-event cost on the request path), and none can be turned on to rewrite or replay
+# traffic around the judge. Under `mitmdump -s` mitmproxy loads them all.
+UNUSED_ADDONS = frozenset({
+    "Browser", "AntiCache", "AntiComp", "ClientPlayback", "CommandHistory", "Comment",
+    "Cut", "Export", "Onboarding", "ScriptLoader", "ServerPlayback", "MapRemote",
+    "MapLocal", "ModifyBody", "ModifyHeaders", "StickyAuth", "StickyCookie", "Save",
+    "SaveHar",
+})  # fmt: skip
+
+
 def build_master(
     settings: SidecarSettings,
     credentials: Credentials,
     ca: CaFiles,
     on_ready: Callable[[ReadyInfo], None],
     resolver: Resolver | None = None,
-) -> DumpMaster:
-    """A DumpMaster with the guards loaded and their options set (must run on a loop).
+) -> Master:
+    """A mitmproxy master with the guards loaded and their options set (must run on a loop).
     `resolver`: how destination names are resolved (default: the system's)."""
-    master = DumpMaster(
-        Options(confdir=str(settings.confdir)), with_termlog=False, with_dumper=False
-    )
+    master = Master(Options(confdir=str(settings.confdir)), with_termlog=False)
+    wanted = [a for a in default_addons() if type(a).__name__ not in UNUSED_ADDONS]
+    master.addons.add(*wanted, ErrorCheck())
     sidecar = Sidecar(settings, credentials, resolver)
     master.addons.add(sidecar, _ReadyNotifier(sidecar.lifecycle, ca, on_ready))
     master.options.update(**mitmproxy_option_values(settings))
     return master
 
 
-async def drain_and_stop(master: DumpMaster, grace: float) -> None:
+async def drain_and_stop(master: Master, grace: float) -> None:
     """Graceful stop: no new connections, in-flight requests finish (within `grace`),
     then the addons' `done` hooks flush the response queue and close the backend."""
     logger.warning("stopping: no new connections; draining in-flight requests (%gs)", grace)
