@@ -63,21 +63,19 @@ class ScanVerdict(BaseModel):
     # Set only by backends in-process, never read from an answer (private attributes are
     # not validated from input): the decision a backend's own shadow mode withheld, and a
     # message for the agent when the backend gives one.
-    _shadow_of: Decision | None = PrivateAttr(default=None)
+    _would: Decision | None = PrivateAttr(default=None)
     _message: str | None = PrivateAttr(default=None)
 
     @property
-    def shadow_of(self) -> Decision | None:
-        return self._shadow_of
+    def would(self) -> Decision | None:
+        return self._would
 
     @property
     def message(self) -> str | None:
         return self._message
 
-    def with_notes(
-        self, shadow_of: Decision | None = None, message: str | None = None
-    ) -> ScanVerdict:
-        self._shadow_of = shadow_of
+    def with_notes(self, would: Decision | None = None, message: str | None = None) -> ScanVerdict:
+        self._would = would
         self._message = message
         return self
 

@@ -75,16 +75,3 @@ class MalformedVerdict(ScanError):
 
 
 INTERNAL_ERROR_KIND = "internal"  # a bug in the sidecar itself; always fails closed
-
-ERROR_KINDS: tuple[str, ...] = (
-    INTERNAL_ERROR_KIND,
-    ScanError.kind,
-    ScanUnavailable.kind,
-    ScanTimeout.kind,
-    ScanOverloaded.kind,
-    ScanRateLimited.kind,
-    ScanServerError.kind,
-    ScanRejected.kind,
-    ScanAuthError.kind,
-    MalformedVerdict.kind,
-)

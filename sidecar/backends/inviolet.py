@@ -124,7 +124,7 @@ class InvioletBackend(HeldAtSidecar):
             )
         verdict = governed_verdict(decision, trace_id, dest, reasons, approval_id)
         if answer.outcome == "shadow_denied":
-            return verdict.with_notes(shadow_of=Decision.DENY)
+            return verdict.with_notes(would=Decision.DENY)
         return verdict
 
     async def scan_response(self, response: ObservedResponse) -> None:

@@ -217,7 +217,6 @@ from sidecar.engine.providers import PROVIDER_DETECTORS  # noqa: E402
 
 DETECTORS = DETECTORS + PROVIDER_DETECTORS
 BY_ID = {d.id: d for d in DETECTORS}
-HIGH_RISK_KINDS = frozenset(d.id for d in DETECTORS if d.high_risk)
 # A run of list words costs `cost` units, and each checksum tried on it as much again.
 SEED_PHRASE = Detector(
     "crypto_seed_phrase", SECRETS, "", checks.seed_phrase, severity=0.95, cost=8, checked=True

@@ -11,7 +11,6 @@ holds more candidates than its size allows is refused with `SCAN_LIMIT`.
 from __future__ import annotations
 
 import base64
-import hashlib
 import itertools
 import re
 import threading
@@ -158,16 +157,10 @@ class LocalVerdict:
     def risk_band(self) -> str:
         return risk_band(self.risk_score)
 
-    @property
-    def approval_needed(self) -> bool:
-        return self.decision is Decision.REQUIRE_APPROVAL
-
 
 @dataclass(frozen=True, slots=True)
 class ResponseObservation:
     data_classes: list[str]
-    fields_redacted_count: int
-    content_fingerprint: str
     # The scan's budget ran out: only what was found before it is fingerprinted.
     scan_limited: bool = False
 
@@ -1024,10 +1017,6 @@ class Engine:
             f for f in findings if f.data_class != CREDENTIALS and f.confidence != checks.EXAMPLE
         ]
         self.fingerprints.remember((f.value_hash for f in sensitive), host)
-        text = body if isinstance(body, str) else repr(body)
         return ResponseObservation(
-            data_classes=sorted({f.data_class for f in sensitive}),
-            fields_redacted_count=len(sensitive),
-            content_fingerprint="sha256:" + hashlib.sha256(text.encode()).hexdigest(),
-            scan_limited=not complete,
+            data_classes=sorted({f.data_class for f in sensitive}), scan_limited=not complete
         )

@@ -20,7 +20,7 @@ from sidecar.engine.detectors import SECRETS
 from sidecar.engine.engine import SECRET_EXFILTRATION
 from sidecar.engine.known_secrets import KnownSecrets
 from sidecar.judge.endpoints import Listener, judge_addresses
-from sidecar.judge.enforce import Enforcement, from_verdict, local_block, own_secret
+from sidecar.judge.enforce import Enforcement, from_verdict, local_block, sidecar_key_refused
 from sidecar.judge.resolver import ResolveError, Resolver
 
 
@@ -72,7 +72,7 @@ class Destinations:
         spent on requests): the sidecar's own keys, the destination rules, and a
         credential written into the name (it would leave in DNS and the SNI)."""
         if self._known.found_in((host, authority)):
-            return own_secret()
+            return sidecar_key_refused()
         local = self.engine.judge_destination(host, port)
         enforcement = from_verdict(to_scan_verdict(local, str(uuid.uuid4()), None))
         if not enforcement.forward:

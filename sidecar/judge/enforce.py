@@ -112,7 +112,7 @@ def from_verdict(verdict: ScanVerdict) -> Enforcement:
         tool=verdict.tool_name,
         operation=verdict.operation,
         policy_name=verdict.policy_name,
-        would=verdict.shadow_of,
+        would=verdict.would,
     )
     if verdict.decision is Decision.SANITIZE:
         e.replacement_body = sanitized_content(verdict.sanitized_body)
@@ -219,7 +219,7 @@ def fail_open(error_kind: str) -> Enforcement:
     )
 
 
-def own_secret() -> Enforcement:
+def sidecar_key_refused() -> Enforcement:
     """Refused in every mode: the request carries one of the sidecar's own keys."""
     return local_block(SIDECAR_CREDENTIAL, "Carries the sidecar's own credential.", 403)
 

@@ -43,8 +43,8 @@ from sidecar.judge.enforce import (
     from_verdict,
     internal_error,
     local_block,
-    own_secret,
     shadowed,
+    sidecar_key_refused,
 )
 from sidecar.judge.request_surface import scanned_headers
 from sidecar.llm import recognise
@@ -144,8 +144,8 @@ class Judge:
         # The sidecar's own keys first, on the parts as sent: refused in every mode, even
         # when another rule would refuse the request (shadow mode forwards those).
         sent_url = out.url_as_sent or out.url
-        if await self._carries_own_secret(out.method, sent_url, headers, None, raw):
-            return Judgement(own_secret())
+        if await self._carries_sidecar_key(out.method, sent_url, headers, None, raw):
+            return Judgement(sidecar_key_refused())
         if out.refusal is not None:
             return Judgement(out.refusal[0], refusal=out.refusal[1])
         try:
@@ -161,10 +161,10 @@ class Judge:
             return Judgement(local_block(BODY_UNDECODABLE, message, 400))
         text = content.decode("utf-8", "replace")
         decoded = content != out.body
-        if (decoded or "\\u" in text) and await self._carries_own_secret(
+        if (decoded or "\\u" in text) and await self._carries_sidecar_key(
             out.method, out.url, headers, request.body, text
         ):  # what decoding revealed (the bytes as sent were searched above)
-            return Judgement(own_secret())
+            return Judgement(sidecar_key_refused())
         if decoded and (hidden := await self._hidden_secrets(raw, text)):
             message = (
                 "Blocked by egress-sidecar: the encoded body carries a secret outside its "
@@ -201,8 +201,8 @@ class Judge:
         if len(out.body) > limit and out.method != "TCP":
             return Judgement(local_block(BODY_TOO_LARGE, "message too large", 413))
         text = out.body.decode("utf-8", "replace")
-        if await self._carries_own_secret("", "", {}, text, text):
-            return Judgement(own_secret())
+        if await self._carries_sidecar_key("", "", {}, text, text):
+            return Judgement(sidecar_key_refused())
         return await self._ask(self.scan_request(out, {}, out.body))
 
     async def _ask(self, request: ScanRequest) -> Judgement:
@@ -267,7 +267,7 @@ class Judge:
             sent_digest=out.sent_digest,
         )
 
-    async def _carries_own_secret(
+    async def _carries_sidecar_key(
         self, method: str, url: str, headers: dict[str, str], body: Any, raw: str
     ) -> bool:
         """The sidecar's own keys, in any case, split, reversed or encoded, anywhere."""

@@ -67,7 +67,7 @@ def test_a_bug_judging_a_tcp_stream_ends_it(make_sidecar, monkeypatch, tcp_recor
     assert status == 200
     sock.sendall(b"\x00first")
     target.chunks.wait_for(lambda c: b"first" in c)
-    monkeypatch.setattr(sidecar.info.lifecycle.runtime.judge, "_carries_own_secret", _broken_async)
+    monkeypatch.setattr(sidecar.info.lifecycle.runtime.judge, "_carries_sidecar_key", _broken_async)
     sock.sendall(b"\x00" + AWS_KEY.encode())
     assert closed_by_peer(sock)
     target.closed.wait_for(lambda _: True)

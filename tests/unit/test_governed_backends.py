@@ -172,7 +172,7 @@ def test_inviolet_shadow_denied_is_an_allow_that_remembers_the_deny(tmp_path):
     answer = {"outcome": "shadow_denied", "intent_event_id": "ie_2"}
     backend, _ = _inviolet(tmp_path, httpx.Response(200, json=answer))
     verdict = _scan(backend)
-    assert (verdict.decision, verdict.shadow_of) == (Decision.ALLOW, Decision.DENY)
+    assert (verdict.decision, verdict.would) == (Decision.ALLOW, Decision.DENY)
     e = from_verdict(verdict)
     assert (e.forward, e.would, e.headers()["X-Interven-Shadow-Decision"]) == (True, "DENY", "DENY")
 
