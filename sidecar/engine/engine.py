@@ -10,15 +10,12 @@ holds more candidates than its size allows is refused with `SCAN_LIMIT`.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from sidecar.engine import checks, destinations
@@ -37,38 +34,48 @@ from sidecar.engine.fields import (
     decoded_layers,
     request_fields,
     reversed_fields,
-    rot13,
     variant_fields,
 )
 from sidecar.engine.matcher import Hit, Matcher, assess, value_hash
+from sidecar.engine.memory import (
+    MAX_NEW_USES,
+    CredentialUses,
+    FingerprintStore,
+    SubdomainBudget,
+)
+from sidecar.engine.outcomes import (
+    CREDENTIAL_REUSE,
+    CREDENTIALS,
+    DNS_EXFILTRATION,
+    EXAMPLE_CREDENTIAL,
+    EXAMPLE_DATA,
+    OPAQUE_URL_TOKEN,
+    OWN_CREDENTIAL,
+    PII_HIGH_RISK,
+    READ_THEN_WRITE,
+    SCAN_LIMIT,
+    SECRET_EXFILTRATION,
+    SSRF,
+    UNREDACTABLE,
+    Finding,
+    LocalVerdict,
+    ResponseObservation,
+    scan_limited,
+    unparseable,
+)
 from sidecar.engine.policy import Facts, Policy, evaluate, evaluate_destination
+from sidecar.engine.presented import (
+    as_written,
+    basic_password,
+    credential_issuers,
+    credential_spans,
+    is_presented,
+    opaque_url_token,
+    self_hosted,
+    telling,
+    without_shadowed,
+)
 from sidecar.engine.redact import Redaction, redact_body
-
-CREDENTIALS = "CREDENTIALS"
-
-# Reason codes the engine can give (policies match on them).
-SECRET_EXFILTRATION = "SECRET_EXFILTRATION"
-OWN_CREDENTIAL = "OWN_CREDENTIAL"
-PII_HIGH_RISK = "PII_HIGH_RISK"
-SSRF = "SSRF"
-DNS_EXFILTRATION = "DNS_EXFILTRATION"
-READ_THEN_WRITE = "READ_THEN_WRITE"
-UNREDACTABLE = "UNREDACTABLE"
-# No host that parses: nothing can be judged, so whatever the policy says it is refused.
-DESTINATION_UNPARSEABLE = "DESTINATION_UNPARSEABLE"
-# A documented example or test value of a credential (or of a card number, an IBAN) going
-# to a recognised service: flagged, allowed by the default policy (coding agents send docs
-# and fixtures). Elsewhere it is SECRET_EXFILTRATION (or the PII rules) as well.
-EXAMPLE_CREDENTIAL = "EXAMPLE_CREDENTIAL"
-EXAMPLE_DATA = "EXAMPLE_DATA"
-# A credential first used at one party, now sent to another (issuer by use).
-CREDENTIAL_REUSE = "CREDENTIAL_REUSE"
-# A long random token in the URL to a destination the sidecar does not recognise: a fact
-# for policies; the default does not refuse it (document ids, CDN keys look the same).
-OPAQUE_URL_TOKEN = "OPAQUE_URL_TOKEN"
-# More candidates than the scan's budget (near-matches by the thousand): the scan stopped
-# unfinished, so what the request carries is unknown and it is refused, whatever the policy.
-SCAN_LIMIT = "SCAN_LIMIT"
 
 _SECRET_KEY = Detector(
     "generic_secret", SECRETS, "", checks.generic_secret, severity=0.75, cost=5
@@ -106,65 +113,6 @@ def _secret_key(key: str) -> bool:
     return bool(_SECRET_KEY_WORDS.search(key))
 
 
-class Finding(NamedTuple):
-    """One value found (a named tuple: a body can hold thousands, each built cheaply)."""
-
-    kind: str
-    data_class: str
-    location: str
-    encoding: str | None
-    value_hash: str
-    severity: float
-    own_destination: bool
-    high_risk: bool
-    start: int
-    end: int
-    # Where else the same value sits in the same text (start, end): one finding per
-    # value and location, but SANITIZE must cut every copy.
-    repeats: tuple[tuple[int, int], ...] = ()
-    confidence: str = checks.SHAPED  # verified, shaped or example (`checks.confidence`)
-
-    def signal(self) -> dict[str, Any]:
-        """What may be exported about a finding: never the value."""
-        return {
-            "engine": "local",
-            "kind": self.kind,
-            "data_class": self.data_class,
-            "location": self.location,
-            "encoding": self.encoding,
-            "value_hash": self.value_hash,
-            "own_destination": self.own_destination,
-            "confidence": self.confidence,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class LocalVerdict:
-    decision: Decision
-    risk_score: float
-    reason_codes: list[str]
-    tool_name: str
-    operation: str
-    classifications: list[str]
-    signals: list[dict[str, Any]]
-    findings: list[Finding]
-    sanitized_body: Any = None
-    policy_id: str | None = None
-    policy_name: str | None = None
-    rule_id: str | None = None
-
-    @property
-    def risk_band(self) -> str:
-        return risk_band(self.risk_score)
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseObservation:
-    data_classes: list[str]
-    # The scan's budget ran out: only what was found before it is fingerprinted.
-    scan_limited: bool = False
-
-
 _OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 
 
@@ -199,336 +147,13 @@ def request_path(raw: str) -> str:
     return "/" + "/".join(segments) + trailing
 
 
-def unparseable() -> LocalVerdict:
-    """The verdict for a request whose destination cannot be read: always a refusal."""
-    return LocalVerdict(
-        decision=Decision.DENY,
-        risk_score=1.0,
-        reason_codes=[DESTINATION_UNPARSEABLE],
-        tool_name="custom_proxy",
-        operation="unknown",
-        classifications=[],
-        signals=[{"engine": "local", "kind": "destination_unparseable"}],
-        findings=[],
-    )
-
-
-def scan_limited(tool: str, operation: str) -> LocalVerdict:
-    """The verdict for a request whose scan ran out of budget (`ScanLimit`): what it
-    carries is unknown, so it is refused, whatever the policy, and nothing is reported
-    as found."""
-    return LocalVerdict(
-        decision=Decision.DENY,
-        risk_score=1.0,
-        reason_codes=[SCAN_LIMIT],
-        tool_name=tool,
-        operation=operation,
-        classifications=[],
-        signals=[{"engine": "local", "kind": "scan_limit"}],
-        findings=[],
-    )
-
-
-def risk_band(score: float) -> str:
-    if score >= 0.85:
-        return "CRITICAL"
-    if score >= 0.6:
-        return "HIGH"
-    if score >= 0.3:
-        return "MEDIUM"
-    return "LOW"
-
-
-class FingerprintStore:
-    """Bounded memory of sensitive values seen in responses: hash → host it came from."""
-
-    def __init__(self, capacity: int = 50_000) -> None:
-        self._capacity = capacity
-        self._seen: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def remember(self, hashes: Iterable[str], host: str) -> None:
-        with self._lock:
-            for h in hashes:
-                self._seen[h] = host
-                self._seen.move_to_end(h)
-            while len(self._seen) > self._capacity:
-                self._seen.popitem(last=False)
-
-    def source(self, value_hash: str) -> str | None:
-        with self._lock:
-            return self._seen.get(value_hash)
-
-    def sources(self, hashes: Iterable[str]) -> list[str | None]:
-        """`source()` of each, under one lock (a request can carry thousands)."""
-        with self._lock:
-            return [self._seen.get(h) for h in hashes]
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-
 # Text the scan put together (joined, reversed, case-swapped, ROT13, unwrapped): searched
 # for secrets only, since personal data was found as written.
 _PUT_TOGETHER = frozenset({JOINED, REVERSED, UNWRAPPED, SWAPPED, ROT13})
 _PARSED = ("form:", "part:")
-MAX_NEW_USES = 16  # new values one request may add to `CredentialUses`
 MAX_OWNER_SEARCHES = 32
 # Encodings whose text is not a substring of any one value the redaction can rewrite.
 _UNCUTTABLE = SECOND_LOOKS | {"char-codes"}
-
-
-_URL_PIECES = re.compile(r"[^/?&=;,]+")
-_TOKEN = re.compile(r"^[A-Za-z0-9_\-+]{32,}={0,2}$")
-
-
-def _opaque_url_token(path: str, query: str) -> bool:
-    """A URL piece that reads as random bytes in base64: 32+ characters of both cases
-    and digits, high entropy (not hex, not a UUID, not words joined by dashes)."""
-    for piece in _URL_PIECES.findall(unquote(path) + "?" + unquote(query)):
-        if len(piece) < 32 or not _TOKEN.match(piece):
-            continue
-        if piece.islower() or piece.isupper() or not any(c.isdigit() for c in piece):
-            continue
-        if checks.entropy(piece) >= 4.5:
-            return True
-    return False
-
-
-# Products also run on a company's own servers, and the names such servers go by.
-_SELF_HOSTED = {
-    "vault_": ("vault",), "gitlab_": ("gitlab", "git"), "jfrog_": ("jfrog", "artifactory"),
-    "sonarqube_": ("sonar",), "sourcegraph_": ("sourcegraph",), "grafana_": ("grafana",),
-    "terraform_": ("terraform", "tfe"), "okta_": ("okta", "sso"),
-}  # fmt: skip
-
-
-def _self_hosted(kind: str, host: str) -> bool:
-    """A self-hosted product's token sent to a server named for that product
-    (`gitlab.acme.com`, `vault.corp.io`): its issuer is learnt by use there."""
-    names = next((n for prefix, n in _SELF_HOSTED.items() if kind.startswith(prefix)), ())
-    labels = host.lower().replace("-", ".").split(".")
-    return any(name in labels for name in names)
-
-
-_KEYWORD_KINDS = frozenset({"generic_secret", "password", "credential_reuse"})
-
-
-def _without_shadowed(findings: list[Finding]) -> list[Finding]:
-    """Keyword-anchored findings (`token=...`) whose value a provider's family also found
-    where it sits: the provider's finding (with its issuer) is the one that counts."""
-    shaped: dict[tuple[str, str | None], list[tuple[int, int]]] = {}
-    for f in findings:
-        if f.kind not in _KEYWORD_KINDS and f.data_class == SECRETS:
-            shaped.setdefault((f.location, f.encoding), []).append((f.start, f.end))
-    if not shaped:
-        return findings
-    return [
-        f
-        for f in findings
-        if f.kind not in _KEYWORD_KINDS
-        or not any(a < f.end and f.start < b for a, b in shaped.get((f.location, f.encoding), ()))
-    ]
-
-
-_CREDENTIAL_KEY = re.compile(
-    r"(?i)key|token|secret|auth|pass|pwd|credential|sig|session|code|assertion|access|bearer|"
-    r"jwt|dsn|hook|private"
-)
-
-
-# Kinds a URL itself carries to the service that issued them.
-_URL_BORNE = frozenset(
-    {"slack_webhook", "discord_webhook", "telegram_bot_token", "teams_webhook",
-     "zapier_webhook", "google_chat_webhook", "url_credentials", "auth_header_credential"}
-)  # fmt: skip
-_KEPT_KEY = re.compile(r"(?i)private|seed|mnemonic|wallet|secret[_\-\s]?key|signing|passphrase")
-
-
-@lru_cache(maxsize=4096)
-def _credential_key(name: str) -> bool:
-    return bool(_CREDENTIAL_KEY.search(name))
-
-
-def _presented(fld: Field, hit: Hit, host: str, login: bool = False) -> bool:
-    """Whether the request presents the value as a credential to its destination: in an
-    auth header; as the URL being called (a webhook's path, `/bot<token>/`, userinfo) or
-    a query parameter named for one (`?key=`); as a body field named for one holding it
-    whole (`client_secret=`, `{"api_key": ...}`); in any field of a login or token form."""
-    if fld.credential_header:
-        return True
-    if fld.location.startswith("query:"):
-        return fld.key is not None and _credential_key(fld.key)
-    if fld.location == "url":
-        question = fld.text.find("?")
-        if question < 0 or hit.start < question:  # the URL being called: a REST path names
-            # the account it acts on; a tenant's path (a bucket's object) is content
-            return hit.detector.id in _URL_BORNE or not destinations.tenant_host(host)
-        start = max(fld.text.rfind("&", 0, hit.start), question) + 1
-        return _credential_key(fld.text[start : hit.start].split("=", 1)[0])
-    if not fld.in_body or fld.key is None or fld.encoding not in (None, "percent"):
-        return False
-    if login:
-        return True
-    if fld.location.count(".") > 2 or "[" in fld.key or "." in fld.key:
-        return False  # nested (`metadata[api_key]`, `{"a": {"key": ...}}`): stored content
-    if _KEPT_KEY.search(fld.key):
-        return False  # what is named a private key, a seed or a signing secret is kept
-    return _credential_key(fld.key) and (hit.end - hit.start) * 5 >= len(fld.text.strip()) * 4
-
-
-def _as_written(hit: Hit, fld: Field) -> tuple[str, ...]:
-    """A second look's value as the request wrote it (reversed and case-swapped text
-    undone), to be compared with what was found where it was written."""
-    if fld.encoding == REVERSED:
-        return (hit.value[::-1],)
-    if fld.encoding == SWAPPED:
-        return (hit.value.swapcase(),)
-    if fld.encoding == ROT13:
-        return (rot13(hit.value),)
-    return (hit.value,)
-
-
-def _telling(detector: Detector) -> bool:
-    """A kind whose shape alone is telling, even in text put together by the scan
-    (joined pieces, reversed text): a provider's key, a private key."""
-    return bool(detector.providers) or (detector.data_class == SECRETS and detector.checked)
-
-
-class CredentialUses:
-    """Bounded memory of opaque credentials (hashes only) and the party each was first
-    presented to: their issuer by use. The same value presented to another party later
-    is a leak (`credential_reuse`)."""
-
-    def __init__(self, capacity: int = 20_000) -> None:
-        self._capacity = capacity
-        self._issuer: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def present(self, value_hash: str, host: str, room: list[int] | None = None) -> bool:
-        """Record a presentation; True when `host` is the value's issuer (or the first).
-        `room`: new values one request may still record (a request of hundreds of cookies
-        must not push every other value out); past it, a new value is not remembered."""
-        party = destinations.registrable_domain(host)
-        with self._lock:
-            if value_hash not in self._issuer and room is not None:
-                if room[0] <= 0:
-                    return True
-                room[0] -= 1
-            issuer = self._issuer.setdefault(value_hash, party)
-            self._issuer.move_to_end(value_hash)
-            while len(self._issuer) > self._capacity:
-                self._issuer.popitem(last=False)
-        return issuer == party
-
-    def issuers(self, hashes: Iterable[str]) -> list[str | None]:
-        with self._lock:
-            return [self._issuer.get(h) for h in hashes]
-
-    def __len__(self) -> int:
-        return len(self._issuer)
-
-
-_SCHEME = re.compile(r"(?i)^(?:bearer|basic|token|digest|bot|apikey|api-key|key|sso-key)\s+")
-
-
-_COOKIE = re.compile(r"[^=;\s]+=\s*([^;]{16,})")
-
-
-def _credential_spans(fld: Field) -> list[tuple[int, int]]:
-    """Where an auth header's credentials are: the value without its scheme (`Bearer x`
-    -> `x`), or each cookie's value; only values random enough to be credentials (16+
-    characters, letters and digits mixed), not preferences, dates or ids."""
-    text = fld.text
-    if fld.location == "header:cookie":
-        spans = [m.span(1) for m in _COOKIE.finditer(text)]
-    else:
-        m = _SCHEME.match(text)
-        spans = [(m.end() if m else 0, len(text.rstrip()))]
-    return [(a, b) for a, b in spans if _credential_like(text[a:b])]
-
-
-_TOKEN_USERS = frozenset({"api", "__token__", "x-access-token", "oauth2", "token", "apikey",
-                          "x-token-auth", "pat", "bearer", ""})  # fmt: skip
-
-
-def _basic_password(fld: Field) -> str | None:
-    """The password of `Basic` credentials when it reads as a person's (6-19 characters,
-    see `checks.password`), not an API token."""
-    scheme, _, encoded = fld.text.strip().partition(" ")
-    if scheme.lower() != "basic" or fld.encoding is not None:
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    user, _, password = decoded.partition(":")
-    if user.lower() in _TOKEN_USERS or len(password) >= 24:
-        return None  # an API token (`api:key-...`, `x-access-token:...`): judged by use
-    return password if checks.password(password) else None
-
-
-def _credential_like(value: str) -> bool:
-    return (
-        len(value) >= 16
-        and any(c.isdigit() for c in value)
-        and sum(c.isalpha() for c in value) >= 4  # not a date or a timestamp
-        and checks.entropy(value) >= 3.0
-    )
-
-
-class SubdomainBudget:
-    """Distinct data-like subdomains per registrable name, across requests: DNS-label
-    exfiltration in pieces each too small to flag (`a1b2c3.evil.com`, `d4e5f6.evil.com`,
-    ...). Past `limit` distinct ones for one name, every further one is flagged. Bounded:
-    `names` registrable names, `limit` + 1 subdomains each."""
-
-    def __init__(self, limit: int = 24, names: int = 4096) -> None:
-        self._limit = limit
-        self._names = names
-        self._seen: OrderedDict[str, set[str]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def over_budget(self, host: str) -> bool:
-        """True for a data-like subdomain first seen after `limit` others of its name
-        (one seen before stays allowed; generated cloud names are not counted)."""
-        sub = destinations.subdomain_labels(host)
-        if not any(_data_like(label) for label in sub) or destinations.cloud_generated(host):
-            return False
-        name, key = destinations.registrable_domain(host), ".".join(sub)
-        with self._lock:
-            seen = self._seen.setdefault(name, set())
-            self._seen.move_to_end(name)
-            if key in seen:
-                return False
-            if len(seen) < self._limit:
-                seen.add(key)
-                return False
-            while len(self._seen) > self._names:
-                self._seen.popitem(last=False)
-            return True
-
-
-def _data_like(label: str) -> bool:
-    """A label that could carry a piece of data: 8+ letters and digits, both kinds mixed
-    (`k3x9q2m7p`), not a name with a number (`pr-1204`, `web01`, `us-east-1`)."""
-    bare = label.replace("-", "")
-    letters = sum(c.isalpha() for c in bare)
-    return len(bare) >= 8 and bare.isalnum() and letters >= 2 and len(bare) - letters >= 2
-
-
-def _issuers(hit: Hit, fld: Field) -> tuple[str, ...]:
-    """Hosts a value names as its own destination: a JWT's audience (with its issuer),
-    the host of a URL carrying a password."""
-    kind = hit.detector.id
-    if kind == "jwt":
-        return checks.jwt_destinations(hit.value)
-    if kind == "url_credentials" and fld.location == "url":  # the URL being called
-        # (a URL with a password anywhere else is content; a database URL has no HTTP
-        # issuer at all)
-        at = hit.value.rsplit("@", 1)[-1]
-        return (at.split("/", 1)[0].split(":", 1)[0].lower(),)
-    return ()
 
 
 @dataclass
@@ -584,7 +209,7 @@ class Engine:
                 risk = max(risk, severity)
         if any(f.kind == _REUSED.id for f in counted):
             reasons.add(CREDENTIAL_REUSE)
-        if not recognised and _opaque_url_token(parts.path, parts.query):
+        if not recognised and opaque_url_token(parts.path, parts.query):
             reasons.add(OPAQUE_URL_TOKEN)  # a fact for policies; no default rule denies it
         sources = self.fingerprints.sources(f.value_hash for f in counted)
         if any(source is not None and source != host for source in sources):
@@ -797,7 +422,7 @@ class Engine:
                 if hit.detector is _IP_ADDRESS and fld.location in ("url", "header:host"):
                     continue  # the destination itself is judged as a destination
                 if fld.encoding in SECOND_LOOKS:
-                    if fld.encoding == RAW or _telling(hit.detector):
+                    if fld.encoding == RAW or telling(hit.detector):
                         second.append((i, hit))  # joined or reversed: only a shaped key
                     continue
                 hit_fields.add(i)
@@ -828,14 +453,14 @@ class Engine:
                         if checks.us_ssn(ssn):
                             add(Hit(_SSN, 0, len(fld.text), fld.text), i, fld)
                             continue
-                if fld.location == "header:authorization" and (secret := _basic_password(fld)):
+                if fld.location == "header:authorization" and (secret := basic_password(fld)):
                     # A person's password in Basic credentials is judged as a password
                     # (API tokens there are long and random, and judged by use).
                     hit = Hit(_PASSWORD_KEY, 0, len(fld.text), secret, checks.SHAPED)
                     add(hit, i, fld)
                     continue
                 if fld.credential_header and fld.encoding is None and len(fld.text) >= 8:
-                    for start, end in _credential_spans(fld):
+                    for start, end in credential_spans(fld):
                         add(Hit(_AUTH_HEADER, start, end, fld.text[start:end]), i, fld)
             if second:
                 found_values = {value for _, value in values}
@@ -846,7 +471,7 @@ class Engine:
             return out, False
         for at, more in repeats.items():
             out[at] = out[at]._replace(repeats=tuple(more))
-        return _without_shadowed(out), True
+        return without_shadowed(out), True
 
     @staticmethod
     def _second_looks(
@@ -882,7 +507,7 @@ class Engine:
                     add(hit, owner, fields[owner])
                     continue
             elif overlaps > 0 and any(
-                v in seen or seen in v for v in found_values for seen in _as_written(hit, fields[i])
+                v in seen or seen in v for v in found_values for seen in as_written(hit, fields[i])
             ):
                 overlaps -= 1
                 continue  # put together from pieces that were found (and judged) whole
@@ -937,7 +562,7 @@ class Engine:
         self, hit: Hit, fld: Field, host: str, login: bool = False, room: list[int] | None = None
     ) -> Finding:
         """A hit judged by its issuer: a credential is `own_destination` when the request
-        presents it (`_presented`) to the party that issued it — from the detector's table,
+        presents it (`is_presented`) to the party that issued it — from the detector's table,
         a JWT's audience, the host in a URL's userinfo — or, for a value nobody's shape
         names, to the party it was first presented to (issuer by use). The same key in
         free text (an issue body, a prompt, a file uploaded to the provider's storage) is
@@ -945,13 +570,13 @@ class Engine:
         d = hit.detector
         own = False
         if d.data_class in (SECRETS, CREDENTIALS):
-            issuers = _issuers(hit, fld)
-            presented = _presented(fld, hit, host, login)
+            issuers = credential_issuers(hit, fld)
+            presented = is_presented(fld, hit, host, login)
             if d.providers:
                 own = presented and destinations.issued_by(host, d.providers)
                 if own:
                     self.uses.present(hit.value_hash, host, room)  # (a look-alike later: reuse)
-                if not own and presented and fld.credential_header and _self_hosted(d.id, host):
+                if not own and presented and fld.credential_header and self_hosted(d.id, host):
                     # a self-hosted product's token (Vault, GitLab, JFrog, ...) presented to
                     # a server named for that product: the company's own, learnt by use
                     own = self.uses.present(hit.value_hash, host, room)

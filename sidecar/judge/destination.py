@@ -17,8 +17,8 @@ from sidecar.engine import Engine
 from sidecar.engine.decisions import Decision
 from sidecar.engine.destinations import IPAddress, destination_patterns
 from sidecar.engine.detectors import SECRETS
-from sidecar.engine.engine import SECRET_EXFILTRATION
 from sidecar.engine.known_secrets import KnownSecrets
+from sidecar.engine.outcomes import SECRET_EXFILTRATION
 from sidecar.judge.endpoints import Listener, judge_addresses
 from sidecar.judge.enforce import Enforcement, from_verdict, local_block, sidecar_key_refused
 from sidecar.judge.resolver import ResolveError, Resolver

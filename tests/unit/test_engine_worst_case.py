@@ -20,9 +20,9 @@ from sidecar.engine import Engine, checks
 from sidecar.engine.budget import MIN_CANDIDATES, Budget, ScanLimit
 from sidecar.engine.decisions import Decision
 from sidecar.engine.detectors import BY_ID
-from sidecar.engine.engine import SCAN_LIMIT
 from sidecar.engine.fields import MAX_JSON_DEPTH, MAX_LOCATION, request_fields
 from sidecar.engine.matcher import Matcher, value_hash
+from sidecar.engine.outcomes import SCAN_LIMIT
 from sidecar.engine.policy_file import default_policy
 from sidecar.engine.redact import Redaction, redact_text
 from sidecar.judge.bodies import body_for_scan
