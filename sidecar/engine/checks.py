@@ -306,8 +306,10 @@ def aws_key_id(candidate: str) -> bool:
     """Key ids are upper-case; a lower-cased one (an attacker's disguise) must still look
     random (a digit in it), not like a word that happens to start with `akia`. Either way
     the 16 characters after the prefix hold a letter past F: a hex digest that happens to
-    contain `acca` or `ABIA` is no key id (AWS draws them from A-Z and 2-7)."""
-    if not any(c.isalpha() and c.upper() > "F" for c in candidate[4:]):
+    contain `acca` or `ABIA` is no key id (AWS draws them from A-Z and 2-7). A run of one
+    character (`AKIA000000000000000G`) is padding, not a drawn id."""
+    body = candidate[4:]
+    if not any(c.isalpha() and c.upper() > "F" for c in body) or len(set(body.upper())) < 5:
         return False
     return candidate.isupper() or any(c.isdigit() for c in candidate)
 

@@ -23,13 +23,8 @@ from sidecar.engine.budget import Budget, ScanLimit
 from sidecar.engine.decisions import Decision
 from sidecar.engine.detectors import BY_ID, FINANCIAL, PII, SECRETS, Detector
 from sidecar.engine.fields import (
-    JOINED,
     RAW,
-    REVERSED,
-    ROT13,
     SECOND_LOOKS,
-    SWAPPED,
-    UNWRAPPED,
     Field,
     decoded_layers,
     request_fields,
@@ -65,6 +60,7 @@ from sidecar.engine.outcomes import (
 )
 from sidecar.engine.policy import Facts, Policy, evaluate, evaluate_destination
 from sidecar.engine.presented import (
+    PUT_TOGETHER,
     as_written,
     basic_password,
     credential_issuers,
@@ -149,7 +145,6 @@ def request_path(raw: str) -> str:
 
 # Text the scan put together (joined, reversed, case-swapped, ROT13, unwrapped): searched
 # for secrets only, since personal data was found as written.
-_PUT_TOGETHER = frozenset({JOINED, REVERSED, UNWRAPPED, SWAPPED, ROT13})
 _PARSED = ("form:", "part:")
 MAX_OWNER_SEARCHES = 32
 # Encodings whose text is not a substring of any one value the redaction can rewrite.
@@ -402,8 +397,8 @@ class Engine:
             second: list[tuple[int, Hit]] = []
             # Text the scan put together (joined pieces, reversed text) is searched for
             # secrets only: personal data found there was found in its pieces already.
-            wide = [i for i, f in enumerate(fields) if f.encoding not in _PUT_TOGETHER]
-            narrow = [i for i, f in enumerate(fields) if f.encoding in _PUT_TOGETHER]
+            wide = [i for i, f in enumerate(fields) if f.encoding not in PUT_TOGETHER]
+            narrow = [i for i, f in enumerate(fields) if f.encoding in PUT_TOGETHER]
             texts = [fields[i].text for i in wide]
             found: Iterable[tuple[int, Hit]] = (
                 (wide[j], hit) for j, hit in self.matcher.find_all(texts, budget)
@@ -464,7 +459,10 @@ class Engine:
                         add(Hit(_AUTH_HEADER, start, end, fld.text[start:end]), i, fld)
             if second:
                 found_values = {value for _, value in values}
-                self._second_looks(fields, second, first_fields, found_values, add)
+                # An opaque value in an auth header is judged by use, not by shape: pieces
+                # of a provider's key found that way do not stand for the key put together.
+                whole = {value for kind, value in values if kind != _AUTH_HEADER.id}
+                self._second_looks(fields, second, first_fields, found_values, whole, add)
             if len(self.uses):
                 self._reused(fields, hit_fields, host, add)
         except ScanLimit:
@@ -479,6 +477,7 @@ class Engine:
         second: list[tuple[int, Hit]],
         first_fields: set[int],
         found_values: set[str],
+        judged_whole: set[str],
         add: Callable[[Hit, int, Field], None],
     ) -> None:
         """Hits in the raw text and in text the scan put together. A raw hit inside one
@@ -490,7 +489,7 @@ class Engine:
         ]
         whole = {fields[j].text: j for j in reversed(parsed)}
         searches = MAX_OWNER_SEARCHES  # a substring search is a pass over every value
-        overlaps = MAX_OWNER_SEARCHES if len(found_values) <= 256 else 0
+        overlaps = MAX_OWNER_SEARCHES if len(judged_whole) <= 256 else 0
         for i, hit in second:
             if fields[i].encoding == RAW:
                 if hit.value in found_values:
@@ -507,7 +506,7 @@ class Engine:
                     add(hit, owner, fields[owner])
                     continue
             elif overlaps > 0 and any(
-                v in seen or seen in v for v in found_values for seen in as_written(hit, fields[i])
+                v in seen or seen in v for v in judged_whole for seen in as_written(hit, fields[i])
             ):
                 overlaps -= 1
                 continue  # put together from pieces that were found (and judged) whole

@@ -137,13 +137,20 @@ def request_fields(
     if headers:
         fields.append(Field("header-names", "\x00".join(headers)))  # one name, one text
     families: dict[str, list[str]] = {}
+    cookies: list[str] = []
     for name, value in headers.items():
         lower = name.lower()
         presented = credential_header(lower)
         fields.append(Field(f"header:{lower}", value, credential_header=presented))
         if presented and len(value) <= JOIN_PIECE * 4:
             # the header's name is the keyword its value lacks (`DD-API-KEY: <32 hex>`)
-            fields.append(Field(f"header:{lower}*", f"{lower}={value}", encoding=JOINED))
+            keyed = f"{lower}={value}"
+            fields.append(Field(f"header:{lower}*", keyed, encoding=JOINED, credential_header=True))
+            words = value.split()
+            if len(words) > 2:  # `Bearer <half> <half>`: the words after the scheme
+                fields.append(Field(f"header:{lower}*", "".join(words[1:]), encoding=JOINED))
+        if lower == "cookie":
+            cookies += [v.split("=", 1)[-1].strip() for v in value.split(";")]
         if ", " in value and len(value) <= JOIN_PIECE * 2:  # a repeated header, folded
             fields.append(Field(f"header:{lower}*", value.replace(", ", ""), encoding=JOINED))
         if len(value) <= JOIN_PIECE:
@@ -151,10 +158,9 @@ def request_fields(
     for stem, values in families.items():
         if len(values) > 1:  # `X-Part-1`, `X-Part-2`: one family
             fields.append(Field(f"header:{stem}*", "".join(values), encoding=JOINED))
-        if stem == "cookie":  # cookie values, in order: a key cut across cookies
-            cookies = [v.split("=", 1)[-1].strip() for c in values for v in c.split(";")]
-            if len(cookies) > 1:
-                fields.append(Field("header:cookie*", "".join(cookies), encoding=JOINED))
+    if len(cookies) > 1 and sum(map(len, cookies)) <= JOIN_PIECE * 4:
+        # cookie values, in order: a key cut across cookies
+        fields.append(Field("header:cookie*", "".join(cookies), encoding=JOINED))
     content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
     fields.extend(_body_fields(body, content_type, budget))
     return fields

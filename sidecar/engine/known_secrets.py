@@ -22,7 +22,7 @@ from urllib.parse import unquote
 
 import re2
 
-from sidecar.engine.fields import Field, decoded_layers, json_text, readable
+from sidecar.engine.fields import Field, decoded_layers, json_text, readable, rot13
 
 FRAGMENT = 10  # characters (letters and digits) of a long key found on their own
 WHOLE_BELOW = 24  # a key with fewer letters and digits is only found whole
@@ -115,7 +115,7 @@ class KnownSecrets:
             texts.append(json_text(body))  # \u escapes undone (others are separators)
         elif isinstance(body, str) and "%" in raw:
             texts.append(unquote(raw))  # form bodies
-        if self.found_in(texts):
+        if self.found_in(texts) or self.found_in(rot13(t) for t in texts):  # ROT13: as the engine
             return True
         # Every encoded layer the engine decodes, within a budget that cannot run out
         # (decoded layers are smaller than what they decode): the request's size is

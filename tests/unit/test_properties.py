@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -110,9 +110,12 @@ SSN = st.builds(lambda a, g, s: f"{a:03d}-{g:02d}-{s:04d}", st.integers(1, 665),
                                 max_size=8), st.text(max_size=30), min_size=1, max_size=6),
        SSN, st.data())  # fmt: skip
 def test_sanitize_keeps_json_structure_and_removes_the_value(doc, ssn, data):
+    engine = Engine(default_policy())
+    # Random text may itself hold a finding (`akia0000000000001abg` reads as a disguised
+    # AWS key id): the property is about an otherwise clean document.
+    assume(not engine.decide("POST", "https://api.example.com/x", {}, doc).findings)
     key = data.draw(st.sampled_from(sorted(doc)))
     doc[key] = f"{doc[key]} ssn {ssn} "
-    engine = Engine(default_policy())
     verdict = engine.decide("POST", "https://api.example.com/x", {}, doc)
     if ssn in ("078-05-1120", "219-09-9999", "123-45-6789"):
         return  # documented advertising numbers are not findings
