@@ -3,7 +3,8 @@
 Exact-bytes matching is what an attacker defeats first: upper-casing, splitting a key
 across two headers, reversing it, rewriting its separators, or sending half of it. Every
 fragment of ten characters of each long key (letters and digits, past its provider
-prefix; separators in between are matched loosely), forwards and reversed, is compiled
+prefix; separators in between are matched loosely), forwards and reversed, as written
+and in ROT13, is compiled
 into one case-insensitive RE2 pattern (linear time), so any piece at least that long is
 found in one pass; a short key is found whole (not inside a longer word). Encoded
 copies (base64, hex, percent) are found by running the same matcher over the decoded
@@ -71,7 +72,7 @@ class KnownSecrets:
                 continue
             if len(core) < WHOLE_BELOW:
                 # Too short for pieces to be telling: the whole key, not inside a word.
-                for text in (core, core[::-1]):
+                for text in (core, core[::-1], rot13(core), rot13(core)[::-1]):
                     alternatives.add(f"(?:^|[^A-Za-z0-9]){_loose(text)}(?:[^A-Za-z0-9]|$)")
                 continue
             m = _PREFIX.match(value.strip())
@@ -82,11 +83,12 @@ class KnownSecrets:
             prefix = min(prefix, len(core) - FRAGMENT - RANDOM_CHARS)
             first = max(0, prefix + RANDOM_CHARS - FRAGMENT)  # skip prefix-heavy pieces
             last = len(core) - max(FRAGMENT, prefix + RANDOM_CHARS)  # the same, reversed
-            reverse = core[::-1]
-            alternatives.update(
-                _loose(core[i : i + FRAGMENT]) for i in range(first, len(core) - FRAGMENT + 1)
-            )
-            alternatives.update(_loose(reverse[i : i + FRAGMENT]) for i in range(0, last + 1))
+            for text in (core, rot13(core)):  # ROT13 too, as the engine reads it
+                reverse = text[::-1]
+                alternatives.update(
+                    _loose(text[i : i + FRAGMENT]) for i in range(first, len(text) - FRAGMENT + 1)
+                )
+                alternatives.update(_loose(reverse[i : i + FRAGMENT]) for i in range(0, last + 1))
         self._pattern = None
         if alternatives:
             options = re2.Options()
@@ -115,7 +117,7 @@ class KnownSecrets:
             texts.append(json_text(body))  # \u escapes undone (others are separators)
         elif isinstance(body, str) and "%" in raw:
             texts.append(unquote(raw))  # form bodies
-        if self.found_in(texts) or self.found_in(rot13(t) for t in texts):  # ROT13: as the engine
+        if self.found_in(texts):
             return True
         # Every encoded layer the engine decodes, within a budget that cannot run out
         # (decoded layers are smaller than what they decode): the request's size is
