@@ -11,6 +11,7 @@ from typing import Any
 from mitmproxy import http
 
 from addons.stream_tap import ResponseTap
+from sidecar.broker.scrub import Scrubber
 from sidecar.judge.enforce import Enforcement
 from sidecar.judge.judge import Judgement
 from sidecar.observability.decision_log import loggable_host, loggable_method
@@ -26,6 +27,8 @@ class FlowRecord:
     judgement: Judgement | None = None  # set when the verdict is enforced
     forwarded_at: float | None = None  # wall clock: when the request left
     tap: ResponseTap | None = None  # the bounded copy of a streamed response body
+    brokered: list[str] = field(default_factory=list)  # credentials substituted (names)
+    scrubber: Scrubber | None = None  # takes their real values out of what comes back
     closed: bool = False
 
     @staticmethod
@@ -67,6 +70,8 @@ class FlowRecord:
             "scan_ms": _ms(j.scan_seconds),
             "total_ms": _ms(time.monotonic() - self.started),
             "llm": j.llm,
+            "brokered": self.brokered or None,
+            "broker_refused": list(j.broker_refused) or None,
         }
 
     def close_line(self, flow: http.HTTPFlow, outcome: str) -> dict[str, Any]:

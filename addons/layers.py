@@ -78,6 +78,8 @@ from mitmproxy.proxy.layers.http._http1 import make_error_response
 from mitmproxy.proxy.server import ConnectionHandler
 from mitmproxy.utils import human
 
+from addons.flow_record import RECORD_KEY
+from sidecar.broker.scrub import Scrubber, StreamScrubber
 from sidecar.config.settings import SCAN_API_MAX_BODY_BYTES, request_body_cap
 
 # RFC 6455 §7.4.1 codes an endpoint may send; anything else (incl. the 3000-4999 ranges
@@ -162,6 +164,7 @@ class GuardedWebsocketLayer(websocket.WebsocketLayer):
         self._server_pings: deque[bytes] = deque(maxlen=SERVER_PINGS_REMEMBERED)
         self._agent_message = 0  # bytes of the agent's message being assembled
         self._dropping = False  # the rest of an oversized message is discarded
+        self._echoes: StreamScrubber | None = None  # the upstream message being scrubbed
 
     def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
         if isinstance(event, events.DataReceived):
@@ -240,8 +243,11 @@ class GuardedWebsocketLayer(websocket.WebsocketLayer):
         ws = self.server_ws
         ws.receive_data(data)
         kept: list[wsproto.events.Event] = []
+        scrubber = getattr(self.flow.metadata.get(RECORD_KEY), "scrubber", None)
         for ev in ws.events():
             if isinstance(ev, wsproto.events.Message):
+                if scrubber is not None:  # a brokered connection: echoes taken out
+                    ev = self._scrubbed(ev, scrubber)
                 if ev.data or ev.message_finished:
                     yield self.client_ws.send2(ev)
                     self.flow.metadata[MESSAGE_MOVED] = time.monotonic()
@@ -250,6 +256,24 @@ class GuardedWebsocketLayer(websocket.WebsocketLayer):
                 self._server_pings.append(bytes(ev.payload))
             kept.append(ev)
         ws._events.extend(kept)
+
+    def _scrubbed(
+        self, ev: wsproto.events.Message[Any], scrubber: Scrubber
+    ) -> wsproto.events.Message[Any]:
+        """A frame of an upstream message, scrubbed as one stream per message (an echo
+        may be cut across frames); what could be the start of one waits for the next."""
+        if self._echoes is None:
+            self._echoes = StreamScrubber(scrubber)
+        text = isinstance(ev.data, str)
+        raw = ev.data.encode() if isinstance(ev.data, str) else bytes(ev.data)
+        out = self._echoes(raw) if raw else b""
+        if ev.message_finished:
+            out += self._echoes(b"")
+            self._echoes = None
+        data: Any = out.decode() if text else out  # cut only before ASCII: still UTF-8
+        return type(ev)(
+            data=data, frame_finished=ev.frame_finished, message_finished=ev.message_finished
+        )
 
     def _report(self, frame: str, action: str) -> layer.CommandGenerator[None]:
         yield ControlFrameHook(ControlFrame(self.flow, frame, action))

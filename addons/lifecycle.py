@@ -18,13 +18,15 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
 
 from addons import layers
-from addons.runtime import Runtime
+from addons.runtime import Runtime, watch_broker_values
 from addons.tuning import freeze_startup_heap, share_gil_promptly
 from sidecar.approvals.waiter import ApprovalWaiter
 from sidecar.backends.breaker import BreakerState
 from sidecar.backends.factory import BackendConfigError, backend_name, create_backend
 from sidecar.backends.governed import HeldAtSidecar
 from sidecar.backends.local import LocalBackend
+from sidecar.broker.bindings import Bindings, BindingsError, load_bindings
+from sidecar.broker.state import Broker, read_value
 from sidecar.config.credentials import Credentials, load_credentials
 from sidecar.config.settings import SettingsError, SidecarSettings, load_settings
 from sidecar.config.surface import (
@@ -76,6 +78,7 @@ class Lifecycle:
         self.runtime: Runtime | None = None  # exists while the proxy runs
         self._admin: AdminServer | None = None  # stopped at `done` even if start-up failed
         self._policy: Policy | None = None
+        self._bindings: Bindings | None = None
 
     def load(self, loader: Loader) -> None:
         try:
@@ -115,10 +118,22 @@ class Lifecycle:
                 self._credentials = load_credentials()
             if backend_name(self.settings, self._credentials) == "local":
                 self._policy = load_policy(self.settings.policy)
-        except (SettingsError, BackendConfigError, PolicyError) as e:
+            self._bindings = self._load_bindings(self.settings)
+        except (SettingsError, BackendConfigError, PolicyError, BindingsError) as e:
             raise OptionsError(f"egress-sidecar: {e}") from None
         if self.runtime is not None:  # per-request settings (fail mode, limits) changed
             self.runtime.settings = self.settings
+
+    @staticmethod
+    def _load_bindings(settings: SidecarSettings) -> Bindings | None:
+        """The brokered credentials, each value readable now (a sidecar that cannot
+        substitute a value must not start: the agent's requests would all fail)."""
+        if settings.brokered_credentials is None:
+            return None
+        bindings = load_bindings(settings.brokered_credentials, settings.passthrough_hosts)
+        for credential in bindings.credentials:
+            read_value(credential)
+        return bindings
 
     def _settings_from_options(self) -> SidecarSettings:
         if self.settings is None and self._given is not None:
@@ -155,7 +170,9 @@ class Lifecycle:
                     settings.admin,
                     e.strerror,
                 )
-        known = KnownSecrets([s.decode() for s in own_secrets] + ([token] if token else []))
+        own = [s.decode() for s in own_secrets] + ([token] if token else [])
+        known = KnownSecrets(own)
+        broker = Broker(self._bindings, own) if self._bindings is not None else None
         here = local_addresses()
         destinations = Destinations(
             settings,
@@ -180,12 +197,19 @@ class Lifecycle:
         )
         responses.start()
         self.runtime = Runtime(
-            judge=Judge(settings, backend, destinations, known, credentials.interven, waiter),
+            judge=Judge(
+                settings, backend, destinations, known, credentials.interven, waiter, broker
+            ),
             destinations=destinations,
             responses=responses,
             metrics=metrics,
             admin=admin,
             lag_watch=asyncio.create_task(watch_loop_lag(metrics.event_loop_lag.observe)),
+            broker_watch=(
+                asyncio.create_task(watch_broker_values(broker, metrics))
+                if broker is not None
+                else None
+            ),
         )
         share_gil_promptly()
         frozen = freeze_startup_heap()
@@ -216,6 +240,8 @@ class Lifecycle:
         runtime = self.runtime
         if runtime is not None:
             runtime.lag_watch.cancel()
+            if runtime.broker_watch is not None:
+                runtime.broker_watch.cancel()
             await runtime.responses.close(SHUTDOWN_GRACE)
             await runtime.judge.backend.aclose()
         if self._admin is not None:

@@ -5,7 +5,8 @@ dump of everything the client sent ("Cannot parse ClientHello: 16030100..."), SN
 hosts, WebSocket ping payloads. An agent could write anything there — including a
 secret, encoded. Every mitmproxy record is rewritten before any handler formats it:
 long hex runs are withheld, control characters escaped, lines bounded, and a line that
-carries one of the sidecar's own keys is withheld whole.
+carries one of the sidecar's own keys, or a brokered credential's real value, is
+withheld whole.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from sidecar.broker.state import VALUE
 from sidecar.judge.request_surface import scannable
 from sidecar.observability.decision_log import loggable
 
@@ -56,6 +58,11 @@ class _Hygiene(logging.Filter):
         runtime = self._life.runtime
         if runtime is not None:
             text = runtime.judge.known.withhold(text)
+            broker = runtime.judge.broker
+            if broker is not None and any(
+                label.startswith(VALUE) for label in broker.current.secrets.labels_in((text,))
+            ):  # a URL or header mitmproxy logs after a real value was put in
+                return "[withheld: brokered credential]"
         return loggable(text, MAX_LINE)
 
 

@@ -16,10 +16,20 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
+from addons.brokering import (
+    DecodedScrub,
+    chained,
+    count_scrubs,
+    scrub_response_head,
+    scrubbed_headers,
+    substitute_request,
+)
 from addons.flow_record import FlowRecord
 from addons.request_rules import outbound, websocket_switch
 from addons.runtime import refusal_response
 from addons.stream_tap import ResponseTap
+from sidecar.broker.masking import unmask
+from sidecar.broker.scrub import StreamScrubber
 from sidecar.judge.bodies import encode_body
 from sidecar.judge.enforce import Enforcement
 from sidecar.judge.judge import Judgement
@@ -55,7 +65,11 @@ class RequestGuard:
                 )
         record.judgement = judgement
         try:
+            if judgement.brokered and judgement.broker is not None:
+                unmask(judgement.enforcement, judgement.broker, judgement.brokered)
             self._apply(flow, record, judgement.enforcement)
+            if judgement.enforcement.forward and judgement.brokered:
+                self._substitute(flow, record, judgement)
         except Exception:  # e.g. a rewritten body that cannot be encoded: never forward
             logger.exception("egress-sidecar: internal error while applying a verdict")
             record.judgement = judgement = Judgement.internal()
@@ -65,6 +79,17 @@ class RequestGuard:
         tool = metrics.tool_label(judgement.enforcement.tool)
         metrics.requests.labels(judgement.enforcement.decision.value, tool).inc()
         log_decision(record.decision_line(flow))
+
+    def _substitute(self, flow: http.HTTPFlow, record: FlowRecord, judgement: Judgement) -> None:
+        """The real values, now that the request is judged and will be forwarded."""
+        runtime = self._life.runtime
+        assert runtime is not None
+        assert judgement.broker is not None
+        req = flow.request
+        names, scrubber = substitute_request(req, judgement, runtime.settings.max_body_bytes)
+        record.brokered, record.scrubber = names, scrubber
+        for name in names:
+            self._life.metrics.broker_substitutions.labels(name).inc()
 
     @staticmethod
     def _apply(flow: http.HTTPFlow, record: FlowRecord, enforcement: Enforcement) -> None:
@@ -105,6 +130,16 @@ class RequestGuard:
         enforcement = record.enforcement if record is not None else None
         if enforcement is not None:
             flow.response.headers.update(enforcement.headers())
+        if record is not None and record.scrubber is not None:
+            runtime = self._life.runtime
+            limit = runtime.settings.max_body_bytes if runtime is not None else 0
+            scrub_response_head(flow, record.scrubber, limit, flow.kill)
+            record.tap = ResponseTap()
+            scrubbing = flow.response.stream
+            assert isinstance(scrubbing, StreamScrubber | DecodedScrub)
+            flow.response.stream = chained(scrubbing, record.tap)
+            count_scrubs(self._life.metrics, record.scrubber)
+            return
         if flow.response.stream:
             return
         if record is None or enforcement is None:
@@ -115,6 +150,10 @@ class RequestGuard:
 
     def response(self, flow: http.HTTPFlow) -> None:
         record = FlowRecord.find(flow)
+        if record is not None and record.scrubber is not None and flow.response is not None:
+            if flow.response.trailers:
+                flow.response.trailers = scrubbed_headers(flow.response.trailers, record.scrubber)
+            count_scrubs(self._life.metrics, record.scrubber)
         if record is not None and record.enforcement is not None and flow.response is not None:
             # Idempotent (set in responseheaders); a local answer gets them here.
             flow.response.headers.update(record.enforcement.headers())

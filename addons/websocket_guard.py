@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
+from addons.brokering import count_scrubs
+from addons.flow_record import FlowRecord
 from addons.layers import ControlFrame
+from sidecar.broker.masking import marker
 from sidecar.judge.authority import absolute_url
 from sidecar.judge.judge import Judgement, Outbound
 from sidecar.observability.counting import count_judgement
@@ -55,6 +58,18 @@ class WebSocketGuard:
             message.drop()
         elif enforcement.replacement_body is not None:
             message.content = enforcement.replacement_body
+        if enforcement.forward and judgement.brokered and judgement.broker is not None:
+            # Where its credential goes `anywhere`: the real value, now it is judged.
+            content, state = message.content, judgement.broker
+            for name in sorted(judgement.brokered):
+                real = state.values[name].encode()
+                content = content.replace(marker(name).encode(), real)
+                content = content.replace(state.placeholders[name].encode(), real)
+                self._life.metrics.broker_substitutions.labels(name).inc()
+            message.content = content
+            record = FlowRecord.of(flow)
+            if record.scrubber is None:  # the upstream may now echo it back
+                record.scrubber = state.scrubber(judgement.brokered)
         action = "dropped" if not enforcement.forward else "forwarded"
         metrics = self._life.metrics
         count_judgement(metrics, judgement, "websocket")
@@ -74,6 +89,13 @@ class WebSocketGuard:
                 "scan_ms": round((time.monotonic() - started) * 1000, 2),
             }
         )
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        """Echoes scrubbed from a brokered connection's upstream messages (in
+        `addons.layers`, frame by frame), counted once it ends."""
+        record = FlowRecord.find(flow)
+        if record is not None and record.scrubber is not None:
+            count_scrubs(self._life.metrics, record.scrubber)
 
     def egress_control_frame(self, frame: ControlFrame) -> None:
         """A WebSocket control frame from an agent: counted, and logged at most once per

@@ -52,7 +52,7 @@ from bench.engine_bench import chat_body, percentile
 
 BIN = Path(sys.executable).parent
 BENCH_KEY = "bench-key-0123456789"
-SECTIONS = ("throughput", "stalls", "held", "leak")
+SECTIONS = ("throughput", "broker", "stalls", "held", "leak")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -288,8 +288,8 @@ class Curl:
         self.lab = lab
         self.proxy = proxy
 
-    def start(self, url: str, body: bytes, concurrency: int, requests: int
-              ) -> subprocess.Popen[str]:  # fmt: skip
+    def start(self, url: str, body: bytes, concurrency: int, requests: int,
+              headers: tuple[str, ...] = ()) -> subprocess.Popen[str]:  # fmt: skip
         work = Path(tempfile.mkdtemp(dir=self.lab.tmp, prefix="curl-"))
         (work / "body").write_bytes(body)
         (work / "urls").write_text(f'url = "{url}"\noutput = "/dev/null"\n' * requests)
@@ -299,6 +299,8 @@ class Curl:
                 "--config", str(work / "urls"),
                 "--data-binary", f"@{work / 'body'}", "-H", "Content-Type: application/json",
                 "--write-out", "%{http_code} %{time_total}\\n"]  # fmt: skip
+        for header in headers:
+            args += ["-H", header]
         if concurrency > 1:
             args += ["--parallel", "--parallel-immediate", "--parallel-max", str(concurrency)]
         if self.proxy is not None:
@@ -308,11 +310,11 @@ class Curl:
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         return subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
 
-    def run(self, url: str, body: bytes, concurrency: int, requests: int, expected: int
-            ) -> tuple[list[float], int, float]:  # fmt: skip
+    def run(self, url: str, body: bytes, concurrency: int, requests: int, expected: int,
+            headers: tuple[str, ...] = ()) -> tuple[list[float], int, float]:  # fmt: skip
         """Latencies (s), answers other than `expected`, wall time (s)."""
         start = time.perf_counter()
-        proc = self.start(url, body, concurrency, requests)
+        proc = self.start(url, body, concurrency, requests, headers)
         out, _ = proc.communicate()
         wall = time.perf_counter() - start
         latencies, errors = [], 0
@@ -329,6 +331,7 @@ class Config:
     name: str
     proxy: Proxy | None
     path: str  # "/allow/" or "/deny/"
+    headers: tuple[str, ...] = ()  # sent with every request (a brokered placeholder)
 
     @property
     def expected(self) -> int:
@@ -346,7 +349,8 @@ def run_interleaved(lab: Lab, configs: list[Config], workloads: list[Workload], 
     runs: dict[tuple[str, str], list[tuple[list[float], int, float, float | None]]] = {}
     for c in configs:
         body = body_for(2048, c.path == "/deny/", 0)
-        Curl(lab, c.proxy).run(f"{lab.upstream_url}{c.path}warm", body, 32, 640, c.expected)
+        Curl(lab, c.proxy).run(f"{lab.upstream_url}{c.path}warm", body, 32, 640, c.expected,
+                               c.headers)  # fmt: skip
     for _ in range(rounds):
         for w in workloads:
             for c in configs:
@@ -354,7 +358,7 @@ def run_interleaved(lab: Lab, configs: list[Config], workloads: list[Workload], 
                 cpu0 = c.proxy.child.cpu() if c.proxy else 0.0
                 lat, errors, wall = Curl(lab, c.proxy).run(
                     f"{lab.upstream_url}{c.path}{w.name}", body, w.concurrency, w.requests,
-                    c.expected,
+                    c.expected, c.headers,
                 )  # fmt: skip
                 cpu = (c.proxy.child.cpu() - cpu0) / w.requests * 1000 if c.proxy else None
                 runs.setdefault((c.name, w.name), []).append((lat, errors, wall, cpu))
@@ -572,6 +576,21 @@ def leak_check(lab: Lab, total: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- report
 
 
+BROKERED_VALUE = "sk-proj-BENCHv4lue9KqZ2mX8pN3rT6wY1bV5cJ7hL0dF4gS2aE9uI3oK6zQ8xW1"
+
+
+def broker_bindings(lab: Lab) -> tuple[Path, str]:
+    """A bindings file sending one bearer key to the lab upstream, and its placeholder."""
+    from sidecar.broker.placeholders import PRESETS, placeholder_for
+
+    path = lab.tmp / "bindings.yaml"
+    doc = {"credentials": [{"name": "bench", "value": {"env": "BENCH_BROKERED"},
+                            "shape": "openai", "destinations": [{"url": lab.upstream_url + "/"}],
+                            "carry": "bearer"}]}  # fmt: skip
+    path.write_text(json.dumps(doc))
+    return path, placeholder_for("bench", PRESETS["openai"])
+
+
 def compare(results: list[Result]) -> dict[str, dict[str, float]]:
     by = {(r.config, r.workload): r for r in results}
     ratios: dict[str, dict[str, float]] = {}
@@ -684,6 +703,33 @@ def main() -> None:
                 "tls_connections": api_after["connections"] - api_before["connections"],
                 "api_round_trip_p50_ms": api_round_trip(lab, 300),
             }
+
+        if "broker" in args.only:
+            step(f"brokered credentials: 3 configurations x 2 workloads x {args.rounds} rounds")
+            bindings, placeholder = broker_bindings(lab)
+            with (
+                proxy_in(lab, "sidecar") as plain,
+                proxy_in(lab, "sidecar", "--brokered-credentials", str(bindings),
+                         env={"BENCH_BROKERED": BROKERED_VALUE}) as idle,
+                proxy_in(lab, "sidecar", "--brokered-credentials", str(bindings),
+                         env={"BENCH_BROKERED": BROKERED_VALUE}) as brokered,
+            ):  # fmt: skip
+                configs = [
+                    Config("broker-off", plain, "/allow/"),  # the same sidecar, no bindings
+                    Config("broker-idle", idle, "/allow/"),  # configured, nothing to put in
+                    Config(
+                        "broker-substitute",
+                        brokered,
+                        "/allow/",
+                        (f"Authorization: Bearer {placeholder}",),
+                    ),
+                ]
+                few = [w for w in workloads if w.name in ("2KB-c1", "64KB-c8")]
+                results += run_interleaved(lab, configs, few, args.rounds, peaks)
+                substituted = brokered.metric(
+                    "egress_sidecar_broker_substitutions_total", credential="bench"
+                )
+                report["broker_substitutions"] = substituted
 
         if "stalls" in args.only:
             step("event-loop stalls while 256 KB bodies are scanned")

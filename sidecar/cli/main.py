@@ -1,4 +1,4 @@
-"""`egress-sidecar`: the command-line front door (run, env, scan, policy, approvals, ca).
+"""`egress-sidecar`: the command-line front door (run, env, scan, broker, policy, approvals, ca).
 
 Flags are parsed by argparse and validated by the settings model, so a bad value gives
 the same one-line message whether it came from a flag or from `SIDECAR_<NAME>`.
@@ -23,7 +23,8 @@ import httpx
 from addons.ca import CaFiles, ensure_ca, new_ca_pem
 from sidecar import __version__
 from sidecar.backends.factory import BackendConfigError, backend_name
-from sidecar.cli import scan
+from sidecar.broker.bindings import BindingsError
+from sidecar.cli import broker, scan
 from sidecar.cli.errors import CliError
 from sidecar.config.agent_env import agent_environment, export_lines
 from sidecar.config.credentials import load_credentials
@@ -44,7 +45,7 @@ EXIT_USAGE = 2
 # The settings each command takes as flags. The flags themselves (name, help, default
 # shown) are generated from SidecarSettings by `sidecar.config.surface`.
 RUN_FLAGS = FLAG_SETTINGS
-ENV_FLAGS = ("listen", "confdir")
+ENV_FLAGS = ("listen", "confdir", "brokered_credentials")
 CA_FLAGS = ("confdir", "ca_cert", "ca_key", "ca_bundle_out")
 ADMIN_FLAGS = ("admin", "confdir")
 
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     env.set_defaults(handler=cmd_env)
 
     scan.add_parser(sub)
+    broker.add_parser(sub)
 
     policy = sub.add_parser("policy", help="policy tools")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
@@ -130,6 +132,8 @@ def _agent_command(settings: SidecarSettings, proxy: HostPort) -> str:
         parts += ["--listen", str(proxy)]
     if settings.confdir != Path(str(defaults["confdir"].default)).expanduser():
         parts += ["--confdir", str(settings.confdir)]
+    if settings.brokered_credentials is not None:
+        parts += ["--brokered-credentials", str(settings.brokered_credentials)]
     return f'eval "$({shlex.join(parts)})"'
 
 
@@ -250,7 +254,13 @@ def cmd_env(args: argparse.Namespace) -> int:
         listen = HostPort.parse(recorded.read_text().strip())
     ca = _ensure_ca(settings)
     auth = settings.proxy_auth.get_secret_value() if settings.proxy_auth else None
-    sys.stdout.write(export_lines(agent_environment(listen, ca.bundle, auth)))
+    env = agent_environment(listen, ca.bundle, auth)
+    if settings.brokered_credentials is not None:
+        try:
+            env.update(broker.placeholder_env(settings.brokered_credentials))
+        except BindingsError as e:
+            raise CliError(str(e)) from None
+    sys.stdout.write(export_lines(env))
     return 0
 
 

@@ -222,6 +222,14 @@ class SidecarSettings(BaseSettings):
         default=None,
         description="Policy file (YAML or JSON) for the local engine; unset: the built-in one.",
     )
+    brokered_credentials: Annotated[
+        Path | None, Surface(Group.SCANNING, option=True, restart=True)
+    ] = Field(
+        default=None,
+        description="Brokered credentials file (YAML): the agent holds placeholders, the "
+        "sidecar puts each real value on the wire only for its bound destinations "
+        "(docs/brokering.md).",
+    )
     internal_hosts: Annotated[
         list[str], NoDecode, Surface(Group.SCANNING, option=True, restart=True)
     ] = Field(
@@ -473,7 +481,15 @@ class SidecarSettings(BaseSettings):
             )
         return self
 
-    @field_validator("upstream_ca", "scan_api_ca", "policy", "ca_cert", "ca_key", mode="after")
+    @field_validator(
+        "upstream_ca",
+        "scan_api_ca",
+        "policy",
+        "ca_cert",
+        "ca_key",
+        "brokered_credentials",
+        mode="after",
+    )
     @classmethod
     def _check_file(cls, value: Path | None) -> Path | None:
         return _existing_file(value)

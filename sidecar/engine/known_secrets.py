@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -35,6 +35,7 @@ _SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
 _LOOSE = "[^A-Za-z0-9]{0,3}"  # between two characters of a fragment
 
 
+MEMORY_PER_PATTERN_CHAR = 1536  # bytes of RE2 budget per character of the pattern
 ENCODED_PIECE = 9  # bytes of a key whose base64 or hex form is looked for as such
 
 
@@ -62,8 +63,29 @@ def _loose(text: str) -> str:
 class KnownSecrets:
     """A matcher for a fixed set of secret values; empty when there are none."""
 
-    def __init__(self, values: Iterable[str]) -> None:
+    def __init__(self, values: Iterable[str], lean: Iterable[str] = ()) -> None:
+        """`lean` values are found by their pieces forwards and reversed, as written
+        (any case) and in every layer the engine decodes, but not with rewritten
+        separators, in ROT13 or as short encoded pieces: brokered credentials, of which
+        a sidecar may hold many (each full value makes the one pattern much larger)."""
         alternatives: set[str] = set()
+        for value in lean:
+            core = _SEPARATORS.sub("", value.strip())
+            if len(core) < WHOLE_BELOW:
+                alternatives.update(
+                    f"(?:^|[^A-Za-z0-9]){re.escape(t)}(?:[^A-Za-z0-9]|$)"
+                    for t in (core, core[::-1])
+                )
+                continue
+            m = _PREFIX.match(value.strip())
+            prefix = min(len(_SEPARATORS.sub("", m.group())) if m else 0, len(core) - FRAGMENT - 6)
+            first = max(0, prefix + RANDOM_CHARS - FRAGMENT)
+            for text in (core, core[::-1]):
+                alternatives.update(
+                    re.escape(text[i : i + FRAGMENT])
+                    for i in range(first, len(text) - FRAGMENT + 1)
+                )
+                first = 0
         for value in values:
             # Separators are matched loosely (`iv_live_` = `iv-live.`): an attacker may
             # rewrite them, e.g. to fit a key into DNS labels.
@@ -91,10 +113,13 @@ class KnownSecrets:
                 alternatives.update(_loose(reverse[i : i + FRAGMENT]) for i in range(0, last + 1))
         self._pattern = None
         if alternatives:
+            pattern = "|".join(sorted(alternatives))
             options = re2.Options()
             options.case_sensitive = False
-            options.max_mem = 64 << 20
-            self._pattern = re2.compile("|".join(sorted(alternatives)), options=options)
+            # RE2 gives up its DFA (and runs some twenty times slower) when the budget is
+            # short for the program; the budget is an upper bound, used as texts need it.
+            options.max_mem = max(64 << 20, len(pattern) * MEMORY_PER_PATTERN_CHAR)
+            self._pattern = re2.compile(pattern, options=options)
 
     def __bool__(self) -> bool:
         return self._pattern is not None
@@ -129,3 +154,43 @@ class KnownSecrets:
     def withhold(self, text: str) -> str:
         """`text`, or a placeholder when it carries a known secret: for log lines."""
         return "[withheld: sidecar credential]" if self.found_in((text,)) else text
+
+
+class LabelledSecrets:
+    """Several sets of known values, told apart: one pass of the union over a request,
+    and only on a hit (rare, or a brokered request) one pass per set to say which."""
+
+    def __init__(self, groups: Mapping[str, Iterable[str]], lean: frozenset[str]) -> None:
+        """`lean`: the labels whose values are matched lean (see `KnownSecrets`)."""
+        values = {label: [v for v in vs if v.strip()] for label, vs in groups.items()}
+        self._groups = {
+            label: KnownSecrets(vs) if label not in lean else KnownSecrets((), vs)
+            for label, vs in values.items()
+            if vs
+        }
+        self._union = KnownSecrets(
+            (v for label, vs in values.items() if label not in lean for v in vs),
+            (v for label, vs in values.items() if label in lean for v in vs),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self._union)
+
+    def labels_in_request(
+        self, method: str, url: str, headers: dict[str, str], body: Any, raw: str = ""
+    ) -> frozenset[str]:
+        if not self._union.found_in_request(method, url, headers, body, raw):
+            return frozenset()
+        if len(self._groups) == 1:
+            return frozenset(self._groups)
+        return frozenset(
+            label
+            for label, known in self._groups.items()
+            if known.found_in_request(method, url, headers, body, raw)
+        )
+
+    def labels_in(self, texts: Iterable[str]) -> frozenset[str]:
+        texts = list(texts)
+        if not self._union.found_in(texts):
+            return frozenset()
+        return frozenset(label for label, k in self._groups.items() if k.found_in(texts))

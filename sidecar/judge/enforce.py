@@ -31,6 +31,13 @@ BODY_TOO_LARGE = "BODY_TOO_LARGE"
 BODY_UNDECODABLE = "BODY_UNDECODABLE"
 HIDDEN_SECRET = "HIDDEN_SECRET"  # noqa: S105 (a reason code: a secret where decoders skip)
 SIDECAR_CREDENTIAL = "SIDECAR_CREDENTIAL"
+# A brokered credential's placeholder outside its bindings; its real value sent by the
+# agent itself. Access control, not detection: refused in every mode, like the above.
+BROKERED_CREDENTIAL_UNBOUND = "BROKERED_CREDENTIAL_UNBOUND"
+BROKERED_CREDENTIAL_VALUE = "BROKERED_CREDENTIAL_VALUE"
+NEVER_SHADOWED = frozenset(
+    {SIDECAR_CREDENTIAL, BROKERED_CREDENTIAL_UNBOUND, BROKERED_CREDENTIAL_VALUE}
+)
 APPROVAL_CAPACITY = "APPROVAL_CAPACITY"
 SIDECAR_BUSY = "SIDECAR_BUSY"  # the budget of request bodies held at once is spent
 APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
@@ -125,9 +132,10 @@ def from_verdict(verdict: ScanVerdict) -> Enforcement:
 def shadowed(e: Enforcement) -> Enforcement:
     """Shadow mode: forward untouched whatever would have been blocked, rewritten or held,
     and remember what that was. A request carrying the sidecar's own credential is still
-    refused: that invariant does not depend on the roll-out stage."""
+    refused, and so is a brokered credential sent where it does not belong: those
+    invariants do not depend on the roll-out stage."""
     changes = not e.forward or e.replacement_body is not None
-    if not changes or SIDECAR_CREDENTIAL in e.reasons:
+    if not changes or NEVER_SHADOWED & set(e.reasons):
         return e
     e.would = e.decision
     e.decision = Decision.ALLOW
@@ -222,6 +230,19 @@ def fail_open(error_kind: str) -> Enforcement:
 def sidecar_key_refused() -> Enforcement:
     """Refused in every mode: the request carries one of the sidecar's own keys."""
     return local_block(SIDECAR_CREDENTIAL, "Carries the sidecar's own credential.", 403)
+
+
+def brokered_refused(reason: str, names: list[str]) -> Enforcement:
+    """Refused in every mode: a placeholder sent outside its credential's bindings, or a
+    brokered credential's real value sent by the agent. Names, never values."""
+    listed = ", ".join(names)
+    if reason == BROKERED_CREDENTIAL_UNBOUND:
+        why = f"brokered credential {listed} may not be sent to this destination"
+    else:
+        why = f"the request carries the real value of brokered credential {listed}"
+    block = local_block(reason, f"Blocked by egress-sidecar: {why}.", 403)
+    block.extra_body = {"credentials": names}
+    return block
 
 
 def internal_error() -> Enforcement:

@@ -23,6 +23,8 @@ from sidecar.approvals.waiter import ApprovalCapacityExceeded, ApprovalWaiter
 from sidecar.backends.base import ScanBackend
 from sidecar.backends.contract import ScanRequest, ScanVerdict
 from sidecar.backends.errors import INTERNAL_ERROR_KIND, ScanError
+from sidecar.broker.masking import mask_headers, mask_text
+from sidecar.broker.state import OWN, PLACEHOLDER, VALUE, Broker, BrokerState
 from sidecar.config.credentials import IntervenCredentials
 from sidecar.config.settings import ApprovalMode, EnforcementMode, FailMode, SidecarSettings
 from sidecar.engine.decisions import ApprovalStatus, Decision
@@ -33,12 +35,15 @@ from sidecar.judge.enforce import (
     APPROVAL_CAPACITY,
     BODY_TOO_LARGE,
     BODY_UNDECODABLE,
+    BROKERED_CREDENTIAL_UNBOUND,
+    BROKERED_CREDENTIAL_VALUE,
     FAIL_CLOSED,
     HIDDEN_SECRET,
     Enforcement,
     address_refused,
     approval_refused,
     approval_result,
+    brokered_refused,
     fail_open,
     from_verdict,
     internal_error,
@@ -90,6 +95,12 @@ class Judgement:
     refusal: str | None = None  # the local rule that refused it, e.g. "hidden_secret", "ssrf"
     llm: str | None = None  # the LLM provider it was recognised as calling
     approval_seconds: float | None = None  # how long it was held for a human
+    # Brokered credentials whose placeholder it carries to a bound destination (the
+    # proxy substitutes their values from `broker`, the snapshot judged with), or those
+    # it was refused for.
+    brokered: frozenset[str] = frozenset()
+    broker: BrokerState | None = None
+    broker_refused: tuple[str, ...] = ()
 
     @classmethod
     def internal(cls) -> Judgement:
@@ -108,6 +119,7 @@ class Judge:
         known: KnownSecrets,
         identity: IntervenCredentials | None = None,
         approvals: ApprovalWaiter | None = None,
+        broker: Broker | None = None,
     ) -> None:
         self.settings = settings  # replaced when options change (fail mode, limits...)
         self.backend = backend
@@ -115,6 +127,7 @@ class Judge:
         self.known = known  # the sidecar's own keys and admin token
         self._identity = identity
         self._approvals = approvals  # None: a held request is refused (as approval_mode=refuse)
+        self.broker = broker  # brokered credentials (None: none configured)
 
     @property
     def shadow(self) -> bool:
@@ -137,15 +150,19 @@ class Judge:
 
     async def _judge(self, out: Outbound, still_wanted: Callable[[], bool]) -> Judgement:
         limit = self.settings.max_body_bytes
+        state = self.broker.current if self.broker is not None else None
         if out.message:
-            return await self._judge_message(out, limit)
+            return await self._judge_message(out, limit, state)
         headers = scanned_headers(list(out.headers), list(out.trailers))
         raw = out.body.decode("latin-1")
         # The sidecar's own keys first, on the parts as sent: refused in every mode, even
-        # when another rule would refuse the request (shadow mode forwards those).
+        # when another rule would refuse the request (shadow mode forwards those). So are
+        # brokered credentials: a real value the agent sends, a placeholder sent outside
+        # its bindings.
         sent_url = out.url_as_sent or out.url
-        if await self._carries_sidecar_key(out.method, sent_url, headers, None, raw):
-            return Judgement(sidecar_key_refused())
+        labels = await self._known(state, out.method, sent_url, headers, None, raw)
+        if (refused := self._refused_known(labels, state, out.method, out.url)) is not None:
+            return refused
         if out.refusal is not None:
             return Judgement(out.refusal[0], refusal=out.refusal[1])
         try:
@@ -161,10 +178,14 @@ class Judge:
             return Judgement(local_block(BODY_UNDECODABLE, message, 400))
         text = content.decode("utf-8", "replace")
         decoded = content != out.body
-        if (decoded or "\\u" in text) and await self._carries_sidecar_key(
-            out.method, out.url, headers, request.body, text
-        ):  # what decoding revealed (the bytes as sent were searched above)
-            return Judgement(sidecar_key_refused())
+        if decoded or "\\u" in text:  # what decoding revealed (the bytes as sent were searched)
+            more = await self._known(state, out.method, out.url, headers, request.body, text)
+            if (refused := self._refused_known(more, state, out.method, out.url)) is not None:
+                return refused
+            labels |= more
+        brokered = _placeholders(labels)
+        if brokered and state is not None:  # asked again, with the bound placeholders masked
+            request = self.scan_request(out, headers, content, state, brokered)
         if decoded and (hidden := await self._hidden_secrets(raw, text)):
             message = (
                 "Blocked by egress-sidecar: the encoded body carries a secret outside its "
@@ -173,6 +194,7 @@ class Judge:
             return Judgement(local_block(HIDDEN_SECRET, message, 403), refusal="hidden_secret")
         judgement = await self._ask(request)
         judgement.llm = request.llm.provider if request.llm is not None else None
+        judgement.brokered, judgement.broker = brokered, state
         verdict = judgement.verdict
         if verdict is None:
             return judgement
@@ -195,15 +217,78 @@ class Judge:
             judgement.approval_seconds = time.monotonic() - started
         return judgement
 
-    async def _judge_message(self, out: Outbound, limit: int) -> Judgement:
+    async def _judge_message(
+        self, out: Outbound, limit: int, state: BrokerState | None
+    ) -> Judgement:
         """A message that leaves on its own (a WebSocket message, a raw TCP window: those
         are cut to fit the limit by the protocol guard)."""
         if len(out.body) > limit and out.method != "TCP":
             return Judgement(local_block(BODY_TOO_LARGE, "message too large", 413))
         text = out.body.decode("utf-8", "replace")
-        if await self._carries_sidecar_key("", "", {}, text, text):
+        labels = await self._known(state, "", "", {}, text, text)
+        # A message carries a placeholder only where its credential goes `anywhere`
+        # (over the WebSocket's own https destination).
+        if (refused := self._refused_known(labels, state, "GET", out.url, True)) is not None:
+            return refused
+        brokered = _placeholders(labels)
+        body = out.body
+        if brokered and state is not None:
+            body = mask_text(text, state, brokered).encode()
+        judgement = await self._ask(self.scan_request(out, {}, body))
+        judgement.brokered, judgement.broker = brokered, state
+        return judgement
+
+    async def _known(
+        self,
+        state: BrokerState | None,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: Any,
+        raw: str,
+    ) -> frozenset[str]:
+        """Which known secrets it carries: the sidecar's own keys (`own`), brokered values
+        and placeholders (`value:NAME`, `placeholder:NAME`) — in any case, split,
+        reversed or encoded, anywhere. One pass when nothing is there."""
+        if state is None:
+            found = await self._carries_sidecar_key(method, url, headers, body, raw)
+            return frozenset({OWN}) if found else frozenset()
+        secrets = state.secrets
+        if len(raw) <= INLINE_LIMIT:
+            return secrets.labels_in_request(method, url, headers, body, raw)
+        return await asyncio.to_thread(secrets.labels_in_request, method, url, headers, body, raw)
+
+    @staticmethod
+    def _refused_known(
+        labels: frozenset[str],
+        state: BrokerState | None,
+        method: str,
+        url: str,
+        message: bool = False,
+    ) -> Judgement | None:
+        if not labels:
+            return None
+        if OWN in labels:
             return Judgement(sidecar_key_refused())
-        return await self._ask(self.scan_request(out, {}, out.body))
+        if state is None:
+            return None
+        values = sorted(x.removeprefix(VALUE) for x in labels if x.startswith(VALUE))
+        if values:
+            refused = brokered_refused(BROKERED_CREDENTIAL_VALUE, values)
+            return Judgement(refused, refusal="brokered_value", broker_refused=tuple(values))
+        unbound = sorted(
+            name
+            for x in labels
+            if x.startswith(PLACEHOLDER)
+            and not (
+                state.bound(name := x.removeprefix(PLACEHOLDER), method, url)
+                and (not message or state.credentials[name].carry_kind == "anywhere")
+            )
+        )
+        if unbound:
+            refused = brokered_refused(BROKERED_CREDENTIAL_UNBOUND, unbound)
+            return Judgement(refused, refusal="brokered_unbound", broker_refused=tuple(unbound))
+        return None
 
     async def _ask(self, request: ScanRequest) -> Judgement:
         """The backend's verdict, or what the fail mode makes of its absence."""
@@ -247,15 +332,31 @@ class Judge:
             return block
         return approval_result(pending, outcome.value)
 
-    def scan_request(self, out: Outbound, headers: dict[str, str], content: bytes) -> ScanRequest:
-        """What the backend is asked (raises BodyUndecodable for an unreadable archive)."""
+    def scan_request(
+        self,
+        out: Outbound,
+        headers: dict[str, str],
+        content: bytes,
+        state: BrokerState | None = None,
+        brokered: frozenset[str] = frozenset(),
+    ) -> ScanRequest:
+        """What the backend is asked (raises BodyUndecodable for an unreadable archive).
+        Bound placeholders are shown as `[brokered:NAME]`: no backend mistakes them for a
+        credential sent to a non-issuer, and the request says which were bound."""
+        url = out.url
+        if brokered and state is not None:
+            url = mask_text(url, state, brokered)
+            headers = mask_headers(headers, state, brokered)
+            content = mask_text(content.decode("utf-8", "surrogateescape"), state, brokered).encode(
+                "utf-8", "surrogateescape"
+            )
         body = body_for_scan(content, out.content_type)
         at = out.llm_at
         call = recognise(at[0], at[1], body) if at is not None and body is not None else None
         identity = self._identity
         return ScanRequest(
             method=out.method,
-            url=out.url,
+            url=url,
             headers=headers,
             body=body,
             agent_id=identity.agent_id if identity else None,
@@ -285,3 +386,7 @@ class Judge:
         if len(sent) <= INLINE_LIMIT:
             return engine.hidden_secrets(sent, decoded)
         return await asyncio.to_thread(engine.hidden_secrets, sent, decoded)
+
+
+def _placeholders(labels: frozenset[str]) -> frozenset[str]:
+    return frozenset(x.removeprefix(PLACEHOLDER) for x in labels if x.startswith(PLACEHOLDER))

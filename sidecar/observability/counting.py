@@ -21,5 +21,8 @@ def count_judgement(metrics: SidecarMetrics, judgement: Judgement, scope: str) -
             metrics.fail_closed_blocks.labels(judgement.error).inc()
     if judgement.refusal is not None:
         metrics.refusals.labels(scope, judgement.refusal).inc()
+    reason = {"brokered_unbound": "unbound", "brokered_value": "value"}.get(judgement.refusal or "")
+    for name in judgement.broker_refused:
+        metrics.broker_refusals.labels(name, reason or "unbound").inc()
     if e.would is not None:
         metrics.shadow_decisions.labels(e.would.value, metrics.tool_label(e.tool)).inc()

@@ -19,7 +19,8 @@ logger = logging.getLogger("egress_sidecar.decisions")
 # as a digest (and its last two labels), a method that is not a standard one likewise.
 _DATA_FOUND = frozenset(
     {"DNS_EXFILTRATION", "SIDECAR_CREDENTIAL", "SECRETS", "SECRET_EXFILTRATION", "PII",
-     "PII_HIGH_RISK", "READ_THEN_WRITE"}
+     "PII_HIGH_RISK", "READ_THEN_WRITE", "BROKERED_CREDENTIAL_UNBOUND",
+     "BROKERED_CREDENTIAL_VALUE"}
 )  # fmt: skip
 STANDARD_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",

@@ -163,6 +163,36 @@ class SidecarMetrics:
             ["reason"],
             registry=r,
         )
+        # Brokered credentials: labelled by the names in the bindings file (bounded by it).
+        self.broker_substitutions = Counter(
+            f"{PREFIX}_broker_substitutions",
+            "Requests and messages that left with a brokered credential's real value put in "
+            "place of its placeholder, by credential name.",
+            ["credential"],
+            registry=r,
+        )
+        self.broker_refusals = Counter(
+            f"{PREFIX}_broker_refusals",
+            "Requests and messages refused for a brokered credential, by name and reason "
+            "(unbound: its placeholder outside its bindings; value: its real value sent by "
+            "the agent).",
+            ["credential", "reason"],
+            registry=r,
+        )
+        self.broker_scrubs = Counter(
+            f"{PREFIX}_broker_response_scrubs",
+            "Echoes of a brokered credential's real value replaced by its placeholder in "
+            "what came back (headers, bodies, streams, messages), by credential name.",
+            ["credential"],
+            registry=r,
+        )
+        self.broker_reloads = Counter(
+            f"{PREFIX}_broker_value_reloads",
+            "Brokered value files read again after they changed, by credential name and "
+            "result (rotated, unchanged, invalid: the previous value stays).",
+            ["credential", "result"],
+            registry=r,
+        )
         self._tools: set[str] = set()
         self._tools_lock = threading.Lock()
 

@@ -1,6 +1,7 @@
 """Runs last (see conftest): no sidecar credential in anything the whole suite produced.
 
-Covers every log line of every sidecar (all loggers), every /metrics and admin answer,
+Brokered credentials' real values are grepped for too (registered by the tests that
+use them). Covers every log line of every sidecar (all loggers), every /metrics and admin answer,
 everything real clients received (bodies, headers, stderr) and CLI output. It drives a
 request of its own first — one carrying the sidecar's key, refused — so that even run
 alone it greps real output, never an empty record.
@@ -27,6 +28,6 @@ def test_no_credential_leaked_anywhere(request, sidecar, upstream):
         # When the suite ran, there is a great deal to read; an empty record means the
         # collection itself broke, which must fail rather than pass vacuously.
         assert len(texts) > len(others)
-    for key in leaks.SIDECAR_KEYS:
+    for key in leaks.secrets():  # brokered credentials' real values too
         offenders = [t[:200] for t in texts if key in t]
         assert not offenders, f"credential found in output: {offenders[:3]}"

@@ -24,7 +24,14 @@ from sidecar.observability.metrics import SidecarMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-KUSTOMIZATIONS = ["base", "examples/deployment", "examples/job", "examples/enforced", "monitoring"]
+KUSTOMIZATIONS = [
+    "base",
+    "examples/deployment",
+    "examples/job",
+    "examples/enforced",
+    "examples/brokered",
+    "monitoring",
+]
 # Native sidecars (restartPolicy: Always init containers) are on by default from 1.29.
 VERSIONS = ["1.29.0", "1.31.0", "1.33.0", "1.35.0"]
 CRDS = {"PodMonitor", "PrometheusRule"}

@@ -46,6 +46,7 @@ class Sidecar:
     confdir: Path
     master: Any
     thread: threading.Thread
+    env_args: tuple[str, ...] = ()  # more `egress-sidecar env` flags (e.g. brokering)
 
     @property
     def ca(self) -> CaFiles:
@@ -54,9 +55,10 @@ class Sidecar:
     def env_command(self) -> str:
         """The shell line an agent runs: exactly what the README tells users."""
         exe = shlex.quote(str(Path(sys.executable).parent / "egress-sidecar"))
+        more = "".join(f" {shlex.quote(a)}" for a in self.env_args)
         return (
             f'eval "$({exe} env --listen {self.info.proxy} '
-            f'--confdir {shlex.quote(str(self.confdir))})"'
+            f'--confdir {shlex.quote(str(self.confdir))}{more})"'
         )
 
     def metrics_text(self) -> str:
@@ -191,8 +193,11 @@ def run_client(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
     http2: bool = False,
+    expand_env: bool = False,
 ) -> ClientResult:
-    """Run a real client in a shell whose only configuration is `egress-sidecar env`."""
+    """Run a real client in a shell whose only configuration is `egress-sidecar env`.
+    `expand_env`: `$NAME` in the request is the agent shell's variable (a placeholder
+    `egress-sidecar env` exported), expanded in that shell."""
     spec = {
         "method": method,
         "url": url,
@@ -211,8 +216,13 @@ def run_client(
     clean_env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
         clean_env.pop(name, None)
+    if expand_env:
+        expand = "import os,sys; sys.stdout.write(os.path.expandvars(sys.stdin.read()))"
+        command = f"{shlex.quote(sys.executable)} -c {shlex.quote(expand)} | {command}"
+    else:
+        command = f"exec {command}"
     proc = subprocess.run(
-        ["bash", "-c", f"{sidecar.env_command()} && exec {command}"],
+        ["bash", "-c", f"{sidecar.env_command()} && {command}"],
         input=json.dumps(spec).encode(),
         capture_output=True,
         env=clean_env,

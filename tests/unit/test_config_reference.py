@@ -37,11 +37,11 @@ RUN_FLAGS = {
     "--approval-poll-interval", "--max-pending-approvals", "--max-body-bytes",
     "--max-buffered-bytes", "--max-connections", "--idle-timeout", "--head-timeout",
     "--shutdown-grace", "--passthrough-hosts", "--raw-tcp-hosts", "--policy",
-    "--internal-hosts", "--approval-expiry",
+    "--internal-hosts", "--approval-expiry", "--brokered-credentials",
 }  # fmt: skip
 COMMAND_FLAGS = {
     ("run",): RUN_FLAGS,
-    ("env",): {"--listen", "--confdir"},
+    ("env",): {"--listen", "--confdir", "--brokered-credentials"},
     ("scan",): {"--body", "--header", "-H", "--policy", "--internal-hosts"},
     ("approvals", "list"): {"--all", "--admin", "--confdir"},
     ("approvals", "approve"): {"--admin", "--confdir"},
@@ -58,7 +58,7 @@ ADDON_SETTINGS = {
     "response_queue_size", "response_workers", "runtime_type", "policy", "internal_hosts",
     "approval_expiry", "breaker_threshold", "breaker_cooldown", "ca_bundle_out",
     "scan_api_ca", "passthrough_hosts", "raw_tcp_hosts", "upstream_proxy",
-    "approval_volatile_headers",
+    "approval_volatile_headers", "brokered_credentials",
 }  # fmt: skip
 SECRETS = {"proxy_auth", "admin_token"}  # never on a command line
 
@@ -347,5 +347,5 @@ def test_the_options_needing_a_restart_are_those_the_runtime_is_built_from():
         "internal_hosts", "approval_expiry", "breaker_threshold", "breaker_cooldown",
         "scan_api_ca", "response_queue_size", "response_workers", "max_pending_approvals",
         "approval_timeout", "approval_poll_interval", "upstream_proxy",
-        "approval_volatile_headers",
+        "approval_volatile_headers", "brokered_credentials",
     }  # fmt: skip
