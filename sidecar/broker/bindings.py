@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -123,11 +123,15 @@ class Destination(_Strict):
 
 def _path_within(path: str, prefix: str) -> bool:
     """The path as written, under the prefix, and with no dot segment that could climb
-    out of it once the upstream normalises it (encoded or not)."""
+    out of it once an upstream normalises it: percent-decoded up to three times, `\\`
+    read as `/`, and `;params` (`..;/`, as Java servers read it) ignored."""
     path = path.split("?", 1)[0] or "/"
-    segments = re.split(r"/|%2[fF]|\\|%5[cC]", path)
-    if any(re.fullmatch(r"(?:\.|%2[eE]){1,2}", s) for s in segments):
-        return False
+    decoded = path
+    for _ in range(3):
+        decoded = unquote(decoded)
+        segments = re.split(r"[/\\]", decoded)
+        if any(s.split(";", 1)[0] in (".", "..") for s in segments):
+            return False
     if prefix == "/":
         return True
     return (

@@ -1,11 +1,22 @@
-"""Real values echoed back (error pages, debug endpoints) replaced by their placeholders
-before the agent sees them: as written, JSON-escaped, percent-encoded, in hex, and in
-base64 at each of its three alignments (either alphabet; replaced by a run of the same
-length, so the rest of the base64 still decodes).
+"""Real values echoed back (error pages, debug endpoints) replaced before the agent sees
+them.
+
+- The whole value, as written, JSON-escaped (`\\/`, or every character as `\\u00XX`),
+  percent-encoded (the usual way, or every byte, either case), in hex (either case),
+  and in base64 at each of its three alignments (either alphabet): replaced by the
+  placeholder in the same form (base64 by a run of the same length, so the rest still
+  decodes).
+- Any run of at least `FRAGMENT` characters of the value, forwards or reversed (a
+  truncated or reversed echo): replaced by the same stretch of a filler made of the
+  placeholder, so lengths and offsets hold.
+
+A run shorter than `FRAGMENT`, or a value transformed otherwise (case changed, ROT13,
+UTF-16, MIME-wrapped base64, HTML entities), is not recognised: an upstream that hands
+back its key that way defeats any scrubber (docs/brokering.md).
 
 `StreamScrubber` does it on a stream cut anywhere: it holds back only a tail that could
-still become an echo (a prefix of one), so a server-sent event that ends in a newline
-goes out at once.
+still become an echo (the start of one, or a run still growing), so a server-sent event
+that ends in a newline goes out at once.
 """
 
 from __future__ import annotations
@@ -14,7 +25,12 @@ import base64
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass
 from urllib.parse import quote, quote_plus
+
+FRAGMENT = 8  # characters of a real value in a row: an echo of it
+_PREFIX = re.compile(rb"^(?:[A-Za-z0-9]{1,6}[_-]){1,3}")  # `sk-proj-`: shared by every key
+PAST_PREFIX = 4  # a fragment holds at least this many characters past the value's prefix
 
 
 def _b64_cores(data: bytes, shift: int) -> tuple[str, str]:
@@ -27,21 +43,40 @@ def _b64_cores(data: bytes, shift: int) -> tuple[str, str]:
     return core, core.replace("+", "-").replace("/", "_")
 
 
+def _every(data: bytes, form: str) -> str:
+    return "".join(form.format(b) for b in data)
+
+
 def echoes(value: str, placeholder: str) -> dict[str, str]:
-    """Each form of `value` a response may carry, and what replaces it."""
+    """Each encoded form of the whole `value` a response may carry, and what replaces it."""
     forms = {value: placeholder}
     forms[json.dumps(value)[1:-1]] = json.dumps(placeholder)[1:-1]
     forms[value.replace("/", "\\/")] = placeholder
     forms[quote(value, safe="")] = quote(placeholder, safe="")
     forms[quote_plus(value, safe="")] = quote_plus(placeholder, safe="")
-    raw = value.encode()
-    forms[raw.hex()] = placeholder.encode().hex()[: 2 * len(raw)].ljust(2 * len(raw), "0")
-    filler = (placeholder.encode() * (len(raw) // max(1, len(placeholder)) + 1))[: len(raw)]
+    raw, ph = value.encode(), placeholder.encode()
+    for form in ("%{:02x}", "%{:02X}", "\\u00{:02x}", "\\u00{:02X}", "{:02x}", "{:02X}"):
+        forms[_every(raw, form)] = _every(ph, form)
+    filler = _filler(ph, len(raw))
     for shift in range(3):
         for echo, instead in zip(_b64_cores(raw, shift), _b64_cores(filler, shift), strict=True):
-            if len(echo) >= 8:
+            if len(echo) >= FRAGMENT:
                 forms[echo] = instead
     return forms
+
+
+def _filler(placeholder: bytes, size: int) -> bytes:
+    return (placeholder * (size // max(1, len(placeholder)) + 1))[:size]
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """A window of a value (or of its reverse), and what replaces a run grown from it."""
+
+    name: str
+    value: bytes  # the value, oriented as the window reads
+    filler: bytes  # the same length, made of the placeholder, oriented alike
+    offset: int  # where the window starts in `value`
 
 
 class Scrubber:
@@ -49,22 +84,67 @@ class Scrubber:
 
     def __init__(self, values: dict[str, tuple[str, str]]) -> None:
         self._replace: dict[bytes, tuple[str, bytes]] = {}
+        self._runs: dict[bytes, _Run] = {}
         for value, (name, placeholder) in values.items():
             for echo, instead in echoes(value, placeholder).items():
                 self._replace.setdefault(echo.encode(), (name, instead.encode()))
-        needles = sorted(self._replace, key=len, reverse=True)
-        self._pattern = re.compile(b"|".join(re.escape(n) for n in needles))
+            raw = value.encode()
+            m = _PREFIX.match(raw)
+            prefix = min(m.end() if m else 0, len(raw) - FRAGMENT)
+            filler = _filler(placeholder.encode(), len(raw))
+            for oriented, fill, reverse in ((raw, filler, False), (raw[::-1], filler[::-1], True)):
+                for k in range(len(raw) - FRAGMENT + 1):
+                    # Original span [start, start + FRAGMENT): at least PAST_PREFIX of it
+                    # beyond the prefix (every key of that provider shares the prefix).
+                    start = len(raw) - k - FRAGMENT if reverse else k
+                    if start + FRAGMENT - prefix < PAST_PREFIX:
+                        continue
+                    window = oriented[k : k + FRAGMENT]
+                    self._runs.setdefault(window, _Run(name, oriented, fill, k))
+        needles = sorted({*self._replace, *self._runs}, key=len, reverse=True)
+        self._pattern = re.compile(b"|".join(re.escape(n) for n in needles)) if needles else None
         self.longest = len(needles[0]) if needles else 0
         self._prefixes = {n[:i] for n in needles for i in range(1, len(n))}
         self.counts: Counter[str] = Counter()  # echoes replaced, by credential name
 
-    def _sub(self, m: re.Match[bytes]) -> bytes:
-        name, instead = self._replace[m.group()]
-        self.counts[name] += 1
-        return instead
+    def _next(self, data: bytes, pos: int) -> tuple[int, int, bytes, str] | None:
+        """The next echo at or after `pos`: (start, end, replacement, name)."""
+        assert self._pattern is not None
+        m = self._pattern.search(data, pos)
+        if m is None:
+            return None
+        found = m.group()
+        if found in self._replace:
+            name, instead = self._replace[found]
+            return m.start(), m.end(), instead, name
+        run = self._runs[found]
+        end, j = m.end(), run.offset + FRAGMENT
+        while end < len(data) and j < len(run.value) and data[end] == run.value[j]:
+            end, j = end + 1, j + 1
+        return m.start(), end, run.filler[run.offset : j], run.name
 
     def scrub(self, data: bytes) -> bytes:
-        return self._pattern.sub(self._sub, data) if self._replace else data
+        out, _ = self._scrub(data, final=True)
+        return out
+
+    def _scrub(self, data: bytes, final: bool) -> tuple[bytes, int]:
+        """The scrubbed bytes that can go now, and where the rest (held) begins."""
+        if self._pattern is None:
+            return data, len(data)
+        safe_end = len(data) if final else len(data) - self.held_tail(data)
+        out = bytearray()
+        pos = 0
+        while (found := self._next(data, pos)) is not None:
+            start, end, instead, name = found
+            if start >= safe_end or (not final and end == len(data)):
+                safe_end = min(safe_end, start)  # it may still grow: wait for more
+                break
+            out += data[pos:start] + instead
+            self.counts[name] += 1
+            pos = end
+        cut = max(pos, safe_end)
+        out += data[pos:cut]
+        return bytes(out), cut
 
     def text(self, text: str) -> str:
         """Header values, as mitmproxy holds them (UTF-8, undecodable bytes escaped)."""
@@ -89,20 +169,6 @@ class StreamScrubber:
 
     def __call__(self, chunk: bytes) -> bytes:
         data = self._pending + chunk
-        if not self._s.longest:
-            return chunk
-        if not chunk:
-            self._pending = b""
-            return self._s.scrub(data)
-        safe_end = len(data) - self._s.held_tail(data)
-        out = bytearray()
-        pos = 0
-        for m in self._s._pattern.finditer(data):
-            if m.start() >= safe_end:
-                break
-            out += data[pos : m.start()] + self._s._sub(m)
-            pos = m.end()
-        cut = max(pos, safe_end)
-        out += data[pos:cut]
+        out, cut = self._s._scrub(data, final=not chunk)
         self._pending = data[cut:]
-        return bytes(out)
+        return out

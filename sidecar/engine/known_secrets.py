@@ -64,9 +64,9 @@ class KnownSecrets:
     """A matcher for a fixed set of secret values; empty when there are none."""
 
     def __init__(self, values: Iterable[str], lean: Iterable[str] = ()) -> None:
-        """`lean` values are found by their pieces forwards and reversed, as written
-        (any case) and in every layer the engine decodes, but not with rewritten
-        separators, in ROT13 or as short encoded pieces: brokered credentials, of which
+        """`lean` values are found by their pieces forwards and reversed, as written and
+        in ROT13 (any case), and in every layer the engine decodes, but not with
+        rewritten separators or as short encoded pieces: brokered credentials, of which
         a sidecar may hold many (each full value makes the one pattern much larger)."""
         alternatives: set[str] = set()
         for value in lean:
@@ -74,18 +74,20 @@ class KnownSecrets:
             if len(core) < WHOLE_BELOW:
                 alternatives.update(
                     f"(?:^|[^A-Za-z0-9]){re.escape(t)}(?:[^A-Za-z0-9]|$)"
-                    for t in (core, core[::-1])
+                    for t in (core, core[::-1], rot13(core), rot13(core)[::-1])
                 )
                 continue
             m = _PREFIX.match(value.strip())
             prefix = min(len(_SEPARATORS.sub("", m.group())) if m else 0, len(core) - FRAGMENT - 6)
             first = max(0, prefix + RANDOM_CHARS - FRAGMENT)
-            for text in (core, core[::-1]):
+            last = len(core) - max(FRAGMENT, prefix + RANDOM_CHARS)
+            for text in (core, rot13(core)):
+                reverse = text[::-1]
                 alternatives.update(
                     re.escape(text[i : i + FRAGMENT])
                     for i in range(first, len(text) - FRAGMENT + 1)
                 )
-                first = 0
+                alternatives.update(re.escape(reverse[i : i + FRAGMENT]) for i in range(last + 1))
         for value in values:
             # Separators are matched loosely (`iv_live_` = `iv-live.`): an attacker may
             # rewrite them, e.g. to fit a key into DNS labels.

@@ -24,8 +24,9 @@ from tests.support.brokered import (
     bindings_file,
     brokered_dns,
 )
+from tests.support.governance import InvioletDouble, KirtonicDouble, VelerianDouble
 from tests.support.servers import Reply
-from tests.support.sidecar import Sidecar, run_client
+from tests.support.sidecar import GOVERNANCE_KEYS, VELERIAN_ABP, Sidecar, run_client
 from tests.support.waiting import eventually
 
 OPENAI, ROTATED, WEBHOOK = REAL_VALUES
@@ -205,8 +206,8 @@ def test_json_field_carry_and_placeholders_elsewhere_stay_placeholders(start, bo
 
 
 @pytest.mark.parametrize("http2", [False, True])
-def test_echoes_reach_the_agent_scrubbed(start, bound, http2):
-    sidecar = start()
+def test_echoes_reach_the_agent_scrubbed(start, bound, scan_api, http2):
+    sidecar = start(backend="interven")
     ph = placeholder(sidecar, "openai")
     auth = {"Authorization": f"Bearer {ph}"}
     with proxied(sidecar, http2=http2) as c:
@@ -233,6 +234,11 @@ def test_echoes_reach_the_agent_scrubbed(start, bound, http2):
         assert OPENAI not in r.text
         assert OPENAI not in json.dumps(dict(r.headers))
     assert sidecar.metric("egress_sidecar_broker_response_scrubs_total", credential="openai") >= 8
+    # What the scan API is shown of those responses was scrubbed first, too.
+    eventually(lambda: len(scan_api.response_posts.items) >= 5)
+    posts = json.dumps(scan_api.response_posts.items, default=str)
+    assert OPENAI not in posts
+    assert ph in posts
 
 
 def test_websocket_echo_is_scrubbed_and_messages_elsewhere_refused(start, bound, other):
@@ -328,3 +334,32 @@ def test_decision_lines_name_the_credential_never_the_value(start, bound, caplog
         eventually(lambda: any('"brokered":["openai"]' in r.getMessage() for r in caplog.records))
     lines = [r.getMessage() for r in caplog.records]
     assert not any(OPENAI in line for line in lines)
+
+
+@pytest.mark.parametrize("name", ["kirtonic", "inviolet", "velerian"])
+def test_governance_backends_see_neither_value_nor_placeholder(start, bound, other, server_loop,
+                                                               name):  # fmt: skip
+    double = {
+        "kirtonic": lambda: KirtonicDouble(server_loop, GOVERNANCE_KEYS["kirtonic"]),
+        "inviolet": lambda: InvioletDouble(server_loop, GOVERNANCE_KEYS["inviolet"]),
+        "velerian": lambda: VelerianDouble(server_loop, GOVERNANCE_KEYS["velerian"], VELERIAN_ABP),
+    }[name]()
+    sidecar = start(backend=name, governance={name: double.url})
+    before_bound, before_other = len(bound.requests), len(other.requests)
+    auth = {"Authorization": "Bearer $OPENAI_API_KEY"}
+    body = b'{"messages": [{"role": "user", "content": "hello"}]}'
+    ok = run_client(sidecar, "requests", "POST", f"{bound.base}/v1/chat/completions", body,
+                    {**auth, "Content-Type": "application/json"}, expand_env=True)  # fmt: skip
+    assert ok.status == 200, ok.body
+    assert [r.headers["Authorization"] for r in since(bound, before_bound)] == [f"Bearer {OPENAI}"]
+    refused = run_client(sidecar, "requests", "POST", f"{other.base}/v1/chat/completions", body,
+                         {**auth, "Content-Type": "application/json"}, expand_env=True)  # fmt: skip
+    assert refused.status == 403
+    assert refused.json()["reason_codes"] == ["BROKERED_CREDENTIAL_UNBOUND"]
+    assert since(other, before_other) == []
+    recorded = {"kirtonic": "classifications", "inviolet": "evaluations",
+                "velerian": "invocations"}[name]  # fmt: skip
+    seen = json.dumps(getattr(double, recorded).items, default=str)
+    assert seen != "[]"  # the backend judged the bound request
+    assert OPENAI not in seen
+    assert placeholder(sidecar, "openai") not in seen

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
+import urllib.parse
 import zlib
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from sidecar.broker.bindings import BindingsError, parse_bindings
 from sidecar.broker.carry import RequestParts, substitute
 from sidecar.broker.masking import mask_headers
 from sidecar.broker.placeholders import BASE62, PRESETS, placeholder_for
-from sidecar.broker.scrub import Scrubber, StreamScrubber
+from sidecar.broker.scrub import FRAGMENT, Scrubber, StreamScrubber
 from sidecar.broker.state import Broker, BrokerState
 from sidecar.engine.known_secrets import LabelledSecrets
 from tests.support.brokered import SecretMount
@@ -86,7 +86,16 @@ def test_destinations_bind_host_port_path_and_method():
     assert not c.bound("POST", "api.openai.com.evil.com", 443, "/v1/chat")
     assert not c.bound("POST", "api.openai.com", 443, "/v2/x")
     assert not c.bound("POST", "api.openai.com", 443, "/v1x")
-    for climb in ("/v1/../admin", "/v1/%2e%2e/admin", "/v1/.%2E/x", "/v1%2f..%2fx"):
+    for climb in (
+        "/v1/../admin",
+        "/v1/%2e%2e/admin",
+        "/v1/.%2E/x",
+        "/v1%2f..%2fx",
+        "/v1/..;/admin",
+        "/v1/%252e%252e/admin",
+        "/v1/..%5cx",
+        "/v1/.;x=1/",
+    ):
         assert not c.bound("POST", "api.openai.com", 443, climb), climb
 
 
@@ -124,28 +133,64 @@ def test_each_carry_puts_the_value_only_in_its_position():
 ECHOES = [
     VALUE,
     json.dumps(VALUE)[1:-1],
+    "".join(f"\\u{b:04X}" for b in VALUE.encode()),
     base64.b64encode(b"Bearer " + VALUE.encode()).decode(),
     base64.urlsafe_b64encode(b"x" + VALUE.encode()).decode(),
     base64.b64encode(b"ab" + VALUE.encode()).decode(),
     VALUE.encode().hex(),
+    VALUE.encode().hex().upper(),
+    "".join(f"%{b:02x}" for b in VALUE.encode()),
+    VALUE[:-1],  # truncated, at either end
+    VALUE[9:],
+    VALUE[::-1],
+    VALUE[20:40][::-1],
 ]
+
+
+def _readable(out: bytes) -> list[bytes]:
+    """`out` and what each of its words decodes to (base64, hex, percent, JSON)."""
+    texts = [out]
+    for word in out.split():
+        for decode in (
+            lambda w: base64.b64decode(w + b"=" * (-len(w) % 4), altchars=b"-_"),
+            lambda w: bytes.fromhex(w.decode()),
+            lambda w: urllib.parse.unquote_to_bytes(w),
+            lambda w: json.loads(b'"' + w + b'"').encode(),
+        ):
+            try:
+                texts.append(decode(word))  # type: ignore[arg-type]
+            except (ValueError, UnicodeDecodeError):
+                continue
+    return texts
+
+
+def _carries_value(out: bytes) -> bool:
+    """Any run of FRAGMENT characters of VALUE past its prefix, either way."""
+    raw = VALUE.encode()
+    windows = {raw[i : i + FRAGMENT] for i in range(4, len(raw) - FRAGMENT + 1)}
+    windows |= {w[::-1] for w in windows}
+    return any(w in text for text in _readable(out) for w in windows)
 
 
 @pytest.mark.parametrize("echo", ECHOES)
 def test_an_echo_cut_at_any_point_never_gets_through(echo):
     body = f"data: one\n\ndata: {echo} tail\n\n".encode()
+    assert _carries_value(body)
     for cut in range(1, len(body)):
         scrubber = Scrubber({VALUE: ("openai", PH)})
         stream = StreamScrubber(scrubber)
         out = stream(body[:cut]) + stream(body[cut:]) + stream(b"")
-        assert VALUE.encode() not in out
-        for layer in out.split():
-            try:
-                decoded = base64.b64decode(layer + b"=" * (-len(layer) % 4), altchars=b"-_")
-            except ValueError:
-                continue
-            assert VALUE.encode() not in decoded
-        assert scrubber.counts["openai"] == 1
+        assert not _carries_value(out), (cut, out)
+        assert out.startswith(b"data: one\n\ndata: ")
+        assert out.endswith(b" tail\n\n")
+        assert scrubber.counts["openai"] >= 1
+
+
+def test_pieces_shorter_than_a_fragment_pass_as_documented():
+    scrubber = Scrubber({VALUE: ("openai", PH)})
+    piece = VALUE[20 : 20 + FRAGMENT - 1].encode()
+    assert scrubber.scrub(b"x " + piece + b" y") == b"x " + piece + b" y"
+    assert scrubber.scrub(b"sk-proj-other-key") == b"sk-proj-other-key"  # the prefix alone
 
 
 def test_a_stream_with_no_echo_passes_at_once():
@@ -155,8 +200,8 @@ def test_a_stream_with_no_echo_passes_at_once():
     assert stream(b"ocket\n") == b"sk-procket\n"
 
 
-def test_bound_placeholders_are_masked_for_the_scan_backend(tmp_path):
-    os.environ["EGRESS_TEST_VALUE"] = VALUE
+def test_bound_placeholders_are_masked_for_the_scan_backend(monkeypatch):
+    monkeypatch.setenv("EGRESS_TEST_VALUE", VALUE)
     bindings = parse_bindings(GOOD, "b", [])
     state = Broker(bindings, []).current
     ph = state.placeholders["openai"]
