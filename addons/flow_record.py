@@ -27,8 +27,9 @@ class FlowRecord:
     judgement: Judgement | None = None  # set when the verdict is enforced
     forwarded_at: float | None = None  # wall clock: when the request left
     tap: ResponseTap | None = None  # the bounded copy of a streamed response body
-    brokered: list[str] = field(default_factory=list)  # credentials substituted (names)
-    scrubber: Scrubber | None = None  # takes their real values out of what comes back
+    substituted: list[str] = field(default_factory=list)  # brokered credentials put in
+    judged_path: str | None = None  # the target as judged, before a value was put in
+    scrubber: Scrubber | None = None  # takes real values out of what comes back
     closed: bool = False
 
     @staticmethod
@@ -70,7 +71,7 @@ class FlowRecord:
             "scan_ms": _ms(j.scan_seconds),
             "total_ms": _ms(time.monotonic() - self.started),
             "llm": j.llm,
-            "brokered": self.brokered or None,
+            "brokered": self.substituted or None,
             "broker_refused": list(j.broker_refused) or None,
         }
 

@@ -78,7 +78,7 @@ from mitmproxy.proxy.layers.http._http1 import make_error_response
 from mitmproxy.proxy.server import ConnectionHandler
 from mitmproxy.utils import human
 
-from addons.flow_record import RECORD_KEY
+from addons.flow_record import FlowRecord
 from sidecar.broker.scrub import Scrubber, StreamScrubber
 from sidecar.config.settings import SCAN_API_MAX_BODY_BYTES, request_body_cap
 
@@ -243,7 +243,8 @@ class GuardedWebsocketLayer(websocket.WebsocketLayer):
         ws = self.server_ws
         ws.receive_data(data)
         kept: list[wsproto.events.Event] = []
-        scrubber = getattr(self.flow.metadata.get(RECORD_KEY), "scrubber", None)
+        record = FlowRecord.find(self.flow)
+        scrubber = record.scrubber if record is not None else None
         for ev in ws.events():
             if isinstance(ev, wsproto.events.Message):
                 if scrubber is not None:  # a brokered connection: echoes taken out
@@ -254,6 +255,11 @@ class GuardedWebsocketLayer(websocket.WebsocketLayer):
                 continue
             if isinstance(ev, wsproto.events.Ping):
                 self._server_pings.append(bytes(ev.payload))
+                if scrubber is not None:  # answered by the agent: kept as scrubbed
+                    ev = wsproto.events.Ping(payload=scrubber.scrub(bytes(ev.payload)))
+                    self._server_pings[-1] = bytes(ev.payload)
+            elif isinstance(ev, wsproto.events.CloseConnection) and scrubber and ev.reason:
+                ev = wsproto.events.CloseConnection(code=ev.code, reason=scrubber.text(ev.reason))
             kept.append(ev)
         ws._events.extend(kept)
 

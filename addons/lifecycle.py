@@ -18,7 +18,7 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
 
 from addons import layers
-from addons.runtime import Runtime, watch_broker_values
+from addons.runtime import Runtime
 from addons.tuning import freeze_startup_heap, share_gil_promptly
 from sidecar.approvals.waiter import ApprovalWaiter
 from sidecar.backends.breaker import BreakerState
@@ -26,7 +26,7 @@ from sidecar.backends.factory import BackendConfigError, backend_name, create_ba
 from sidecar.backends.governed import HeldAtSidecar
 from sidecar.backends.local import LocalBackend
 from sidecar.broker.bindings import Bindings, BindingsError, load_bindings
-from sidecar.broker.state import Broker, read_value
+from sidecar.broker.state import Broker, read_value, watch
 from sidecar.config.credentials import Credentials, load_credentials
 from sidecar.config.settings import SettingsError, SidecarSettings, load_settings
 from sidecar.config.surface import (
@@ -173,6 +173,7 @@ class Lifecycle:
         own = [s.decode() for s in own_secrets] + ([token] if token else [])
         known = KnownSecrets(own)
         broker = Broker(self._bindings, own) if self._bindings is not None else None
+        reloads = metrics.broker_reloads
         here = local_addresses()
         destinations = Destinations(
             settings,
@@ -206,7 +207,9 @@ class Lifecycle:
             admin=admin,
             lag_watch=asyncio.create_task(watch_loop_lag(metrics.event_loop_lag.observe)),
             broker_watch=(
-                asyncio.create_task(watch_broker_values(broker, metrics))
+                asyncio.create_task(
+                    watch(broker, lambda name, result: reloads.labels(name, result).inc())
+                )
                 if broker is not None
                 else None
             ),

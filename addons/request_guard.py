@@ -16,20 +16,13 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
-from addons.brokering import (
-    DecodedScrub,
-    chained,
-    count_scrubs,
-    scrub_response_head,
-    scrubbed_headers,
-    substitute_request,
-)
+from addons.broker_request import substitute_request
+from addons.broker_response import count_scrubs, scrub_response, scrubbed_headers
 from addons.flow_record import FlowRecord
 from addons.request_rules import outbound, websocket_switch
 from addons.runtime import refusal_response
 from addons.stream_tap import ResponseTap
 from sidecar.broker.masking import unmask
-from sidecar.broker.scrub import StreamScrubber
 from sidecar.judge.bodies import encode_body
 from sidecar.judge.enforce import Enforcement
 from sidecar.judge.judge import Judgement
@@ -65,11 +58,11 @@ class RequestGuard:
                 )
         record.judgement = judgement
         try:
-            if judgement.brokered and judgement.broker is not None:
-                unmask(judgement.enforcement, judgement.broker, judgement.brokered)
+            if judgement.bound and judgement.broker is not None:
+                unmask(judgement.enforcement, judgement.broker, judgement.bound)
             self._apply(flow, record, judgement.enforcement)
-            if judgement.enforcement.forward and judgement.brokered:
-                self._substitute(flow, record, judgement)
+            if judgement.enforcement.forward:
+                self._broker(flow, record, judgement)
         except Exception:  # e.g. a rewritten body that cannot be encoded: never forward
             logger.exception("egress-sidecar: internal error while applying a verdict")
             record.judgement = judgement = Judgement.internal()
@@ -80,16 +73,21 @@ class RequestGuard:
         metrics.requests.labels(judgement.enforcement.decision.value, tool).inc()
         log_decision(record.decision_line(flow))
 
-    def _substitute(self, flow: http.HTTPFlow, record: FlowRecord, judgement: Judgement) -> None:
-        """The real values, now that the request is judged and will be forwarded."""
+    def _broker(self, flow: http.HTTPFlow, record: FlowRecord, judgement: Judgement) -> None:
+        """The real values, now that the request is judged and will be forwarded; and the
+        scrubber for whatever comes back from a brokered credential's host."""
         runtime = self._life.runtime
-        assert runtime is not None
-        assert judgement.broker is not None
-        req = flow.request
-        names, scrubber = substitute_request(req, judgement, runtime.settings.max_body_bytes)
-        record.brokered, record.scrubber = names, scrubber
-        for name in names:
+        if runtime is None or runtime.judge.broker is None:
+            return
+        state = judgement.broker or runtime.judge.broker.current
+        record.judged_path = flow.request.path  # a WebSocket's messages name it as judged
+        record.substituted = substitute_request(
+            flow.request, judgement, runtime.settings.max_body_bytes
+        )
+        for name in record.substituted:
             self._life.metrics.broker_substitutions.labels(name).inc()
+        if names := state.hosts_of(flow.request.host) | frozenset(record.substituted):
+            record.scrubber = state.scrubber(names)
 
     @staticmethod
     def _apply(flow: http.HTTPFlow, record: FlowRecord, enforcement: Enforcement) -> None:
@@ -133,12 +131,11 @@ class RequestGuard:
         if record is not None and record.scrubber is not None:
             runtime = self._life.runtime
             limit = runtime.settings.max_body_bytes if runtime is not None else 0
-            scrub_response_head(flow, record.scrubber, limit, flow.kill)
             record.tap = ResponseTap()
-            scrubbing = flow.response.stream
-            assert isinstance(scrubbing, StreamScrubber | DecodedScrub)
-            flow.response.stream = chained(scrubbing, record.tap)
+            scrub_response(flow, record.scrubber, limit, record.tap)
             count_scrubs(self._life.metrics, record.scrubber)
+            if not flow.response.stream:  # no body follows (HEAD, 204, 304, 101)
+                flow.response.stream = record.tap
             return
         if flow.response.stream:
             return

@@ -7,12 +7,10 @@ does not exist yet; inside, nothing is optional.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 
 from mitmproxy import http
 
-from sidecar.broker.state import Broker
 from sidecar.config.settings import SidecarSettings
 from sidecar.judge.destination import Destinations
 from sidecar.judge.enforce import Enforcement
@@ -33,10 +31,6 @@ class Runtime:
     broker_watch: asyncio.Task[None] | None = None  # re-reads rotated brokered values
 
     @property
-    def broker(self) -> Broker | None:
-        return self.judge.broker
-
-    @property
     def settings(self) -> SidecarSettings:
         return self.judge.settings
 
@@ -49,25 +43,6 @@ class Runtime:
     @property
     def shadow(self) -> bool:
         return self.judge.shadow
-
-
-logger = logging.getLogger("egress_sidecar")
-
-BROKER_LOOK_EVERY = 1.0  # seconds: a rotated value is in use well within 5 s
-
-
-async def watch_broker_values(broker: Broker, metrics: SidecarMetrics) -> None:
-    """Stat the value files every second (a Kubernetes Secret update is a symlink swap;
-    `subPath` mounts never see one) and swap in a snapshot with what changed."""
-    while True:
-        await asyncio.sleep(BROKER_LOOK_EVERY)
-        try:
-            changes = await asyncio.to_thread(broker.refresh)
-        except Exception:  # never let a bad read stop the watch
-            logger.exception("egress-sidecar: brokered values could not be re-read")
-            continue
-        for name, result in changes:
-            metrics.broker_reloads.labels(name, result).inc()
 
 
 def refusal_response(enforcement: Enforcement) -> http.Response:

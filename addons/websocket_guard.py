@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
-from addons.brokering import count_scrubs
+from addons.broker_response import count_scrubs
 from addons.flow_record import FlowRecord
 from addons.layers import ControlFrame
-from sidecar.broker.masking import marker
 from sidecar.judge.authority import absolute_url
 from sidecar.judge.judge import Judgement, Outbound
 from sidecar.observability.counting import count_judgement
@@ -45,9 +44,12 @@ class WebSocketGuard:
             judgement = Judgement.internal()
         else:
             scheme = "wss" if flow.request.scheme == "https" else "ws"
+            record = FlowRecord.find(flow)
+            # The target as judged: a brokered value put into the upgrade stays out.
+            path = record.judged_path if record and record.judged_path else flow.request.path
             out = Outbound(
                 method="WEBSOCKET",
-                url=absolute_url(scheme, flow.request.host, flow.request.port, flow.request.path),
+                url=absolute_url(scheme, flow.request.host, flow.request.port, path),
                 body=message.content,
                 content_type="application/json" if message.is_text else "",
                 message=True,
@@ -58,18 +60,6 @@ class WebSocketGuard:
             message.drop()
         elif enforcement.replacement_body is not None:
             message.content = enforcement.replacement_body
-        if enforcement.forward and judgement.brokered and judgement.broker is not None:
-            # Where its credential goes `anywhere`: the real value, now it is judged.
-            content, state = message.content, judgement.broker
-            for name in sorted(judgement.brokered):
-                real = state.values[name].encode()
-                content = content.replace(marker(name).encode(), real)
-                content = content.replace(state.placeholders[name].encode(), real)
-                self._life.metrics.broker_substitutions.labels(name).inc()
-            message.content = content
-            record = FlowRecord.of(flow)
-            if record.scrubber is None:  # the upstream may now echo it back
-                record.scrubber = state.scrubber(judgement.brokered)
         action = "dropped" if not enforcement.forward else "forwarded"
         metrics = self._life.metrics
         count_judgement(metrics, judgement, "websocket")
@@ -87,6 +77,7 @@ class WebSocketGuard:
                 "host": loggable_host(flow.request.host, enforcement.reasons),
                 "port": flow.request.port,
                 "scan_ms": round((time.monotonic() - started) * 1000, 2),
+                "broker_refused": list(judgement.broker_refused) or None,
             }
         )
 

@@ -41,8 +41,20 @@ from sidecar.engine.destinations import host_matches
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name
-SIGNING = ("aws_sigv4", "sigv4", "hmac")  # carries that sign: refused, with the reason
+SIGNING = ("aws_sigv4", "sigv4", "hmac")
+# What `egress-sidecar env` sets for the proxy: a placeholder never replaces one.
+RESERVED_ENV = frozenset(
+    {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+     "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO", "NODE_USE_ENV_PROXY"}
+)  # fmt: skip  # carries that sign: refused, with the reason
 Simple = Literal["bearer", "basic", "path", "anywhere"]
+
+
+_SIGNS = (
+    "a credential that signs requests (AWS SigV4, HMAC) cannot be brokered: a substituted "
+    "placeholder cannot sign; give the agent a short-lived scoped credential instead "
+    "(see docs/brokering.md)"
+)
 
 
 class BindingsError(ValueError):
@@ -84,8 +96,23 @@ class Destination(_Strict):
                 f"{value}: only https:// destinations (over http:// the real value would "
                 "cross the network in clear)"
             )
-        if not parts.hostname or parts.query or parts.fragment or parts.username:
+        if (
+            not parts.hostname
+            or parts.query
+            or parts.fragment
+            or "#" in value
+            or parts.username is not None
+            or parts.password is not None
+        ):
             raise ValueError(f"{value}: want https://HOST[:PORT][/path-prefix]")
+        host = parts.hostname
+        label = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+        name = rf"\*\.{label}(?:\.{label})+|{label}(?:\.{label})*"
+        if not re.fullmatch(rf"{name}|[0-9a-f:.]+", host):
+            raise ValueError(
+                f"{value}: the host is a name (or `*.` and a domain of two labels or more, "
+                "e.g. *.example.com), or an IP address; no other wildcard"
+            )
         try:
             parts.port  # noqa: B018 (validates it)
         except ValueError:
@@ -113,32 +140,40 @@ class Destination(_Strict):
     def path_prefix(self) -> str:
         return urlsplit(self.url).path or "/"
 
+    def serves(self, host: str) -> bool:
+        return host_matches(host.lower().rstrip("."), [self.host])
+
     def matches(self, method: str, host: str, port: int, path: str) -> bool:
         if self.methods is not None and method.upper() not in self.methods:
             return False
-        if port != self.port or not host_matches(host.lower().rstrip("."), [self.host]):
+        if port != self.port or not self.serves(host):
             return False
         return _path_within(path, self.path_prefix)
 
 
 def _path_within(path: str, prefix: str) -> bool:
-    """The path as written, under the prefix, and with no dot segment that could climb
-    out of it once an upstream normalises it: percent-decoded up to three times, `\\`
-    read as `/`, and `;params` (`..;/`, as Java servers read it) ignored."""
+    """The path as written, under the prefix in whole segments, and with nothing an
+    upstream could read as climbing out of it: after percent-decoding (up to three
+    times), no segment that is `.` or begins with `..` (`;params` and all: `..;/` as Java
+    servers read it), no `\\`, `#`, control byte, `%u` escape or overlong UTF-8."""
     path = path.split("?", 1)[0] or "/"
+    if _SUSPECT_ESCAPES.search(path):
+        return False
     decoded = path
     for _ in range(3):
-        decoded = unquote(decoded)
-        segments = re.split(r"[/\\]", decoded)
-        if any(s.split(";", 1)[0] in (".", "..") for s in segments):
+        decoded = unquote(decoded, errors="surrogateescape")
+        if _SUSPECT_DECODED.search(decoded):
             return False
-    if prefix == "/":
-        return True
-    return (
-        path == prefix.rstrip("/")
-        or path.startswith(prefix.rstrip("/") + "/")
-        or (not prefix.endswith("/") and path.startswith(prefix))
-    )
+        for segment in decoded.split("/"):
+            bare = segment.split(";", 1)[0]
+            if bare == "." or bare.startswith(".."):
+                return False
+    base = prefix.rstrip("/")
+    return not base or path == base or path.startswith(base + "/")
+
+
+_SUSPECT_ESCAPES = re.compile(r"%u|%c[01]|%e0%80", re.IGNORECASE)  # IIS, overlong UTF-8
+_SUSPECT_DECODED = re.compile(r"[\x00-\x1f\x7f\\#]|[\udc80-\udcff]")
 
 
 class CustomShape(_Strict):
@@ -160,7 +195,7 @@ class Credential(_Strict):
     agent_env: str | None = None
     shape: str | CustomShape = "generic"
     destinations: list[Destination] = Field(min_length=1)
-    carry: Simple | dict[str, str] = "anywhere"
+    carry: Simple | dict[str, str]  # no default: `anywhere` must be chosen, knowingly
 
     @field_validator("name")
     @classmethod
@@ -174,6 +209,8 @@ class Credential(_Strict):
     def _agent_env(cls, value: str | None) -> str | None:
         if value is not None and not ENV_NAME.match(value):
             raise ValueError(f"{value!r} is not an environment variable name")
+        if value is not None and value.upper() in RESERVED_ENV:
+            raise ValueError(f"{value} is set by `egress-sidecar env` for the proxy itself")
         return value
 
     @field_validator("shape")
@@ -229,12 +266,9 @@ class Credential(_Strict):
         """May the real value go to this destination?"""
         return any(d.matches(method, host, port, path) for d in self.destinations)
 
-
-_SIGNS = (
-    "a credential that signs requests (AWS SigV4, HMAC) cannot be brokered: a substituted "
-    "placeholder cannot sign; give the agent a short-lived scoped credential instead "
-    "(see docs/brokering.md)"
-)
+    def serves_host(self, host: str) -> bool:
+        """Is any destination of it on this host (what comes back from there is scrubbed)?"""
+        return any(d.serves(host) for d in self.destinations)
 
 
 class Bindings(_Strict):

@@ -11,12 +11,13 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus, urlencode
 
 _BEARER = re.compile(r"^(\s*bearer\s+)(\S+)(\s*)$", re.IGNORECASE)
-_BASIC = re.compile(r"^(\s*basic\s+)(\S+)(\s*)$", re.IGNORECASE)
+BASIC = re.compile(r"^(\s*basic\s+)(\S+)(\s*)$", re.IGNORECASE)
 BODY_CARRIES = ("form", "json", "anywhere")
 
 
@@ -25,6 +26,7 @@ class RequestParts:
     headers: tuple[tuple[str, str], ...]
     path: str  # the request target: path and query, as written
     body: bytes | None = None  # decoded (content codings undone); None: not needed
+    content_type: str = ""
 
 
 def substitute(kind: str, arg: str, parts: RequestParts, ph: str, real: str) -> RequestParts:
@@ -49,12 +51,21 @@ def substitute(kind: str, arg: str, parts: RequestParts, ph: str, real: str) -> 
         headers = tuple((n, v.replace(ph, real)) for n, v in parts.headers)
         path, sep, query = parts.path.partition("?")
         path = path.replace(ph, quote(real, safe="")) + sep + query.replace(ph, quote_plus(real))
-        body = parts.body.replace(ph.encode(), real.encode()) if parts.body is not None else None
-        return RequestParts(headers, path, body)
+        body = None
+        if parts.body is not None:  # written the way the body writes strings
+            media = parts.content_type.split(";")[0].strip().lower()
+            if media == "application/json" or media.endswith("+json"):
+                written = json.dumps(real)[1:-1]
+            elif media == "application/x-www-form-urlencoded":
+                written = quote_plus(real)
+            else:
+                written = real
+            body = parts.body.replace(ph.encode(), written.encode())
+        return RequestParts(headers, path, body, parts.content_type)
     return parts
 
 
-def _headers(parts: RequestParts, name: str, change: Any) -> RequestParts:
+def _headers(parts: RequestParts, name: str, change: Callable[[str], str]) -> RequestParts:
     headers = tuple((n, change(v) if n.lower() == name else v) for n, v in parts.headers)
     return replace(parts, headers=headers)
 
@@ -66,13 +77,21 @@ def _bearer(value: str, ph: str, real: str) -> str:
     return f"{m.group(1)}{real}{m.group(3)}"
 
 
-def _basic(value: str, ph: str, real: str) -> str:
-    m = _BASIC.match(value)
+def basic_credentials(value: str) -> str | None:
+    """`user:password` of an `Authorization: Basic` value (None: not one)."""
+    m = BASIC.match(value)
     if m is None:
-        return value
+        return None
     try:
-        decoded = base64.b64decode(m.group(2), validate=True).decode()
+        return base64.b64decode(m.group(2), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def _basic(value: str, ph: str, real: str) -> str:
+    m = BASIC.match(value)
+    decoded = basic_credentials(value)
+    if m is None or decoded is None:
         return value
     user, sep, password = decoded.partition(":")
     if ph not in (user, password) or not sep:

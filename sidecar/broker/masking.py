@@ -7,14 +7,9 @@ backend sees which credential was bound instead, and never anything resembling a
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-
+from sidecar.broker.carry import basic_credentials
 from sidecar.broker.state import BrokerState
 from sidecar.judge.enforce import Enforcement
-
-_BASIC = re.compile(r"^\s*basic\s+(\S+)\s*$", re.IGNORECASE)
 
 
 def marker(name: str) -> str:
@@ -33,11 +28,7 @@ def mask_headers(
     out = {}
     for key, value in headers.items():
         value = mask_text(value, state, names)
-        if (m := _BASIC.match(value)) is not None:
-            try:
-                decoded = base64.b64decode(m.group(1), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                decoded = ""
+        if (decoded := basic_credentials(value)) is not None:
             masked = mask_text(decoded, state, names)
             if masked != decoded:
                 value = f"Basic {masked}"

@@ -4,27 +4,33 @@
 them); `Broker.refresh` swaps in a new one when a value file changed — a Kubernetes
 Secret update is a symlink swap, seen by `stat` through the link. A request takes the
 snapshot current when it is judged and keeps it: in-flight requests finish with the old
-value, new ones use the new one.
+value, new ones use the new one. A replaced value stays known (refused if the agent
+sends it, withheld from log lines) for as long as the sidecar runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from sidecar.broker.bindings import Bindings, BindingsError, Credential, ValueSource
-from sidecar.broker.scrub import Scrubber
+from sidecar.broker.scrub import Echo, Scrubber, ScrubTable
 from sidecar.engine.known_secrets import LabelledSecrets
 
 logger = logging.getLogger("egress_sidecar")
 
 OWN = "own"  # the label of the sidecar's own keys among the known secrets
-VALUE = "value:"  # + name: a brokered credential's real value
+VALUE = "value:"  # + name: a brokered credential's real value (current or replaced)
 PLACEHOLDER = "placeholder:"  # + name: its placeholder
 MIN_VALUE = 8  # characters; anything shorter cannot be told from ordinary text
+RETIRED_KEPT = 8  # replaced values remembered per credential
+LOOK_EVERY = 1.0  # seconds between looks at the value files: in use well within 5 s
+
+Stamp = tuple[int, int, int, int]
 
 
 def read_value(credential: Credential) -> str:
@@ -46,12 +52,12 @@ def read_value(credential: Credential) -> str:
         raise BindingsError(f"{where}: the value is empty or shorter than {MIN_VALUE} characters")
     if value == credential.placeholder:
         raise BindingsError(f"{where}: holds the placeholder, not the real value")
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
-        raise BindingsError(f"{where}: the value has whitespace or control characters inside")
+    if not all("!" <= c <= "~" for c in value):
+        raise BindingsError(f"{where}: the value has characters other than printable ASCII")
     return value
 
 
-def _stamp(source: ValueSource) -> tuple[int, int, int, int] | None:
+def _stamp(source: ValueSource) -> Stamp | None:
     if source.file is None:
         return None
     try:
@@ -67,26 +73,29 @@ class BrokerState:
     values: dict[str, str] = field(repr=False)
     placeholders: dict[str, str]  # name -> placeholder
     secrets: LabelledSecrets = field(repr=False)
-    by_placeholder: dict[str, str]  # placeholder -> name
+    _tables: dict[frozenset[str], ScrubTable] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
-        cls, credentials: dict[str, Credential], values: dict[str, str], own: list[str]
+        cls,
+        credentials: dict[str, Credential],
+        values: dict[str, str],
+        own: list[str],
+        retired: dict[str, list[str]] | None = None,
     ) -> BrokerState:
         placeholders = {n: c.placeholder for n, c in credentials.items()}
         groups: dict[str, list[str]] = {OWN: own}
         for name in credentials:
-            groups[VALUE + name] = [values[name]]
+            groups[VALUE + name] = [values[name], *(retired or {}).get(name, [])]
             groups[PLACEHOLDER + name] = [placeholders[name]]
-        return cls(
-            credentials,
-            values,
-            placeholders,
-            LabelledSecrets(groups, lean=frozenset(groups) - {OWN}),
-            {p: n for n, p in placeholders.items()},
-        )
+        secrets = LabelledSecrets(groups, lean=frozenset(groups) - {OWN})
+        return cls(credentials, values, placeholders, secrets)
 
     def bound(self, name: str, method: str, url: str) -> bool:
+        """May credential `name`'s value go with this request? (https, host, port, path
+        as written — a `#` in a request target is never bound — and method)."""
+        if "#" in url:
+            return False
         parts = urlsplit(url)
         if parts.scheme not in ("https", "wss"):
             return False
@@ -97,9 +106,22 @@ class BrokerState:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         return self.credentials[name].bound(method, parts.hostname or "", port, path)
 
+    def hosts_of(self, host: str) -> frozenset[str]:
+        """The credentials bound to this host (any port, path or method)."""
+        return frozenset(n for n, c in self.credentials.items() if c.serves_host(host))
+
     def scrubber(self, names: frozenset[str]) -> Scrubber:
-        """Replaces, in what comes back, these credentials' real values by placeholders."""
-        return Scrubber({self.values[n]: (n, self.placeholders[n]) for n in sorted(names)})
+        """Replaces, in what comes back, these credentials' real values by placeholders
+        (the table is built once per snapshot and set of names)."""
+        table = self._tables.get(names)
+        if table is None:
+            echoes = {}
+            for n in sorted(names):
+                value, prefix = self.values[n], self.credentials[n].shape_spec.prefix
+                shared = len(prefix) if prefix and value.startswith(prefix) else 0
+                echoes[value] = Echo(n, self.placeholders[n], shared)
+            table = self._tables[names] = ScrubTable(echoes)
+        return Scrubber(table)
 
 
 class Broker:
@@ -110,40 +132,63 @@ class Broker:
         self._own = own
         values = {n: read_value(c) for n, c in self._credentials.items()}
         self._stamps = {n: _stamp(c.value) for n, c in self._credentials.items()}
+        self._retired: dict[str, list[str]] = {n: [] for n in self._credentials}
+        self._missing: set[str] = set()  # value files gone (said once)
         self.current = BrokerState.build(self._credentials, values, own)
-
-    @property
-    def names(self) -> list[str]:
-        return list(self._credentials)
 
     def refresh(self) -> list[tuple[str, str]]:
         """Re-read the value files whose stamp changed; returns (name, result) for each:
-        `rotated`, `unchanged` (touched, same value) or `invalid` (the old value stays)."""
+        `rotated`, `unchanged` (touched, same value), `invalid` (the old value stays) or
+        `missing` (the file is gone; the old value stays). Each is said once per change."""
         changed: list[tuple[str, str]] = []
         values = dict(self.current.values)
         for name, credential in self._credentials.items():
-            stamp = _stamp(credential.value)
-            if stamp is None or stamp == self._stamps[name]:
+            if credential.value.file is None:
                 continue
+            stamp = _stamp(credential.value)
+            if stamp is None:
+                if name not in self._missing:
+                    self._missing.add(name)
+                    logger.warning(
+                        "brokered credential %s: %s is gone; the previous value stays",
+                        name,
+                        credential.value.file,
+                    )
+                    changed.append((name, "missing"))
+                continue
+            self._missing.discard(name)
+            if stamp == self._stamps[name]:
+                continue
+            self._stamps[name] = stamp  # a bad file is said once, until it changes again
             try:
                 value = read_value(credential)
             except BindingsError as e:
                 logger.warning("brokered credential: %s; the previous value stays", e)
                 changed.append((name, "invalid"))
-                continue  # the stamp is kept: retried at the next look
-            self._stamps[name] = stamp
+                continue
             if value == values[name]:
                 changed.append((name, "unchanged"))
                 continue
+            self._retired[name] = [values[name], *self._retired[name]][:RETIRED_KEPT]
             values[name] = value
             changed.append((name, "rotated"))
         if any(result == "rotated" for _, result in changed):
-            self.current = BrokerState.build(self._credentials, values, self._own)
+            self.current = BrokerState.build(self._credentials, values, self._own, self._retired)
             for name, result in changed:
                 if result == "rotated":
                     logger.info("brokered credential %s: new value in use", name)
         return changed
 
 
-def file_sources(bindings: Bindings) -> list[Path]:
-    return [c.value.file for c in bindings.credentials if c.value.file is not None]
+async def watch(broker: Broker, report: Callable[[str, str], None]) -> None:
+    """Look at the value files every `LOOK_EVERY` seconds (a Kubernetes Secret update is
+    a symlink swap; `subPath` mounts never see one) and swap in what changed."""
+    while True:
+        await asyncio.sleep(LOOK_EVERY)
+        try:
+            changes = await asyncio.to_thread(broker.refresh)
+        except Exception:  # never let a bad read stop the watch
+            logger.exception("egress-sidecar: brokered values could not be re-read")
+            continue
+        for name, result in changes:
+            report(name, result)

@@ -36,6 +36,7 @@ _LOOSE = "[^A-Za-z0-9]{0,3}"  # between two characters of a fragment
 
 
 MEMORY_PER_PATTERN_CHAR = 1536  # bytes of RE2 budget per character of the pattern
+MAX_MEMORY = 256 << 20  # the most one pattern may use (its DFA cache is filled lazily)
 ENCODED_PIECE = 9  # bytes of a key whose base64 or hex form is looked for as such
 
 
@@ -58,6 +59,30 @@ def _encoded_pieces(value: str, prefix: int) -> set[str]:
 
 def _loose(text: str) -> str:
     return _LOOSE.join(re.escape(c) for c in text)
+
+
+def request_texts(method: str, url: str, headers: dict[str, str], body: Any, raw: str) -> list[str]:
+    """A request's parts as searched: as sent, the URL also unquoted, a JSON body's `\\u`
+    escapes undone, a form body unquoted."""
+    texts = [method, url, unquote(url), "\n".join(headers), *headers.values(), raw]
+    if isinstance(body, (dict, list)) and "\\u" in raw:
+        texts.append(json_text(body))  # \u escapes undone (others are separators)
+    elif isinstance(body, str) and "%" in raw:
+        texts.append(unquote(raw))  # form bodies
+    return texts
+
+
+def _letters_and_digits(text: str) -> str:
+    bare = _SEPARATORS.sub("", text)
+    return bare if len(bare) != len(text) else ""
+
+
+def request_layers(texts: list[str]) -> list[Field]:
+    """Every encoded layer the engine decodes in them, within a budget that cannot run
+    out (decoded layers are smaller than what they decode): the request's size is bounded
+    by the proxy (headers, body) before it gets here."""
+    size = sum(len(t) for t in texts)
+    return decoded_layers([Field("request", t) for t in texts if t], 2 * size + 1024)
 
 
 class KnownSecrets:
@@ -120,7 +145,8 @@ class KnownSecrets:
             options.case_sensitive = False
             # RE2 gives up its DFA (and runs some twenty times slower) when the budget is
             # short for the program; the budget is an upper bound, used as texts need it.
-            options.max_mem = max(64 << 20, len(pattern) * MEMORY_PER_PATTERN_CHAR)
+            budget = len(pattern) * MEMORY_PER_PATTERN_CHAR
+            options.max_mem = min(MAX_MEMORY, max(64 << 20, budget))
             self._pattern = re2.compile(pattern, options=options)
 
     def __bool__(self) -> bool:
@@ -139,19 +165,14 @@ class KnownSecrets:
         JSON body also unescaped), and every encoded layer the engine decodes in them."""
         if self._pattern is None:
             return False
-        texts = [method, url, unquote(url), "\n".join(headers), *headers.values(), raw]
-        if isinstance(body, (dict, list)) and "\\u" in raw:
-            texts.append(json_text(body))  # \u escapes undone (others are separators)
-        elif isinstance(body, str) and "%" in raw:
-            texts.append(unquote(raw))  # form bodies
-        if self.found_in(texts):
-            return True
-        # Every encoded layer the engine decodes, within a budget that cannot run out
-        # (decoded layers are smaller than what they decode): the request's size is
-        # bounded by the proxy (headers, body) before it gets here.
-        size = sum(len(t) for t in texts)
-        layers = decoded_layers([Field("request", t) for t in texts if t], 2 * size + 1024)
-        return self.found_in(f.text for f in layers)
+        texts = request_texts(method, url, headers, body, raw)
+        return self.found_in(texts) or self.found_in(f.text for f in request_layers(texts))
+
+    def hits(self, texts: Iterable[str]) -> list[str]:
+        """The texts that carry a fragment of a known secret."""
+        if self._pattern is None:
+            return []
+        return [t for t in texts if t and self._pattern.search(readable(t))]
 
     def withhold(self, text: str) -> str:
         """`text`, or a placeholder when it carries a known secret: for log lines."""
@@ -181,15 +202,21 @@ class LabelledSecrets:
     def labels_in_request(
         self, method: str, url: str, headers: dict[str, str], body: Any, raw: str = ""
     ) -> frozenset[str]:
-        if not self._union.found_in_request(method, url, headers, body, raw):
+        """One pass of the union over the parts and every decoded layer; only the parts
+        and layers it hits are searched again, set by set (a brokered request: its
+        Authorization header, not its body)."""
+        if not self._union:
+            return frozenset()
+        texts = request_texts(method, url, headers, body, raw)
+        texts += [f.text for f in request_layers(texts)]
+        # Lean values are matched without separators: search each text also with every
+        # character but letters and digits taken out (`\\s\\k\\-\\p…`, `s k - p…`).
+        hits = self._union.hits([*texts, *(t for t in map(_letters_and_digits, texts) if t)])
+        if not hits:
             return frozenset()
         if len(self._groups) == 1:
             return frozenset(self._groups)
-        return frozenset(
-            label
-            for label, known in self._groups.items()
-            if known.found_in_request(method, url, headers, body, raw)
-        )
+        return frozenset(label for label, known in self._groups.items() if known.found_in(hits))
 
     def labels_in(self, texts: Iterable[str]) -> frozenset[str]:
         texts = list(texts)

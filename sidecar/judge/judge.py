@@ -56,6 +56,8 @@ from sidecar.llm import recognise
 
 logger = logging.getLogger("egress_sidecar")
 
+REFUSED_UNBOUND = "brokered_unbound"  # `Judgement.refusal`: a placeholder outside its bindings
+REFUSED_VALUE = "brokered_value"  # a brokered credential's real value, sent by the agent
 CONTEXT_LIMIT = 32 * 1024  # characters of conversation sent as `context` (the latest)
 INLINE_LIMIT = 16 * 1024  # bytes; larger texts are searched for own keys off the loop
 
@@ -98,7 +100,7 @@ class Judgement:
     # Brokered credentials whose placeholder it carries to a bound destination (the
     # proxy substitutes their values from `broker`, the snapshot judged with), or those
     # it was refused for.
-    brokered: frozenset[str] = frozenset()
+    bound: frozenset[str] = frozenset()
     broker: BrokerState | None = None
     broker_refused: tuple[str, ...] = ()
 
@@ -183,9 +185,17 @@ class Judge:
             if (refused := self._refused_known(more, state, out.method, out.url)) is not None:
                 return refused
             labels |= more
-        brokered = _placeholders(labels)
-        if brokered and state is not None:  # asked again, with the bound placeholders masked
-            request = self.scan_request(out, headers, content, state, brokered)
+        bound = _placeholders(labels)
+        if bound and state is not None:  # the bound placeholders masked
+            if any(state.placeholders[n].encode() in content for n in bound):
+                request = self.scan_request(out, headers, content, state, bound)
+            else:  # in the URL or headers only: the parsed body stands
+                request = request.model_copy(
+                    update={
+                        "url": mask_text(request.url, state, bound),
+                        "headers": mask_headers(request.headers, state, bound),
+                    }
+                )
         if decoded and (hidden := await self._hidden_secrets(raw, text)):
             message = (
                 "Blocked by egress-sidecar: the encoded body carries a secret outside its "
@@ -194,7 +204,7 @@ class Judge:
             return Judgement(local_block(HIDDEN_SECRET, message, 403), refusal="hidden_secret")
         judgement = await self._ask(request)
         judgement.llm = request.llm.provider if request.llm is not None else None
-        judgement.brokered, judgement.broker = brokered, state
+        judgement.bound, judgement.broker = bound, state
         verdict = judgement.verdict
         if verdict is None:
             return judgement
@@ -226,17 +236,11 @@ class Judge:
             return Judgement(local_block(BODY_TOO_LARGE, "message too large", 413))
         text = out.body.decode("utf-8", "replace")
         labels = await self._known(state, "", "", {}, text, text)
-        # A message carries a placeholder only where its credential goes `anywhere`
-        # (over the WebSocket's own https destination).
-        if (refused := self._refused_known(labels, state, "GET", out.url, True)) is not None:
+        # No message is ever a bound position: a real value in what an agent streams
+        # would be one the upstream can store and hand back.
+        if (refused := self._refused_known(labels, state, "", "")) is not None:
             return refused
-        brokered = _placeholders(labels)
-        body = out.body
-        if brokered and state is not None:
-            body = mask_text(text, state, brokered).encode()
-        judgement = await self._ask(self.scan_request(out, {}, body))
-        judgement.brokered, judgement.broker = brokered, state
-        return judgement
+        return await self._ask(self.scan_request(out, {}, out.body))
 
     async def _known(
         self,
@@ -260,12 +264,10 @@ class Judge:
 
     @staticmethod
     def _refused_known(
-        labels: frozenset[str],
-        state: BrokerState | None,
-        method: str,
-        url: str,
-        message: bool = False,
+        labels: frozenset[str], state: BrokerState | None, method: str, url: str
     ) -> Judgement | None:
+        """The refusal for the known secrets found, if any: own keys, brokered values,
+        placeholders not bound to `method` `url` (none is bound to an empty url)."""
         if not labels:
             return None
         if OWN in labels:
@@ -275,19 +277,12 @@ class Judge:
         values = sorted(x.removeprefix(VALUE) for x in labels if x.startswith(VALUE))
         if values:
             refused = brokered_refused(BROKERED_CREDENTIAL_VALUE, values)
-            return Judgement(refused, refusal="brokered_value", broker_refused=tuple(values))
-        unbound = sorted(
-            name
-            for x in labels
-            if x.startswith(PLACEHOLDER)
-            and not (
-                state.bound(name := x.removeprefix(PLACEHOLDER), method, url)
-                and (not message or state.credentials[name].carry_kind == "anywhere")
-            )
-        )
+            return Judgement(refused, refusal=REFUSED_VALUE, broker_refused=tuple(values))
+        found = _placeholders(labels)
+        unbound = sorted(n for n in found if not (url and state.bound(n, method, url)))
         if unbound:
             refused = brokered_refused(BROKERED_CREDENTIAL_UNBOUND, unbound)
-            return Judgement(refused, refusal="brokered_unbound", broker_refused=tuple(unbound))
+            return Judgement(refused, refusal=REFUSED_UNBOUND, broker_refused=tuple(unbound))
         return None
 
     async def _ask(self, request: ScanRequest) -> Judgement:

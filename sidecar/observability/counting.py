@@ -3,7 +3,7 @@ the same way, because they all count through here."""
 
 from __future__ import annotations
 
-from sidecar.judge.judge import Judgement
+from sidecar.judge.judge import REFUSED_VALUE, Judgement
 from sidecar.observability.metrics import SidecarMetrics
 
 
@@ -21,8 +21,8 @@ def count_judgement(metrics: SidecarMetrics, judgement: Judgement, scope: str) -
             metrics.fail_closed_blocks.labels(judgement.error).inc()
     if judgement.refusal is not None:
         metrics.refusals.labels(scope, judgement.refusal).inc()
-    reason = {"brokered_unbound": "unbound", "brokered_value": "value"}.get(judgement.refusal or "")
+    reason = "value" if judgement.refusal == REFUSED_VALUE else "unbound"
     for name in judgement.broker_refused:
-        metrics.broker_refusals.labels(name, reason or "unbound").inc()
+        metrics.broker_refusals.labels(name, reason).inc()
     if e.would is not None:
         metrics.shadow_decisions.labels(e.would.value, metrics.tool_label(e.tool)).inc()

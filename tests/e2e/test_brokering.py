@@ -29,9 +29,11 @@ from tests.support.servers import Reply
 from tests.support.sidecar import GOVERNANCE_KEYS, VELERIAN_ABP, Sidecar, run_client
 from tests.support.waiting import eventually
 
-OPENAI, ROTATED, WEBHOOK = REAL_VALUES
+OPENAI, ROTATED, WEBHOOK, WS_TOKEN = REAL_VALUES
 JSON_KEY = "jk-REALjsonfield-key-5b8d2c9e0f1a"
 CLIENTS = ["curl", "httpx", "requests", "node"]
+VALUES = {"openai-api-key": OPENAI, "webhook-secret": WEBHOOK, "json-key": JSON_KEY,
+          "ws-token": WS_TOKEN}  # fmt: skip
 
 for value in (*REAL_VALUES, JSON_KEY):
     leaks.register_brokered(value)
@@ -50,7 +52,7 @@ def other(server_loop, upstream) -> NamedUpstream:
 @pytest.fixture
 def mount(tmp_path) -> SecretMount:
     m = SecretMount(tmp_path / "secret")
-    m.update({"openai-api-key": OPENAI, "webhook-secret": WEBHOOK, "json-key": JSON_KEY})
+    m.update(VALUES)
     return m
 
 
@@ -291,15 +293,19 @@ def test_rotation_by_symlink_swap_within_seconds(start, bound, mount):
     with proxied(sidecar) as c:
         assert c.get(f"{bound.base}/v1/a", headers=auth).status_code == 200
         assert bound.requests[-1].headers["Authorization"] == f"Bearer {OPENAI}"
-        mount.update({"openai-api-key": ROTATED, "webhook-secret": WEBHOOK, "json-key": JSON_KEY})
+        mount.update({**VALUES, "openai-api-key": ROTATED})
         reloads = "egress_sidecar_broker_value_reloads_total"
         eventually(lambda: sidecar.metric(reloads, credential="openai", result="rotated") == 1,
                    5.0)  # within 5 s, or it fails  # fmt: skip
         assert c.get(f"{bound.base}/v1/b", headers=auth).status_code == 200
         assert bound.requests[-1].headers["Authorization"] == f"Bearer {ROTATED}"
-        # The old value is now refused like any real value the agent sends.
-        refused = c.post(f"{bound.base}/v1/c", content=ROTATED.encode())
-        assert refused.status_code == 403
+        # The old value stays known: refused like any real value the agent sends.
+        before = len(bound.requests)
+        for value in (OPENAI, ROTATED):
+            refused = c.post(f"{bound.base}/v1/c", content=value.encode())
+            assert refused.status_code == 403
+            assert refused.json()["reason_codes"] == ["BROKERED_CREDENTIAL_VALUE"]
+        assert since(bound, before) == []
 
 
 def test_broker_cli_checks_and_lists_without_values(start, tmp_path):
@@ -363,3 +369,42 @@ def test_governance_backends_see_neither_value_nor_placeholder(start, bound, oth
     assert seen != "[]"  # the backend judged the bound request
     assert OPENAI not in seen
     assert placeholder(sidecar, "openai") not in seen
+
+
+def test_what_the_bound_host_stored_comes_back_scrubbed_to_anyone(start, bound, caplog):
+    sidecar = start()
+    ph = placeholder(sidecar, "openai")
+    with caplog.at_level("ERROR"), proxied(sidecar) as c:
+        asks = {"Authorization": f"Bearer {ph}", "Range": "bytes=0-6", "TE": "gzip"}
+        stored = c.post(f"{bound.base}/store", headers=asks)
+        assert stored.status_code == 200
+        got = bound.requests[-1]
+        assert got.headers["Authorization"] == f"Bearer {OPENAI}"
+        assert "Range" not in got.headers  # an echo is never read back piece by piece
+        assert "Te" not in got.headers
+        # Read back without any placeholder: still the bound host, still scrubbed.
+        back = c.get(f"{bound.base}/stored")
+        head = c.head(f"{bound.base}/echo/headers", headers={"Authorization": f"Bearer {ph}"})
+        empty = c.get(f"{bound.base}/empty", headers={"Authorization": f"Bearer {ph}"})
+    leaks.record(back.text + json.dumps(dict(empty.headers)))
+    assert back.json() == {"stored": ph}
+    assert head.status_code == 200
+    assert empty.status_code == 204
+    assert empty.headers["x-debug-key"] == ph
+    assert not [r for r in caplog.records if "Addon error" in r.getMessage()]
+
+
+def test_a_websocket_token_in_the_upgrade_never_reaches_the_scan_api(start, bound, scan_api):
+    sidecar = start(backend="interven")
+    ph = placeholder(sidecar, "wsquery")
+    ssl_ctx = httpx.create_ssl_context(verify=str(sidecar.ca.bundle))
+    url = f"wss://{bound.name}:{bound.port}/ws?token={ph}"
+    with ws_connect(url, proxy=f"http://{sidecar.info.proxy}", ssl=ssl_ctx) as ws:
+        ws.send("hello")
+        echo = ws.recv(timeout=20)
+    assert echo == "echo:hello auth:"
+    assert any(str(m) == "hello" for m in bound.ws_messages.items)
+    scans = json.dumps(scan_api.scans.items)
+    assert "hello" in scans  # the message was judged
+    assert WS_TOKEN not in scans
+    assert sidecar.metric("egress_sidecar_broker_substitutions_total", credential="wsquery") == 1

@@ -33,6 +33,7 @@ REAL_VALUES = (
     "sk-proj-REALv4lue9KqZ2mX8pN3rT6wY1bV5cJ7hL0dF4gS2aE9uI3oK6zQ8xW1",
     "sk-proj-ROTATEDv4lue7Hh2Jj5Kk8Ll1Mm4Nn7Pp0Qq3Rr6Ss9Tt2Uu5Vv8Ww1X",
     "wh-REALwebhook-secret-7c1e9a4b3d2f8e6a",
+    "wst-REALsocket-token-93b1f07d5e2c4a68",
 )
 
 
@@ -58,7 +59,16 @@ class _Record(tornado.web.RequestHandler):
     def _handle(self) -> None:
         path = self.request.path
         token = self._auth().removeprefix("Bearer ")
-        if path == "/echo/headers":  # a debug endpoint: every header, JSON-escaped
+        if path == "/store":  # keeps what it was sent (a paste, a message, a file)
+            self.upstream.stored = token
+            self.finish({"ok": True})
+        elif path == "/stored":  # hands it to whoever asks, placeholder or not
+            self.finish({"stored": self.upstream.stored})
+        elif path == "/empty":
+            self.set_status(204)
+            self.set_header("X-Debug-Key", token)
+            self.finish()
+        elif path == "/echo/headers":  # a debug endpoint: every header, JSON-escaped
             self.finish({"headers": dict(self.request.headers), "raw": f'"{token}"'})
         elif path == "/echo/location":  # a redirect carrying the key
             self.set_header("X-Debug-Key", token)
@@ -74,7 +84,7 @@ class _Record(tornado.web.RequestHandler):
         else:
             self.finish({"ok": True})
 
-    get = post = put = patch = delete = _handle  # type: ignore[assignment]
+    get = post = put = patch = delete = head = _handle  # type: ignore[assignment]
 
 
 class _Sse(tornado.web.RequestHandler):
@@ -113,6 +123,7 @@ class NamedUpstream:
         ca.issue_cert(name).configure_cert(ssl_ctx)
         self.received = Recorder()
         self.ws_messages = Recorder()
+        self.stored = ""
         app = tornado.web.Application([
             (r"/echo/sse", _Sse, {"upstream": self}),
             (r"/ws", _Ws, {"upstream": self}),
@@ -163,8 +174,8 @@ class SecretMount:
 
 
 def bindings_file(tmp: Path, mount: SecretMount, bound: NamedUpstream) -> Path:
-    """Three credentials: a bearer key for the bound API, a webhook secret carried in its
-    URL path, and a key carried in a JSON field."""
+    """Four credentials: a bearer key for the bound API, a webhook secret carried in its
+    URL path, a WebSocket token in its query, and a key carried in a JSON field."""
     doc = {
         "credentials": [
             {
@@ -182,6 +193,13 @@ def bindings_file(tmp: Path, mount: SecretMount, bound: NamedUpstream) -> Path:
                 "shape": {"prefix": "wh-", "length": 32},
                 "destinations": [{"url": f"{bound.base}/hooks/", "methods": ["POST"]}],
                 "carry": "path",
+            },
+            {
+                "name": "wsquery",
+                "value": {"file": str(mount.path("ws-token"))},
+                "agent_env": "WS_TOKEN",
+                "destinations": [{"url": f"{bound.base}/ws"}],
+                "carry": {"query": "token"},
             },
             {
                 "name": "jsonkey",

@@ -15,7 +15,7 @@ from sidecar.broker.bindings import BindingsError, parse_bindings
 from sidecar.broker.carry import RequestParts, substitute
 from sidecar.broker.masking import mask_headers
 from sidecar.broker.placeholders import BASE62, PRESETS, placeholder_for
-from sidecar.broker.scrub import FRAGMENT, Scrubber, StreamScrubber
+from sidecar.broker.scrub import FRAGMENT, Echo, Scrubber, ScrubTable, StreamScrubber
 from sidecar.broker.state import Broker, BrokerState
 from sidecar.engine.known_secrets import LabelledSecrets
 from tests.support.brokered import SecretMount
@@ -67,6 +67,12 @@ credentials:
         (GOOD + GOOD.replace("credentials:\n", ""), "declared twice"),
         (GOOD.replace("{env: EGRESS_TEST_VALUE}", "{}"), "exactly one of file or env"),
         (GOOD.replace("api.openai.com", "mirror.corp"), "tunnelled without inspection"),
+        (GOOD.replace("    carry: bearer\n", ""), "carry: Field required"),
+        (GOOD.replace("api.openai.com", "*"), "no other wildcard"),
+        (GOOD.replace("api.openai.com", "api.openai.*"), "no other wildcard"),
+        (GOOD.replace("api.openai.com", "*.com"), "no other wildcard"),
+        (GOOD.replace("https://api", "https://:pw@api"), "want https://HOST"),
+        (GOOD.replace("OPENAI_API_KEY", "HTTPS_PROXY"), "set by `egress-sidecar env`"),
     ],
 )
 def test_bad_bindings_get_one_line_naming_where(text, error):
@@ -86,6 +92,12 @@ def test_destinations_bind_host_port_path_and_method():
     assert not c.bound("POST", "api.openai.com.evil.com", 443, "/v1/chat")
     assert not c.bound("POST", "api.openai.com", 443, "/v2/x")
     assert not c.bound("POST", "api.openai.com", 443, "/v1x")
+    assert not c.bound("POST", "api.openai.com", 443, "/v1-secrets")
+    bare = parse_bindings(GOOD.replace("/v1/", "/v1"), "b", []).credentials[0]
+    assert bare.bound("POST", "api.openai.com", 443, "/v1")
+    assert bare.bound("POST", "api.openai.com", 443, "/v1/chat")
+    for sibling in ("/v1-admin", "/v1admin", "/v1.admin"):
+        assert not bare.bound("POST", "api.openai.com", 443, sibling), sibling
     for climb in (
         "/v1/../admin",
         "/v1/%2e%2e/admin",
@@ -177,7 +189,7 @@ def test_an_echo_cut_at_any_point_never_gets_through(echo):
     body = f"data: one\n\ndata: {echo} tail\n\n".encode()
     assert _carries_value(body)
     for cut in range(1, len(body)):
-        scrubber = Scrubber({VALUE: ("openai", PH)})
+        scrubber = Scrubber(ScrubTable({VALUE: Echo("openai", PH, len("sk-proj-"))}))
         stream = StreamScrubber(scrubber)
         out = stream(body[:cut]) + stream(body[cut:]) + stream(b"")
         assert not _carries_value(out), (cut, out)
@@ -187,14 +199,14 @@ def test_an_echo_cut_at_any_point_never_gets_through(echo):
 
 
 def test_pieces_shorter_than_a_fragment_pass_as_documented():
-    scrubber = Scrubber({VALUE: ("openai", PH)})
+    scrubber = Scrubber(ScrubTable({VALUE: Echo("openai", PH, len("sk-proj-"))}))
     piece = VALUE[20 : 20 + FRAGMENT - 1].encode()
     assert scrubber.scrub(b"x " + piece + b" y") == b"x " + piece + b" y"
     assert scrubber.scrub(b"sk-proj-other-key") == b"sk-proj-other-key"  # the prefix alone
 
 
 def test_a_stream_with_no_echo_passes_at_once():
-    stream = StreamScrubber(Scrubber({VALUE: ("openai", PH)}))
+    stream = StreamScrubber(Scrubber(ScrubTable({VALUE: Echo("openai", PH, len("sk-proj-"))})))
     assert stream(b"data: hello\n\n") == b"data: hello\n\n"  # nothing held back
     assert stream(b"data: sk-pr") == b"data: "  # could be the start of one
     assert stream(b"ocket\n") == b"sk-procket\n"
@@ -224,6 +236,10 @@ def test_labelled_secrets_tell_values_placeholders_and_own_keys_apart():
     }
     assert find("POST", "https://x/", {}, None, VALUE[::-1]) == {"value:a"}
     assert find("POST", "https://x/", {}, None, f"k={PH[8:30]}") == {"placeholder:a"}
+    escaped = json.dumps({"d": "".join(f"\\u{ord(c):04x}" for c in VALUE)})  # \\u text
+    assert find("POST", "https://x/", {}, json.loads(escaped), escaped) == {"value:a"}
+    spaced = " ".join(VALUE[i : i + 9] for i in range(0, len(VALUE), 9))
+    assert find("POST", "https://x/", {}, None, spaced) == {"value:a"}
 
 
 def test_rotation_swaps_the_snapshot_and_keeps_a_bad_file_out(tmp_path: Path):
@@ -237,9 +253,15 @@ def test_rotation_swaps_the_snapshot_and_keeps_a_bad_file_out(tmp_path: Path):
     assert broker.refresh() == [("openai", "rotated")]
     assert broker.current.values["openai"] == VALUE[::-1]
     assert first.values["openai"] == VALUE  # in-flight requests keep theirs
+    assert broker.current.secrets.labels_in([VALUE]) == {"value:openai"}  # still refused
     mount.update({"key": ""})
     assert broker.refresh() == [("openai", "invalid")]
     assert broker.current.values["openai"] == VALUE[::-1]
     mount.update({"key": broker.current.placeholders["openai"]})
     assert broker.refresh() == [("openai", "invalid")]  # the placeholder is no value
+    assert broker.refresh() == []  # said once, until the file changes again
+    mount.path("key").unlink()
+    assert broker.refresh() == [("openai", "missing")]
+    assert broker.refresh() == []
+    assert broker.current.values["openai"] == VALUE[::-1]
     assert isinstance(broker.current, BrokerState)

@@ -18,6 +18,7 @@ credentials:
   - name: openai
     value: {env: EGRESS_LOG_TEST_VALUE}
     destinations: [{url: "https://api.openai.com/v1/"}]
+    carry: bearer
 """
 
 
