@@ -57,6 +57,11 @@ def _encoded_pieces(value: str, prefix: int) -> set[str]:
     return out
 
 
+def _one_apart(text: str) -> str:
+    """Its characters, each perhaps one separator apart (`s k - p`, `\\s\\k\\-\\p`)."""
+    return "[^A-Za-z0-9]?".join(re.escape(c) for c in text)
+
+
 def _loose(text: str) -> str:
     return _LOOSE.join(re.escape(c) for c in text)
 
@@ -72,11 +77,6 @@ def request_texts(method: str, url: str, headers: dict[str, str], body: Any, raw
     return texts
 
 
-def _letters_and_digits(text: str) -> str:
-    bare = _SEPARATORS.sub("", text)
-    return bare if len(bare) != len(text) else ""
-
-
 def request_layers(texts: list[str]) -> list[Field]:
     """Every encoded layer the engine decodes in them, within a budget that cannot run
     out (decoded layers are smaller than what they decode): the request's size is bounded
@@ -90,9 +90,10 @@ class KnownSecrets:
 
     def __init__(self, values: Iterable[str], lean: Iterable[str] = ()) -> None:
         """`lean` values are found by their pieces forwards and reversed, as written and
-        in ROT13 (any case), and in every layer the engine decodes, but not with
-        rewritten separators or as short encoded pieces: brokered credentials, of which
-        a sidecar may hold many (each full value makes the one pattern much larger)."""
+        in ROT13 (any case), each character perhaps one separator apart, and in every
+        layer the engine decodes; not with longer separators or as short encoded pieces:
+        brokered credentials, of which a sidecar may hold many (each full value makes the
+        one pattern much larger)."""
         alternatives: set[str] = set()
         for value in lean:
             core = _SEPARATORS.sub("", value.strip())
@@ -109,10 +110,10 @@ class KnownSecrets:
             for text in (core, rot13(core)):
                 reverse = text[::-1]
                 alternatives.update(
-                    re.escape(text[i : i + FRAGMENT])
+                    _one_apart(text[i : i + FRAGMENT])
                     for i in range(first, len(text) - FRAGMENT + 1)
                 )
-                alternatives.update(re.escape(reverse[i : i + FRAGMENT]) for i in range(last + 1))
+                alternatives.update(_one_apart(reverse[i : i + FRAGMENT]) for i in range(last + 1))
         for value in values:
             # Separators are matched loosely (`iv_live_` = `iv-live.`): an attacker may
             # rewrite them, e.g. to fit a key into DNS labels.
@@ -208,10 +209,7 @@ class LabelledSecrets:
         if not self._union:
             return frozenset()
         texts = request_texts(method, url, headers, body, raw)
-        texts += [f.text for f in request_layers(texts)]
-        # Lean values are matched without separators: search each text also with every
-        # character but letters and digits taken out (`\\s\\k\\-\\p…`, `s k - p…`).
-        hits = self._union.hits([*texts, *(t for t in map(_letters_and_digits, texts) if t)])
+        hits = self._union.hits([*texts, *(f.text for f in request_layers(texts))])
         if not hits:
             return frozenset()
         if len(self._groups) == 1:
