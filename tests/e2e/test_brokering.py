@@ -408,3 +408,20 @@ def test_a_websocket_token_in_the_upgrade_never_reaches_the_scan_api(start, boun
     assert "hello" in scans  # the message was judged
     assert WS_TOKEN not in scans
     assert sidecar.metric("egress_sidecar_broker_substitutions_total", credential="wsquery") == 1
+
+
+def test_a_large_brokered_download_streams_through_intact(start, bound):
+    sidecar = start()
+    ph = placeholder(sidecar, "openai")
+    size = 24 * 1024 * 1024  # well past the scan limit: streamed, never held whole
+    auth = {"Authorization": f"Bearer {ph}"}
+    with proxied(sidecar) as c, c.stream("GET", f"{bound.base}/download/{size}", headers=auth) as r:
+        assert r.status_code == 200
+        assert r.headers.get("transfer-encoding") == "chunked"  # re-framed: lengths may change
+        got, pattern = 0, bytes(range(256))
+        for chunk in r.iter_bytes():
+            start_at = got % 256
+            expected = (pattern * (len(chunk) // 256 + 2))[start_at : start_at + len(chunk)]
+            assert chunk == expected
+            got += len(chunk)
+    assert got == size

@@ -104,6 +104,21 @@ class _Sse(tornado.web.RequestHandler):
         self.finish("data: last\n\n")
 
 
+class _Download(tornado.web.RequestHandler):
+    """GET /download/N: N bytes of a pattern, 1 MiB per write (a large brokered answer)."""
+
+    async def get(self, size: str) -> None:
+        left = int(size)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Length", str(left))
+        block = bytes(range(256)) * 4096
+        while left:
+            piece = block[: min(left, len(block))]
+            self.write(piece)
+            await self.flush()
+            left -= len(piece)
+
+
 class _Ws(tornado.websocket.WebSocketHandler):
     def initialize(self, upstream: NamedUpstream) -> None:
         self.upstream = upstream
@@ -126,6 +141,7 @@ class NamedUpstream:
         self.stored = ""
         app = tornado.web.Application([
             (r"/echo/sse", _Sse, {"upstream": self}),
+            (r"/download/(\d+)", _Download),
             (r"/ws", _Ws, {"upstream": self}),
             (r"/.*", _Record, {"upstream": self}),
         ])  # fmt: skip
