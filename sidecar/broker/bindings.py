@@ -37,6 +37,7 @@ from sidecar.broker.placeholders import (
     shortest,
 )
 from sidecar.engine.destinations import host_matches
+from sidecar.engine.policy_file import describe_invalid
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -328,23 +329,7 @@ def parse_bindings(text: str, source: str, passthrough_hosts: list[str]) -> Bind
     try:
         bindings = Bindings.model_validate(data)
     except ValidationError as e:
-        raise BindingsError(f"{source}: {_describe(e, data)}") from None
+        problem = describe_invalid(e, data, "credentials", "name", "bindings")
+        raise BindingsError(f"{source}: {problem}") from None
     bindings.check_passthrough(passthrough_hosts, source)
     return bindings
-
-
-def _describe(error: ValidationError, data: dict[str, Any]) -> str:
-    item = error.errors()[0]
-    loc = list(item["loc"])
-    where = ""
-    if len(loc) >= 2 and loc[0] == "credentials" and isinstance(loc[1], int):
-        items = data.get("credentials") or []
-        entry = items[loc[1]] if loc[1] < len(items) else {}
-        name = entry.get("name") if isinstance(entry, dict) else None
-        where = f"credentials[{loc[1]}]" + (f" ({name})" if name else "")
-        loc = loc[2:]
-    # pydantic names union members (`str`, `dict[str,str]`, `function-after[...]`)
-    field = ".".join(str(p) for p in loc if not re.search(r"[\[\]]|^(str|int)$", str(p)))
-    parts = [p for p in (where, field) if p]
-    message = str(item["msg"]).removeprefix("Value error, ")
-    return f"{' '.join(parts) or 'bindings'}: {message}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,19 +47,26 @@ def parse_policy(text: str, source: str) -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as e:
-        raise PolicyError(f"{source}: {_describe(e, data)}") from None
+        raise PolicyError(
+            f"{source}: {describe_invalid(e, data, 'rules', 'rule_id', 'policy')}"
+        ) from None
 
 
-def _describe(error: ValidationError, data: dict[str, Any]) -> str:
+def describe_invalid(
+    error: ValidationError, data: dict[str, Any], items: str, ident: str, what: str
+) -> str:
+    """One line for a file's first validation error: the entry of list `items` it is in
+    (by index, and by its `ident` field when it has one), the field, the problem."""
     item = error.errors()[0]
     loc = list(item["loc"])
     where = ""
-    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-        rules = data.get("rules") or []
-        rule = rules[loc[1]] if loc[1] < len(rules) else {}
-        rule_id = rule.get("rule_id") if isinstance(rule, dict) else None
-        where = f"rules[{loc[1]}]" + (f" ({rule_id})" if rule_id else "")
+    if len(loc) >= 2 and loc[0] == items and isinstance(loc[1], int):
+        entries = data.get(items) or []
+        entry = entries[loc[1]] if loc[1] < len(entries) else {}
+        name = entry.get(ident) if isinstance(entry, dict) else None
+        where = f"{items}[{loc[1]}]" + (f" ({name})" if name else "")
         loc = loc[2:]
-    field = ".".join(str(p) for p in loc)
+    # pydantic names the member of a union it tried (`str`, `dict[str,str]`, ...)
+    field = ".".join(str(p) for p in loc if not re.search(r"[\[\]]|^(str|int)$", str(p)))
     parts = [p for p in (where, field) if p]
-    return f"{' '.join(parts) or 'policy'}: {str(item['msg']).removeprefix('Value error, ')}"
+    return f"{' '.join(parts) or what}: {str(item['msg']).removeprefix('Value error, ')}"
