@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -69,12 +70,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def raise_for_status(
-    response: httpx.Response, what: str, key_name: str = "INTERVEN_API_KEY"
+    response: httpx.Response, what: str, key_name: str = "INTERVEN_API_KEY", detail: bool = False
 ) -> None:
-    """Turn a non-2xx answer into the typed error the fail mode switches on."""
+    """Turn a non-2xx answer into the typed error the fail mode switches on. `detail`:
+    a 4xx names what the API said was wrong (for calls that send our own documents, such
+    as a policy; never for scans, whose answers could echo what an agent sent)."""
     status = response.status_code
     if status < 300:
         return
+    if detail and 400 <= status < 500 and status not in (401, 403, 429):
+        raise ScanRejected(f"{what}: HTTP {status}: {_problem(response)}", status)
     if status == 429:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise ScanRateLimited(f"{what}: HTTP 429", retry_after=retry_after)
@@ -83,6 +88,23 @@ def raise_for_status(
     if status >= 500:
         raise ScanServerError(f"{what}: HTTP {status}", status)
     raise ScanRejected(f"{what}: HTTP {status}", status)
+
+
+def _problem(response: httpx.Response) -> str:
+    """The API's own words for a rejected document, bounded and made printable."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    text = ""
+    if isinstance(body, dict):
+        for key in ("error", "detail", "message"):
+            if isinstance(body.get(key), (str, list, dict)):
+                text = body[key] if isinstance(body[key], str) else json.dumps(body[key])
+                break
+    text = text or response.text
+    cut = text[:300].encode("ascii", "backslashreplace").decode()
+    return "".join(c if " " <= c <= "~" else " " for c in cut) or "no detail"
 
 
 class _RetryAfterOrFullJitter:
@@ -150,13 +172,14 @@ class RetryingHttpClient:
         what: str,
         json: Any = None,
         deadline: float | None = None,
+        detail: bool = False,
     ) -> Any:
         """Send with retries within `deadline` seconds; return the decoded JSON body."""
         budget = self.timeout if deadline is None else deadline
 
         async def attempt() -> Any:
             response = await self._send(method, path, what, json)
-            raise_for_status(response, what, self.key_name)
+            raise_for_status(response, what, self.key_name, detail)
             if response.status_code == 204 or not response.content:
                 return None  # e.g. an outcome recorded; a verdict call then finds no verdict
             try:

@@ -24,7 +24,7 @@ from addons.ca import CaFiles, ensure_ca, new_ca_pem
 from sidecar import __version__
 from sidecar.backends.factory import BackendConfigError, backend_name
 from sidecar.broker.bindings import BindingsError
-from sidecar.cli import broker, scan
+from sidecar.cli import broker, policy_sync, scan
 from sidecar.cli.errors import CliError
 from sidecar.config.agent_env import agent_environment, export_lines
 from sidecar.config.credentials import load_credentials
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=cmd_policy_check)
     show = policy_sub.add_parser("show", help="print the built-in default policy")
     show.set_defaults(handler=cmd_policy_show)
+    policy_sync.add_parsers(policy_sub)
 
     approvals = sub.add_parser("approvals", help="list and decide requests held at this sidecar")
     approvals_sub = approvals.add_subparsers(dest="approvals_command", required=True,

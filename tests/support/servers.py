@@ -160,6 +160,55 @@ class _ApprovalHandler(_Base):
         await self.reply(self.double.approval_behaviour(approval_id))
 
 
+class _PolicyApplyHandler(_Base):
+    """`POST /v1/policies/apply`: bearer auth, a 400 naming what it rejects, an upsert
+    that adds a version (the same document twice: the same version)."""
+
+    async def post(self) -> None:
+        double = self.double
+        if (fault := double.policy_fault) is not None:
+            await self.reply(fault)
+            return
+        if self.request.headers.get("Authorization") != f"Bearer {double.api_key}":
+            await self.reply(Reply(401, {"error": "missing or invalid API key"}))
+            return
+        doc = json.loads(self.request.body)
+        double.policy_pushes.add(doc)
+        for i, rule in enumerate(doc.get("rules", [])):
+            if rule.get("action") not in ("ALLOW", "DENY", "SANITIZE", "REQUIRE_APPROVAL"):
+                await self.reply(Reply(400, {"error": f"rules[{i}].action: not a decision"}))
+                return
+        key = (doc["name"], doc.get("env_name", "default"))
+        versions = double.policies.setdefault(key, [])
+        if not versions or versions[-1] != doc:
+            versions.append(doc)
+        await self.reply(Reply(body=_policy_answer(doc, len(versions))))
+
+
+class _PolicyByNameHandler(_Base):
+    async def get(self, name: str) -> None:
+        double = self.double
+        if (fault := double.policy_fault) is not None:
+            await self.reply(fault)
+            return
+        if self.request.headers.get("Authorization") != f"Bearer {double.api_key}":
+            await self.reply(Reply(401, {"error": "missing or invalid API key"}))
+            return
+        env = self.get_query_argument("env", "default")
+        versions = double.policies.get((name, env))
+        if not versions:
+            await self.reply(Reply(404, {"error": f"no policy {name!r} in {env!r}"}))
+            return
+        await self.reply(Reply(body=_policy_answer(versions[-1], len(versions))))
+
+
+def _policy_answer(doc: dict[str, Any], version: int) -> dict[str, Any]:
+    env = doc.get("env_name", "default")
+    return {"policy_id": f"pol_{doc['name']}_{env}", "name": doc["name"], "env_name": env,
+            "version": version, "rules": doc.get("rules", []),
+            **({"description": doc["description"]} if "description" in doc else {})}  # fmt: skip
+
+
 class ScanApiDouble:
     """The scan API contract on loopback: /v1/scan, /v1/scan/response, approvals."""
 
@@ -175,8 +224,14 @@ class ScanApiDouble:
         self.approval_behaviour: Callable[[str], Reply] = lambda approval_id: Reply(
             body={"status": self.approvals.get(approval_id, "pending")}
         )
+        self.api_key = ""  # the policy endpoints' bearer key (set by the test)
+        self.policies: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.policy_pushes = Recorder()
+        self.policy_fault: Reply | None = None  # answered instead, when set
         app = tornado.web.Application(
             [
+                (r"/v1/policies/apply", _PolicyApplyHandler, {"double": self}),
+                (r"/v1/policies/by-name/([^/?]+)", _PolicyByNameHandler, {"double": self}),
                 (r"/v1/scan", _ScanHandler, {"double": self}),
                 (r"/v1/scan/response", _ResponseHandler, {"double": self}),
                 (r"/v1/approvals/([^/]+)/status", _ApprovalHandler, {"double": self}),
