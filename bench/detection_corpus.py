@@ -60,10 +60,24 @@ class Received:
     body: bytes
 
 
+END_OF_CASE = "end-of-case "  # + the case's name: a benign last message
+
+
 @dataclass
 class Recording:
     requests: list[Received] = field(default_factory=list)
     messages: list[str | bytes] = field(default_factory=list)
+    ended: set[str] = field(default_factory=set)  # END_OF_CASE messages received
+    arrived: threading.Condition = field(default_factory=threading.Condition)
+
+    def end(self, tag: str) -> None:
+        with self.arrived:
+            self.ended.add(tag)
+            self.arrived.notify_all()
+
+    def wait_end(self, tag: str) -> bool:
+        with self.arrived:
+            return self.arrived.wait_for(lambda: tag in self.ended, WAIT)
 
 
 class _Record(tornado.web.RequestHandler):
@@ -89,6 +103,9 @@ class _Socket(tornado.websocket.WebSocketHandler):
         return True
 
     def on_message(self, message: str | bytes) -> None:
+        if isinstance(message, str) and message.startswith(END_OF_CASE):
+            self.recording.end(message)
+            return
         self.recording.messages.append(message)
 
 
@@ -282,10 +299,13 @@ class CorpusRig:
             ) as ws:
                 for message in case.messages:
                     await ws.send(message)
-                # The pong comes back through the proxy from the server, which has read
-                # (and recorded) every message relayed before the ping.
-                pong = await ws.ping()
-                await asyncio.wait_for(pong, WAIT)
+                # Messages are judged and relayed in order (a ping would be answered by
+                # the sidecar itself, before they are): once this last one reaches the
+                # server, every message of the case that was kept has too.
+                tag = END_OF_CASE + case.name
+                await ws.send(tag)
+                if not await asyncio.to_thread(self.recording.wait_end, tag):
+                    return Outcome("ERROR:end_of_case_lost", False, False)
         except websockets.exceptions.InvalidStatus as e:
             return Outcome(f"HTTP_{e.response.status_code}", False, False)
         except (OSError, websockets.exceptions.WebSocketException) as e:
