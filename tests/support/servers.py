@@ -166,11 +166,8 @@ class _PolicyApplyHandler(_Base):
 
     async def post(self) -> None:
         double = self.double
-        if (fault := double.policy_fault) is not None:
-            await self.reply(fault)
-            return
-        if self.request.headers.get("Authorization") != f"Bearer {double.api_key}":
-            await self.reply(Reply(401, {"error": "missing or invalid API key"}))
+        if (refused := _policy_refusal(self)) is not None:
+            await self.reply(refused)
             return
         doc = json.loads(self.request.body)
         double.policy_pushes.add(doc)
@@ -188,11 +185,8 @@ class _PolicyApplyHandler(_Base):
 class _PolicyByNameHandler(_Base):
     async def get(self, name: str) -> None:
         double = self.double
-        if (fault := double.policy_fault) is not None:
-            await self.reply(fault)
-            return
-        if self.request.headers.get("Authorization") != f"Bearer {double.api_key}":
-            await self.reply(Reply(401, {"error": "missing or invalid API key"}))
+        if (refused := _policy_refusal(self)) is not None:
+            await self.reply(refused)
             return
         env = self.get_query_argument("env", "default")
         versions = double.policies.get((name, env))
@@ -200,6 +194,16 @@ class _PolicyByNameHandler(_Base):
             await self.reply(Reply(404, {"error": f"no policy {name!r} in {env!r}"}))
             return
         await self.reply(Reply(body=_policy_answer(versions[-1], len(versions))))
+
+
+def _policy_refusal(handler: _Base) -> Reply | None:
+    """The scripted fault, else a 401 for a missing or wrong key, else None."""
+    double = handler.double
+    if double.policy_fault is not None:
+        return double.policy_fault
+    if handler.request.headers.get("Authorization") != f"Bearer {double.api_key}":
+        return Reply(401, {"error": "missing or invalid API key"})
+    return None
 
 
 def _policy_answer(doc: dict[str, Any], version: int) -> dict[str, Any]:
