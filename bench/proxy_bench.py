@@ -49,6 +49,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.corpora.generated import github
 from bench.engine_bench import chat_body, percentile
+from sidecar.broker.placeholders import PRESETS, placeholder_for
 
 BIN = Path(sys.executable).parent
 BENCH_KEY = "bench-key-0123456789"
@@ -581,8 +582,6 @@ BROKERED_VALUE = "sk-proj-BENCHv4lue9KqZ2mX8pN3rT6wY1bV5cJ7hL0dF4gS2aE9uI3oK6zQ8
 
 def broker_bindings(lab: Lab) -> tuple[Path, str]:
     """A bindings file sending one bearer key to the lab upstream, and its placeholder."""
-    from sidecar.broker.placeholders import PRESETS, placeholder_for
-
     path = lab.tmp / "bindings.yaml"
     doc = {"credentials": [{"name": "bench", "value": {"env": "BENCH_BROKERED"},
                             "shape": "openai", "destinations": [{"url": lab.upstream_url + "/"}],

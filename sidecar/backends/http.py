@@ -46,6 +46,7 @@ from sidecar.backends.errors import (
     ScanTimeout,
     ScanUnavailable,
 )
+from sidecar.observability.decision_log import loggable
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -102,9 +103,7 @@ def _problem(response: httpx.Response) -> str:
             if isinstance(body.get(key), (str, list, dict)):
                 text = body[key] if isinstance(body[key], str) else json.dumps(body[key])
                 break
-    text = text or response.text
-    cut = text[:300].encode("ascii", "backslashreplace").decode()
-    return "".join(c if " " <= c <= "~" else " " for c in cut) or "no detail"
+    return loggable(text or response.text, 300) or "no detail"
 
 
 class _RetryAfterOrFullJitter:
